@@ -1,0 +1,1 @@
+"""conf-profile: label-free user profiling with confidence-driven LLM reasoning."""

