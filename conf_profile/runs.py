@@ -58,6 +58,7 @@ def record_stage(run_dir: str | Path, stage: str, entry: dict[str, Any], config:
     manifest["versions"] = package_versions()
     manifest["host"] = {"python": platform.python_version(), "machine": platform.machine()}
     path = Path(run_dir) / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.{time.monotonic_ns()}")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)

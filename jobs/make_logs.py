@@ -14,19 +14,22 @@ import sys
 
 from conf_profile.cli import fail, job_parser, load_config
 from conf_profile.core.config import to_dict
+from conf_profile.core.settings import DataConfig
 from conf_profile.runs import open_run_dir, record_stage
 from conf_profile.synthetic.dataset import write_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = job_parser("python -m jobs.make_logs", __doc__)
-    parser.add_argument("--users", type=int, help="number of users (default: data.users)")
+    parser.add_argument("--users", type=int, help=f"number of users (default: data.users = {DataConfig.users})")
     parser.add_argument("--out", help="output folder (default: <run-dir>/synthetic)")
-    parser.add_argument("--seed", type=int, help="random seed (default: data.seed)")
+    parser.add_argument("--seed", type=int, help=f"random seed (default: data.seed = {DataConfig.seed})")
     parser.add_argument(
-        "--bad-fraction", type=float, help="malformed rows added per good row (default: data.bad_fraction)"
+        "--bad-fraction",
+        type=float,
+        help=f"malformed rows added per good row (default: data.bad_fraction = {DataConfig.bad_fraction})",
     )
-    parser.add_argument("--files", type=int, help="number of log files (default: data.files)")
+    parser.add_argument("--files", type=int, help=f"number of log files (default: data.files = {DataConfig.files})")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
     flags = {"users": args.users, "seed": args.seed, "bad_fraction": args.bad_fraction, "files": args.files}

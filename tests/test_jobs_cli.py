@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,3 +62,30 @@ def test_every_job_documents_its_options() -> None:
     assert res.returncode == 0
     for flag in ("--config", "--set", "--run-dir", "--users", "--out", "--seed", "--bad-fraction"):
         assert flag in res.stdout
+
+
+@pytest.mark.slow
+def test_pipeline_runs_and_a_rerun_skips_completed_stages(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    args = (
+        "jobs.pipeline",
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        "data.users=30",
+        "--set",
+        "models.teacher=tiny",
+        "--set",
+        "models.student=tiny",
+        "--set",
+        f"models.cache_dir={tmp_path / 'cache'}",
+    )
+    first = _job(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["builtin_data"]["users"] == 30
+    assert manifest["stages"]["embedded_models"]["vllm_check_answer"]
+    assert "vLLM check:" in first.stdout and str(run_dir) in first.stdout
+    second = _job(*args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "builtin_data: already done" in second.stderr and "embedded_models: already done" in second.stderr

@@ -1,0 +1,37 @@
+"""The main job: every stage in order in one Ray job, recorded in the run manifest.
+
+    python -m jobs.pipeline [--config FILE] [--set KEY=VALUE ...] [--run-dir DIR]
+
+With no arguments this is the embedded default: the built-in synthetic data set (data.users users, with
+truth), the demo model (SmolLM2-135M-Instruct) as teacher and student, everything on this machine's CPU.
+A re-run with the same --run-dir skips the stages already done.
+
+Stages so far: builtin_data (synthetic logs), embedded_models (prepare the models, check the teacher
+answers on vLLM). ingest, label, aggregate, train_sft, train_rl, infer and evaluate join as they are built.
+"""
+
+from __future__ import annotations
+
+from conf_profile.cli import job_parser, load_config
+from conf_profile.pipeline.runner import run_pipeline
+from conf_profile.runs import open_run_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = job_parser("python -m jobs.pipeline", __doc__).parse_args(argv)
+    cfg = load_config(args)
+    run_dir = open_run_dir(args.run_dir, cfg.run.runs_root)
+    results = run_pipeline(cfg, run_dir)
+    data, model = results["builtin_data"], results["embedded_models"]
+    print(f"\nrun directory:   {run_dir}")
+    print(
+        f"input logs:      {data['out']} ({data['users']:,} users, {data['rows']:,} rows, "
+        f"{data['bad_rows']:,} malformed rows injected)"
+    )
+    print(f"teacher model:   {model['teacher']}")
+    print(f"vLLM check:      {model['vllm_check_prompt']}\n  -> {model['vllm_check_answer']}")
+    print("next stages:     ingest, label, aggregate, train_sft, train_rl, infer, evaluate (not built yet)")
+
+
+if __name__ == "__main__":
+    main()
