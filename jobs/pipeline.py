@@ -6,8 +6,9 @@ With no arguments this is the embedded default: the built-in synthetic data set 
 truth), the demo model (SmolLM2-135M-Instruct) as teacher and student, everything on this machine's CPU.
 A re-run with the same --run-dir skips the stages already done.
 
-Stages so far: builtin_data (synthetic logs), embedded_models (prepare the models, check the teacher
-answers on vLLM). ingest, label, aggregate, train_sft, train_rl, infer and evaluate join as they are built.
+Stages so far: builtin_data (the input: input.logs, or the synthetic logs), ingest (documents/ and
+rejects/), embedded_models (prepare the models, check the teacher answers on vLLM). label, aggregate,
+train_sft, train_rl, infer and evaluate join as they are built.
 """
 
 from __future__ import annotations
@@ -22,15 +23,20 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args)
     run_dir = open_run_dir(args.run_dir, cfg.run.runs_root)
     results = run_pipeline(cfg, run_dir)
-    data, model = results["builtin_data"], results["embedded_models"]
+    data, ing, model = results["builtin_data"], results["ingest"], results["embedded_models"]
     print(f"\nrun directory:   {run_dir}")
+    if data["builtin"]:
+        print(f"input logs:      {data['logs']} (built-in: {data['users']:,} users, {data['bad_rows']:,} bad rows)")
+    else:
+        print(f"input logs:      {data['logs']}")
     print(
-        f"input logs:      {data['out']} ({data['users']:,} users, {data['rows']:,} rows, "
-        f"{data['bad_rows']:,} malformed rows injected)"
+        f"ingest:          {ing['rows_read']:,} rows -> {ing['users_out']:,} user documents in "
+        f"{run_dir / 'documents'}; {ing['rows_rejected']:,} rows and {ing['users_rejected']:,} users in "
+        f"{run_dir / 'rejects'}"
     )
     print(f"teacher model:   {model['teacher']}")
     print(f"vLLM check:      {model['vllm_check_prompt']}\n  -> {model['vllm_check_answer']}")
-    print("next stages:     ingest, label, aggregate, train_sft, train_rl, infer, evaluate (not built yet)")
+    print("next stages:     label, aggregate, train_sft, train_rl, infer, evaluate (not built yet)")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,9 @@ def _from_dict(cls: type[T], data: Any, path: str) -> T:
         full = f"{path}{key}"
         if key not in fields:
             raise ConfigError(_unknown_key_message(full, str(key), sorted(fields)))
+        default = fields[key].default_factory  # type: ignore[misc]
+        if isinstance(value, Mapping) and typing.get_origin(hints[key]) is dict and default is not dataclasses.MISSING:
+            value = {**default(), **value}  # a mapping setting overrides the default's keys one by one
         kwargs[key] = _coerce(hints[key], value, full)
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)

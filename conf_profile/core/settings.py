@@ -7,11 +7,22 @@ Later stages add their sections here. Each section's ``validate()`` raises ``Val
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+from conf_profile.core.documents import default_source_budgets
+from conf_profile.core.events import SOURCES
 
 
 @dataclass
 class TaxonomyConfig:
     path: str | None = None  # YAML file; None = the default six-dimension taxonomy shipped with the package
+
+
+@dataclass
+class InputConfig:
+    """What the pipeline reads."""
+
+    logs: str | None = None  # Parquet/JSONL logs (file, folder or URI); None = the built-in synthetic set
 
 
 @dataclass
@@ -42,6 +53,53 @@ class ModelsConfig:
 
 
 @dataclass
+class IngestConfig:
+    """``jobs.ingest``: raw logs -> documents/ + rejects/ (DESIGN.md sections 1 and 1.7)."""
+
+    format: Literal["auto", "parquet", "jsonl"] = "auto"  # auto: by file extension
+    token_budget: int = 1200  # the whole document (estimated tokens, see core.events.estimate_tokens)
+    source_budgets: dict[str, int] = field(default_factory=default_source_budgets)
+    max_field_chars: int = 20_000  # a longer text field is rejected as oversize_text
+    max_line_chars: int = 300  # one event's line in the document
+    max_future_days: float = 1.0  # events later than the job's start plus this are clock-skewed
+    buckets: int = 0  # hash buckets of users; 0 = one per bucket_mb of input
+    bucket_mb: int = 8
+    block_mb: int = 32  # Ray Data's target block size
+    split_mb: int = 64  # Parquet row groups read by one pass-1 task (compressed bytes)
+    batch_rows: int = 8192  # rows per validation batch
+    cpus_per_task: float = 0.5  # fractional, so that small nodes run tasks side by side (DESIGN.md 3)
+
+    def validate(self) -> None:
+        unknown = set(self.source_budgets) - set(SOURCES)
+        if unknown:
+            raise ValueError(f"source_budgets: unknown sources {sorted(unknown)}; known: {', '.join(SOURCES)}")
+        if self.token_budget < 50:
+            raise ValueError(f"token_budget={self.token_budget}: must be at least 50")
+        if any(v < 0 for v in self.source_budgets.values()):
+            raise ValueError("source_budgets: budgets must be >= 0")
+        for name in ("max_field_chars", "max_line_chars", "bucket_mb", "block_mb", "split_mb", "batch_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.buckets < 0 or not 0 < self.cpus_per_task <= 64:
+            raise ValueError("buckets must be >= 0 and cpus_per_task in (0, 64]")
+
+
+@dataclass
+class RayConfig:
+    """How to reach Ray. Under ``ray job submit`` (RAY_ADDRESS set) the job joins that cluster and these
+    local settings are ignored; otherwise a local Ray starts on this machine with them."""
+
+    local_num_cpus: int | None = None  # None = all cores
+    # The object store's pages stay resident once touched, so its size is what a local run's memory grows
+    # to; 2 GiB keeps a laptop or CI run flat (Ray's default is 30% of RAM).
+    local_object_store_mb: int = 2048
+
+    def validate(self) -> None:
+        if self.local_object_store_mb < 100:
+            raise ValueError(f"local_object_store_mb={self.local_object_store_mb}: must be at least 100")
+
+
+@dataclass
 class RunConfig:
     runs_root: str = "runs"  # where new run directories are created (runs/<run_id>/, runs/latest)
 
@@ -49,6 +107,9 @@ class RunConfig:
 @dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     taxonomy: TaxonomyConfig = field(default_factory=TaxonomyConfig)
     data: DataConfig = field(default_factory=DataConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)

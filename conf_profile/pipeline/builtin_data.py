@@ -1,4 +1,5 @@
-"""Stage: the embedded default's input, the built-in synthetic logs with truth, under ``<run_dir>/input``."""
+"""Stage: the pipeline's input. The configured logs, or (by default) the built-in synthetic logs with truth,
+generated under ``<run_dir>/input``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from conf_profile.core.settings import Config
 from conf_profile.synthetic.dataset import write_dataset
 
 
+def logs_path(cfg: Config, run_dir: Path) -> str:
+    return cfg.input.logs or str(run_dir / "input" / "logs")
+
+
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    if cfg.input.logs:
+        return {"logs": cfg.input.logs, "builtin": False}
     out = run_dir / "input"
     d = cfg.data
     if (out / "dataset.json").exists():  # written last: the folder is complete (resume)
@@ -21,6 +28,6 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
             d.bad_fraction,
             d.files,
         ):
-            return {"out": str(out), **summary, "reused": True}
+            return {"logs": logs_path(cfg, run_dir), "builtin": True, **summary, "reused": True}
     summary = write_dataset(out, d.users, seed=d.seed, bad_fraction=d.bad_fraction, files=d.files, overwrite=True)
-    return {"out": str(out), **summary}
+    return {"logs": logs_path(cfg, run_dir), "builtin": True, **summary}

@@ -10,14 +10,15 @@ from typing import Any
 
 from conf_profile.core.config import to_dict
 from conf_profile.core.settings import Config
-from conf_profile.pipeline import builtin_data, embedded_models
+from conf_profile.pipeline import builtin_data, embedded_models, ingest
 from conf_profile.runs import read_manifest, record_stage
 
 Stage = Callable[[Config, Path], dict[str, Any]]
-# Data-flow order. The stages from ingest on (ingest, label, aggregate, train_sft, train_rl, infer, evaluate)
-# join this list as they are built.
+# Data-flow order. The stages after ingest (label, aggregate, train_sft, train_rl, infer, evaluate) join this
+# list as they are built.
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("builtin_data", builtin_data.run),
+    ("ingest", ingest.run),
     ("embedded_models", embedded_models.run),
 )
 

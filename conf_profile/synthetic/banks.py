@@ -46,10 +46,10 @@ CUES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
     "gender": {
         "male": {"topics": ("beard trimming", "men's haircut fade", "men's running shoes", "groomsmen suits"),
                  "says": ("as a guy", "my wife", "my girlfriend", "as a dad"),
-                 "bio": ("he/him", "just a guy who", "husband and dad", "Soy un chico que")},
+                 "bio": ("he/him", "just a guy who loves hiking", "husband and dad", "Soy un chico de Madrid")},
         "female": {"topics": ("makeup tutorial", "pregnancy week by week", "women's running shoes", "bridesmaid dresses"),
                    "says": ("as a woman", "my husband", "my boyfriend", "as a mom"),
-                   "bio": ("she/her", "just a girl who", "wife and mom", "Ich bin eine Frau, die")},
+                   "bio": ("she/her", "just a girl who loves hiking", "wife and mom", "Ich bin eine Frau aus Berlin")},
     },
     "age_group": {
         "under_18": {"topics": ("homework help algebra", "high school prom", "minecraft for kids", "learner's permit test"),

@@ -1,0 +1,137 @@
+"""Finding and reading the raw logs: a file, a folder or a cloud URI, in Parquet or JSONL."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+PARQUET_EXTENSIONS = (".parquet", ".pq")
+JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
+
+
+class LogInputError(ValueError):
+    """The logs cannot be read at all; the message says what was looked for and where."""
+
+
+@dataclass(frozen=True)
+class LogInput:
+    filesystem: Any  # pyarrow.fs.FileSystem
+    paths: tuple[str, ...]
+    format: str  # "parquet" | "jsonl"
+    total_bytes: int
+    unreadable: tuple[tuple[str, str], ...] = ()  # (path, error) of files that are not valid Parquet
+
+    row_groups: tuple[tuple[int, ...], ...] = ()  # per Parquet file: compressed bytes of each row group
+
+    def splits(self, split_mb: int) -> list[dict[str, Any]]:
+        """Units of work for the readers: Parquet files cut into runs of row groups of about split_mb,
+        JSONL files whole (they are streamed line by line). A reader holds one batch at a time, so memory
+        does not depend on file sizes."""
+        if self.format != "parquet":
+            return [{"path": p, "row_groups": None} for p in self.paths]
+        out: list[dict[str, Any]] = []
+        limit = split_mb * 2**20
+        for path, sizes in zip(self.paths, self.row_groups, strict=True):
+            current: list[int] = []
+            size = 0
+            for index, group_bytes in enumerate(sizes):
+                if current and size + group_bytes > limit:
+                    out.append({"path": path, "row_groups": current})
+                    current, size = [], 0
+                current.append(index)
+                size += group_bytes
+            out.append({"path": path, "row_groups": current})
+        return out
+
+    def read_split(self, split: dict[str, Any], batch_rows: int) -> Iterator[list[Any]]:
+        """Rows of one split in batches: dicts for Parquet, text lines for JSONL. Undecodable bytes in a
+        line become lone surrogates, so that the row is rejected as invalid_unicode, not the file."""
+        if self.format == "parquet":
+            with self.filesystem.open_input_file(split["path"]) as f:
+                groups = split["row_groups"]
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, row_groups=groups):
+                    yield batch.to_pylist()
+            return
+        with self.filesystem.open_input_stream(split["path"]) as stream:  # .gz is detected by extension
+            lines: list[Any] = []
+            for raw in io.BufferedReader(stream):  # type: ignore[arg-type]
+                line = raw.decode("utf-8", "surrogateescape").strip()
+                if line:
+                    lines.append(line)
+                if len(lines) >= batch_rows:
+                    yield lines
+                    lines = []
+            if lines:
+                yield lines
+
+
+def resolve_input(logs: str, fmt: str = "auto") -> LogInput:
+    """List the log files under ``logs`` (recursively; hidden and ``_``-prefixed files are skipped)."""
+    try:
+        filesystem, root = pafs.FileSystem.from_uri(logs) if "://" in logs else (pafs.LocalFileSystem(), logs)
+        info = filesystem.get_file_info(str(Path(root).resolve()) if "://" not in logs else root)
+    except (OSError, ValueError) as exc:
+        raise LogInputError(f"--logs {logs!r}: cannot open ({exc})") from exc
+    if info.type == pafs.FileType.NotFound:
+        raise LogInputError(f"--logs {logs!r}: no such file or folder")
+    if info.type == pafs.FileType.File:
+        infos = [info]
+    else:
+        infos = [
+            i
+            for i in filesystem.get_file_info(pafs.FileSelector(info.path, recursive=True))
+            if i.type == pafs.FileType.File and not any(p.startswith((".", "_")) for p in Path(i.path).parts)
+        ]
+    fmt = _detect_format(logs, [i.path for i in infos], fmt)
+    extensions = PARQUET_EXTENSIONS if fmt == "parquet" else JSONL_EXTENSIONS
+    chosen = sorted((i for i in infos if i.path.lower().endswith(extensions)), key=lambda i: i.path)
+    if not chosen:
+        raise LogInputError(f"--logs {logs!r}: no {fmt} files ({', '.join(extensions)}) found")
+    groups, unreadable = _parquet_footers(filesystem, [i.path for i in chosen]) if fmt == "parquet" else ({}, [])
+    readable = [i for i in chosen if i.path not in dict(unreadable)]
+    if not readable:
+        first_path, first_error = unreadable[0]
+        raise LogInputError(f"--logs {logs!r}: no readable {fmt} file; e.g. {first_path}: {first_error}")
+    return LogInput(
+        filesystem,
+        tuple(i.path for i in readable),
+        fmt,
+        sum(i.size or 0 for i in readable),
+        tuple(unreadable),
+        tuple(groups[i.path] for i in readable) if fmt == "parquet" else (),
+    )
+
+
+def _parquet_footers(filesystem: Any, paths: list[str]) -> tuple[dict[str, tuple[int, ...]], list[tuple[str, str]]]:
+    """Row-group sizes of each file, and the files whose footer cannot be read (they go to rejects; the
+    rest is read). Cheap: footers only."""
+    groups: dict[str, tuple[int, ...]] = {}
+    bad = []
+    for path in paths:
+        try:
+            with filesystem.open_input_file(path) as f:
+                meta = pq.ParquetFile(f).metadata
+            groups[path] = tuple(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        except Exception as exc:  # any failure to read the footer means the file is unusable
+            bad.append((path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+    return groups, bad
+
+
+def _detect_format(logs: str, paths: list[str], fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    has_parquet = any(p.lower().endswith(PARQUET_EXTENSIONS) for p in paths)
+    has_jsonl = any(p.lower().endswith(JSONL_EXTENSIONS) for p in paths)
+    if has_parquet and has_jsonl:
+        raise LogInputError(f"--logs {logs!r}: both Parquet and JSONL files; set ingest.format to choose one")
+    if not (has_parquet or has_jsonl):
+        raise LogInputError(
+            f"--logs {logs!r}: no .parquet or .jsonl files found; set ingest.format if the names have no extension"
+        )
+    return "parquet" if has_parquet else "jsonl"

@@ -1,0 +1,23 @@
+"""Connecting to Ray: the cluster of a submitted job (RAY_ADDRESS), else a local one on this machine."""
+
+from __future__ import annotations
+
+import os
+
+from conf_profile.core.settings import RayConfig
+
+
+def init_ray(cfg: RayConfig | None = None) -> None:
+    """Idempotent. Under ``ray job submit`` (RAY_ADDRESS set) Ray joins the job's cluster; otherwise a
+    local Ray starts with ``cfg``'s CPU count and object store size."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    cfg = cfg or RayConfig()
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # readable Ray Train logs (DESIGN.md 3)
+    common = {"include_dashboard": False, "log_to_driver": True, "logging_level": "WARNING"}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(**common)
+        return
+    ray.init(num_cpus=cfg.local_num_cpus, object_store_memory=cfg.local_object_store_mb * 2**20, **common)

@@ -1,0 +1,164 @@
+"""Ingest through the real Ray Data job (local Ray), against the generator's injected bad rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from conf_profile.core.settings import IngestConfig
+from conf_profile.ingest import run_ingest
+from conf_profile.ingest_local import run_ingest_local
+from conf_profile.synthetic.dataset import write_dataset
+from conf_profile.synthetic.generator import BAD_KINDS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ingest") / "data"
+    write_dataset(out, users=400, seed=3, bad_fraction=0.05, files=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ingested(ray_local, logs, tmp_path_factory) -> tuple[Path, dict]:
+    run_dir = tmp_path_factory.mktemp("run")
+    entry = run_ingest(IngestConfig(buckets=4), str(logs / "logs"), run_dir)
+    return run_dir, entry
+
+
+def _docs(run_dir: Path) -> list[dict]:
+    t = pq.read_table(run_dir / "documents")
+    return t.take(pc.sort_indices(t, [("user_id", "ascending")])).to_pylist()
+
+
+def _rejects(run_dir: Path) -> list[tuple]:
+    t = pq.read_table(run_dir / "rejects")
+    rows = zip(
+        t.column("reason").to_pylist(), t.column("user_id").to_pylist(), t.column("event_id").to_pylist(), strict=True
+    )
+    return sorted(rows, key=lambda r: tuple(x or "" for x in r))
+
+
+def test_conservation_of_rows_and_users(ingested, logs) -> None:
+    run_dir, entry = ingested
+    rows_in = ds.dataset(logs / "logs").count_rows()
+    users_in = pq.read_table(logs / "truth.parquet").num_rows
+    docs, rejects = _docs(run_dir), _rejects(run_dir)
+    row_rejects = [r for r in rejects if r[0] != "no_usable_events"]
+    user_rejects = [r for r in rejects if r[0] == "no_usable_events"]
+    assert entry["rows_read"] == rows_in == sum(d["n_events"] for d in docs) + len(row_rejects)
+    assert entry["rows_used"] + entry["rows_rejected"] == rows_in
+    assert entry["users_in"] == users_in == len(docs) + len(user_rejects)
+    assert len({d["user_id"] for d in docs}) == len(docs)
+    assert entry["users_out"] == len(docs) and entry["buckets"] == 4
+
+
+def test_every_injected_bad_row_is_rejected_with_its_own_reason(ingested, logs) -> None:
+    run_dir, entry = ingested
+    injected = dict(zip(*pq.read_table(logs / "bad_rows.parquet").to_pydict().values(), strict=True))
+    assert set(injected.values()) == set(BAD_KINDS)
+    by_event = {eid: reason for reason, _, eid in _rejects(run_dir) if eid}
+    for event_id, kind in injected.items():
+        assert by_event[event_id] == kind, event_id
+    assert set(BAD_KINDS) <= set(entry["rows_rejected_by_reason"])
+    raw = pq.read_table(run_dir / "rejects").filter(pc.field("reason") == "wrong_type").column("raw")[0].as_py()
+    assert json.loads(raw)["event_type"] == "watch"  # the original row is kept
+
+
+def test_documents_are_bounded_and_have_their_columns(ingested) -> None:
+    run_dir, _ = ingested
+    cfg = IngestConfig()
+    for doc in _docs(run_dir):
+        assert doc["document"] and doc["est_tokens"] <= cfg.token_budget
+        assert doc["first_event_time"] <= doc["last_event_time"]
+        assert doc["n_events"] == sum(doc[f"events_{s}"] for s in ("profile", "comment", "search", "watch", "follow"))
+        assert "<" not in doc["document"]
+
+
+def test_ray_job_equals_the_single_process_baseline(ingested, logs, tmp_path) -> None:
+    run_dir, entry = ingested
+    local_entry = run_ingest_local(IngestConfig(), str(logs / "logs"), tmp_path)
+    assert _docs(tmp_path) == _docs(run_dir)
+    assert _rejects(tmp_path) == _rejects(run_dir)
+    for key in ("rows_read", "rows_used", "rows_rejected_by_reason", "users_in", "users_out", "users_rejected"):
+        assert local_entry[key] == entry[key], key
+
+
+def _object_or_text(payload: str):
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload
+
+
+def test_jsonl_input_with_malformed_lines(ray_local, logs, tmp_path) -> None:
+    rows = ds.dataset(logs / "logs").to_table().slice(0, 600).to_pylist()
+    folder = tmp_path / "jsonl"
+    folder.mkdir()
+    lines = [json.dumps(r) for r in rows[:300]]
+    lines += [json.dumps({**r, "payload": _object_or_text(r["payload"])}) for r in rows[300:]]  # objects too
+    lines += ["{this is not json", "", "[1, 2, 3]"]
+    (folder / "a.jsonl").write_text("\n".join(lines[:400]) + "\n")
+    (folder / "b.jsonl").write_text("\n".join(lines[400:]) + "\n")
+    entry = run_ingest(IngestConfig(), str(folder), tmp_path / "run")
+    assert entry["format"] == "jsonl" and entry["rows_read"] == 602  # the blank line is not a row
+    assert entry["rows_rejected_by_reason"]["malformed_row"] == 2
+    assert entry["rows_used"] + entry["rows_rejected"] == entry["rows_read"]
+
+
+def test_partly_unreadable_input_rejects_the_file_and_reads_the_rest(ray_local, logs, tmp_path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    first = sorted((logs / "logs").glob("*.parquet"))[0]
+    (folder / "good.parquet").write_bytes(first.read_bytes())
+    (folder / "broken.parquet").write_bytes(b"this is not parquet at all")
+    entry = run_ingest(IngestConfig(), str(folder), tmp_path / "run")
+    assert entry["files_unreadable"] == 1 and entry["files"] == 1
+    assert entry["rows_read"] == pq.read_metadata(first).num_rows
+    rejects = pq.read_table(tmp_path / "run" / "rejects").filter(pc.field("reason") == "unreadable_file")
+    assert "broken.parquet" in rejects.column("raw")[0].as_py()
+
+
+def _job(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.ingest", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_the_job_exits_0_with_a_summary_and_a_manifest_entry(logs, tmp_path) -> None:
+    res = _job("--logs", str(logs / "logs"), "--run-dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout[: res.stdout.rindex("}") + 1])
+    manifest = json.loads((tmp_path / "manifest.json").read_text())["stages"]["ingest"]
+    assert manifest["users_out"] == summary["users_out"] > 0 and manifest["status"] == "ok"
+    assert not (tmp_path / "_staging").exists()
+
+
+def test_wholly_unreadable_input_fails_with_a_clear_message(tmp_path) -> None:
+    (tmp_path / "junk.parquet").write_bytes(b"\x00garbage")
+    res = _job("--logs", str(tmp_path), "--run-dir", str(tmp_path / "run"))
+    assert res.returncode == 2 and "no readable parquet file" in res.stderr and "junk.parquet" in res.stderr
+    res = _job("--logs", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "run"))
+    assert res.returncode == 2 and "no such file or folder" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = _job("--logs", str(tmp_path / "empty"), "--run-dir", str(tmp_path / "run"))
+    assert res.returncode == 2 and "no .parquet or .jsonl files" in res.stderr
