@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast lint bench-ingest clean
 
 setup:  ## create .venv with the pinned stack (CPU; CONF_PROFILE_TARGET=gpu for CUDA machines)
 	bash scripts/setup.sh
@@ -20,6 +20,9 @@ test-fast: setup  ## the tests not marked slow
 lint: setup  ## ruff on everything, mypy on the pure core
 	$(PY) -m ruff check .
 	$(PY) -m mypy conf_profile/core conf_profile/synthetic
+
+bench-ingest: setup  ## Ray ingest vs single-process baseline (USERS=100000 by default)
+	$(PY) -m jobs.bench ingest --users $(or $(USERS),100000)
 
 clean:  ## remove runs/ (keeps .venv and the model cache)
 	rm -rf runs
