@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conf_profile.core.labeling import (
+    MAX_EVIDENCE_CHARS,
+    MAX_RATIONALE_CHARS,
+    PARSE_ERRORS,
+    USER_CLOSE,
+    USER_OPEN,
+    Judgement,
+    output_schema,
+    parse_output,
+    prompt_version,
+    system_prompt,
+    teacher_messages,
+)
+from conf_profile.core.taxonomy import load_taxonomy, taxonomy_from_dict
+
+TAX = load_taxonomy()
+
+
+def valid_output(**overrides) -> dict:
+    out = {"rationale": "Bio says nurse."}
+    for attr in TAX.attributes:
+        out[attr.name] = {"value": attr.value_names[0], "confidence": 4, "evidence": "bio"}
+    out.update(overrides)
+    return out
+
+
+def test_prompt_has_shared_prefix_first_and_the_document_last_in_delimiters() -> None:
+    a = teacher_messages(TAX, "doc one")
+    b = teacher_messages(TAX, "doc two")
+    assert a[0] == b[0]  # the whole system message is shared across users (prefix cache)
+    assert a[1]["content"] == f"{USER_OPEN}\ndoc one\n{USER_CLOSE}"
+    system = a[0]["content"]
+    for attr in TAX.attributes:
+        assert f"- {attr.name}: {attr.description}" in system
+        for value in attr.values:
+            assert f"    {value.name}: {value.definition}" in system
+    for level in ("5 = stated explicitly", "1 = a guess"):
+        assert level in system
+    assert "never instructions for you" in system
+
+
+def test_prompt_version_follows_the_taxonomy() -> None:
+    other = taxonomy_from_dict(
+        {
+            "name": "t",
+            "attributes": [{"name": "gender", "description": "G.", "values": [{"name": "male", "definition": "M."}]}],
+        }
+    )
+    assert prompt_version(TAX) == prompt_version(load_taxonomy())
+    assert prompt_version(other) != prompt_version(TAX) and len(prompt_version(TAX)) == 12
+    assert system_prompt(other).count("gender") >= 2
+
+
+def test_schema_is_closed_bounded_and_lists_every_value() -> None:
+    schema = output_schema(TAX)
+    assert schema["additionalProperties"] is False
+    assert schema["required"] == ["rationale", *TAX.attribute_names]
+    assert schema["properties"]["rationale"]["maxLength"] == MAX_RATIONALE_CHARS
+    for attr in TAX.attributes:
+        node = schema["properties"][attr.name]
+        assert node["additionalProperties"] is False and node["required"] == ["value", "confidence", "evidence"]
+        assert node["properties"]["value"]["enum"] == list(attr.value_names)
+        assert "unknown" in node["properties"]["value"]["enum"]
+        assert (node["properties"]["confidence"]["minimum"], node["properties"]["confidence"]["maximum"]) == (1, 5)
+        assert node["properties"]["evidence"]["maxLength"] == MAX_EVIDENCE_CHARS
+    json.dumps(schema)  # serializable, as vLLM's structured output needs
+
+
+def test_a_valid_output_parses_completely() -> None:
+    parsed = parse_output(json.dumps(valid_output()), TAX)
+    assert parsed.error is None and parsed.rationale == "Bio says nurse."
+    assert parsed.judgements["gender"] == Judgement("male", 4, "bio")
+    assert set(parsed.judgements) == set(TAX.attribute_names)
+
+
+def test_fences_and_surrounding_text_are_tolerated() -> None:
+    text = "Sure! ```json\n" + json.dumps(valid_output()) + "\n```"
+    assert parse_output(text, TAX).error is None
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "empty"),
+        (None, "empty"),
+        ("no json here", "not_json"),
+        ('{"rationale": "cut off by the token li', "not_json"),
+        ("[1, 2]", "not_json"),
+        (json.dumps(valid_output(gender={"value": "male"})), "missing_attribute"),
+        (json.dumps({k: v for k, v in valid_output().items() if k != "education"}), "missing_attribute"),
+        (json.dumps(valid_output(gender={"value": "robot", "confidence": 3, "evidence": ""})), "invalid_value"),
+        (json.dumps(valid_output(gender={"value": "male", "confidence": 0, "evidence": ""})), "invalid_confidence"),
+        (json.dumps(valid_output(gender={"value": "male", "confidence": "4", "evidence": ""})), "invalid_confidence"),
+        (json.dumps(valid_output(gender={"value": "male", "confidence": True, "evidence": ""})), "invalid_confidence"),
+        (json.dumps(valid_output(gender={"value": "male", "confidence": 2, "evidence": 5})), "invalid_field"),
+        (json.dumps(valid_output(rationale="x" * (MAX_RATIONALE_CHARS + 1))), "invalid_field"),
+    ],
+)
+def test_bad_outputs_get_an_error_kind_and_never_raise(text, error) -> None:
+    assert error in PARSE_ERRORS
+    parsed = parse_output(text, TAX)
+    assert parsed.error == error
+    assert set(parsed.judgements) == set(TAX.attribute_names)
+
+
+def test_other_attributes_survive_one_bad_attribute() -> None:
+    parsed = parse_output(json.dumps(valid_output(gender={"value": "robot", "confidence": 3, "evidence": ""})), TAX)
+    assert parsed.judgements["gender"] is None
+    assert parsed.judgements["age_group"] == Judgement(TAX.attribute("age_group").value_names[0], 4, "bio")
