@@ -99,7 +99,7 @@ def test_fences_and_surrounding_text_are_tolerated() -> None:
         (json.dumps(valid_output(gender={"value": "male", "confidence": "4", "evidence": ""})), "invalid_confidence"),
         (json.dumps(valid_output(gender={"value": "male", "confidence": True, "evidence": ""})), "invalid_confidence"),
         (json.dumps(valid_output(gender={"value": "male", "confidence": 2, "evidence": 5})), "invalid_field"),
-        (json.dumps(valid_output(rationale="x" * (MAX_RATIONALE_CHARS + 1))), "invalid_field"),
+        (json.dumps(valid_output(rationale=["a list"])), "invalid_field"),
     ],
 )
 def test_bad_outputs_get_an_error_kind_and_never_raise(text, error) -> None:
@@ -107,6 +107,13 @@ def test_bad_outputs_get_an_error_kind_and_never_raise(text, error) -> None:
     parsed = parse_output(text, TAX)
     assert parsed.error == error
     assert set(parsed.judgements) == set(TAX.attribute_names)
+
+
+def test_over_long_text_is_cut_not_failed() -> None:
+    long = valid_output(rationale="r" * 999, gender={"value": "male", "confidence": 2, "evidence": "e" * 999})
+    parsed = parse_output(json.dumps(long), TAX)
+    assert parsed.error is None and len(parsed.rationale) == MAX_RATIONALE_CHARS
+    assert parsed.judgements["gender"].evidence == "e" * MAX_EVIDENCE_CHARS
 
 
 def test_other_attributes_survive_one_bad_attribute() -> None:

@@ -25,8 +25,8 @@ from typing import Any
 from conf_profile.core.taxonomy import Taxonomy
 
 USER_OPEN, USER_CLOSE = "<user_data>", "</user_data>"
-MAX_EVIDENCE_CHARS = 120
-MAX_RATIONALE_CHARS = 400
+MAX_EVIDENCE_CHARS = 80
+MAX_RATIONALE_CHARS = 240
 RUBRIC = (
     (5, "stated explicitly by the user (self-description, a first-person statement)"),
     (4, "several consistent strong signals"),
@@ -40,7 +40,7 @@ PARSE_ERRORS = (
     "missing_attribute",  # an attribute or its fields are absent
     "invalid_value",  # a value outside the attribute's list
     "invalid_confidence",  # not an integer 1..5
-    "invalid_field",  # evidence or rationale of the wrong type or too long
+    "invalid_field",  # evidence or rationale that is not a string (over-long text is cut, not failed)
 )
 _SYSTEM = """You are an expert analyst. You infer the profile of one user of a video platform from their activity log.
 
@@ -134,10 +134,12 @@ def parse_output(text: Any, taxonomy: Taxonomy) -> ParsedOutput:
     errors: list[str] = []
     judgements = {a.name: _judgement(data.get(a.name), a.value_names, errors) for a in taxonomy.attributes}
     rationale = data.get("rationale")
-    if not isinstance(rationale, str) or len(rationale) > MAX_RATIONALE_CHARS:
+    if not isinstance(rationale, str):
         errors.append("invalid_field" if rationale is not None else "missing_attribute")
-        rationale = rationale[:MAX_RATIONALE_CHARS] if isinstance(rationale, str) else ""
-    return ParsedOutput(judgements, rationale, errors[0] if errors else None)
+        rationale = ""
+    # Over-long text is cut, not failed: the grammar counts code points, while bytes of a broken UTF-8
+    # sequence decode to one replacement character each, so a valid output can come out a little longer.
+    return ParsedOutput(judgements, rationale[:MAX_RATIONALE_CHARS], errors[0] if errors else None)
 
 
 def _judgement(raw: Any, allowed: tuple[str, ...], errors: list[str]) -> Judgement | None:
@@ -151,10 +153,10 @@ def _judgement(raw: Any, allowed: tuple[str, ...], errors: list[str]) -> Judgeme
     if isinstance(confidence, bool) or not isinstance(confidence, int) or not 1 <= confidence <= 5:
         errors.append("invalid_confidence")
         return None
-    if not isinstance(evidence, str) or len(evidence) > MAX_EVIDENCE_CHARS:
+    if not isinstance(evidence, str):
         errors.append("invalid_field")
-        evidence = evidence[:MAX_EVIDENCE_CHARS] if isinstance(evidence, str) else ""
-    return Judgement(value, confidence, evidence)
+        evidence = ""
+    return Judgement(value, confidence, evidence[:MAX_EVIDENCE_CHARS])
 
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
@@ -167,7 +169,52 @@ def _json_object(text: str) -> dict[str, Any] | None:
     if start < 0 or end <= start:
         return None
     try:
-        data = json.loads(text[start : end + 1])
+        data = json.loads(text[start : end + 1], strict=False)  # control characters inside strings are tolerated
     except (ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def sample_seed(base: int, teacher: str, user_id: str, sample: int) -> int:
+    """A distinct, stable seed per (teacher, user, sample): re-runs draw the same samples.
+
+    >>> sample_seed(0, "t", "u1", 0) == sample_seed(0, "t", "u1", 0) != sample_seed(0, "t", "u1", 1)
+    True
+    """
+    digest = hashlib.blake2b(f"{base}:{teacher}:{user_id}:{sample}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+def sample_columns(taxonomy: Taxonomy) -> list[str]:
+    """Columns of a teacher_samples/ row, in order."""
+    per_attribute = [f"{a}_{f}" for a in taxonomy.attribute_names for f in ("value", "confidence", "evidence")]
+    return [
+        "user_id", "teacher", "teacher_weight", "sample", "seed", "model", "prompt_version", "taxonomy_version",
+        "content_hash", "raw_text", "error", "rationale", *per_attribute, "input_tokens", "output_tokens",
+    ]  # fmt: skip
+
+
+def sample_row(row: dict[str, Any], taxonomy: Taxonomy) -> dict[str, Any]:
+    """The teacher_samples/ row for one generation. ``row`` carries the request's columns plus
+    ``generated_text`` and token counts, or ``__inference_error__`` when the engine failed on it."""
+    engine_error = row.get("__inference_error__") or ""
+    parsed = parse_output(None if engine_error else row.get("generated_text"), taxonomy)
+    out: dict[str, Any] = {k: row.get(k) for k in ("user_id", "teacher", "teacher_weight", "sample", "seed", "model",
+                                                   "prompt_version", "taxonomy_version", "content_hash")}  # fmt: skip
+    out["raw_text"] = None if engine_error else row.get("generated_text")
+    out["error"] = f"engine: {str(engine_error)[:300]}" if engine_error else parsed.error
+    out["rationale"] = parsed.rationale
+    for name, judgement in parsed.judgements.items():
+        out[f"{name}_value"] = judgement.value if judgement else None
+        out[f"{name}_confidence"] = judgement.confidence if judgement else None
+        out[f"{name}_evidence"] = judgement.evidence if judgement else None
+    out["input_tokens"] = _int_or_none(row.get("num_input_tokens"))
+    out["output_tokens"] = _int_or_none(row.get("num_generated_tokens"))
+    return out
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

@@ -85,6 +85,66 @@ class IngestConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """One teacher LLM: its model, its vote weight and how it samples."""
+
+    name: str = "teacher"
+    model: str = "demo"  # "demo", "tiny", a model folder, or a hub id on machines that reach a hub
+    weight: float = 1.0
+    samples: int = 5  # K samples per user (one row each, distinct seeds)
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 768  # the schema bounds an output to ~1,100 characters; this leaves room for it
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"name={self.name!r}: use letters, digits, '-' and '_' only")
+        if self.weight <= 0 or self.samples < 1 or self.max_tokens < 16:
+            raise ValueError("weight must be > 0, samples >= 1 and max_tokens >= 16")
+        if not 0.0 <= self.temperature <= 2.0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError("temperature must be in [0, 2] and top_p in (0, 1]")
+
+
+@dataclass
+class EngineConfig:
+    """vLLM engine settings shared by the LLM stages (ray.data.llm on GPU or CPU)."""
+
+    device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: gpu when the Ray cluster has GPUs
+    tensor_parallel_size: int = 1
+    replicas: int = 1  # engine actors (ray.data.llm concurrency)
+    batch_size: int = 16
+    max_concurrent_batches: int = 4
+    max_model_len: int = 4096
+    gpu_memory_utilization: float = 0.9
+    cpu_kv_cache_gb: int = 1  # VLLM_CPU_KVCACHE_SPACE on CPU
+    enforce_eager: bool = True  # no torch.compile: on CPU it costs ~60 s of start-up for ~15% speed
+
+    def validate(self) -> None:
+        if min(self.tensor_parallel_size, self.replicas, self.batch_size, self.max_concurrent_batches) < 1:
+            raise ValueError("tensor_parallel_size, replicas, batch_size and max_concurrent_batches must be >= 1")
+        if not 0.05 <= self.gpu_memory_utilization <= 0.98:
+            raise ValueError(f"gpu_memory_utilization={self.gpu_memory_utilization}: must be in [0.05, 0.98]")
+
+
+@dataclass
+class LabelConfig:
+    """``jobs.label``: documents/ -> teacher_samples/ (K samples x M teachers per user)."""
+
+    teachers: list[TeacherConfig] = field(default_factory=lambda: [TeacherConfig()])
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    max_users: int = 0  # label only the first N users by user_id (0 = all); for demos and smoke runs
+    structured_output: bool = True  # vLLM constrains outputs to the taxonomy's JSON schema
+
+    def validate(self) -> None:
+        names = [t.name for t in self.teachers]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"teachers: need at least one, with distinct names; got {names}")
+        if self.max_users < 0:
+            raise ValueError("max_users must be >= 0")
+
+
+@dataclass
 class RayConfig:
     """How to reach Ray. Under ``ray job submit`` (RAY_ADDRESS set) the job joins that cluster and these
     local settings are ignored; otherwise a local Ray starts on this machine with them."""
@@ -113,3 +173,4 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)

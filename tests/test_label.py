@@ -1,0 +1,95 @@
+"""Teacher labeling through the real Ray Data LLM + vLLM (CPU) path on the tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conf_profile.core.config import build
+from conf_profile.core.settings import Config, IngestConfig
+from conf_profile.core.taxonomy import load_taxonomy
+from conf_profile.ingest import run_ingest
+from conf_profile.label import run_label, samples_schema
+from conf_profile.synthetic.dataset import write_dataset
+
+SMALL_TAXONOMY = """name: small
+attributes:
+  - name: gender
+    description: Gender.
+    values:
+      - {name: male, definition: "A man."}
+      - {name: female, definition: "A woman."}
+  - name: age_group
+    description: Age.
+    values:
+      - {name: young, definition: "Under 35."}
+      - {name: old, definition: "35 or older."}
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """Documents of 5 built-in users, ingested with a local Ray that the label stage then reuses."""
+    import ray
+
+    root = tmp_path_factory.mktemp("label")
+    write_dataset(root / "in", users=5, seed=11, files=1)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    run_ingest(IngestConfig(), str(root / "in" / "logs"), root)
+    (root / "taxonomy.yaml").write_text(SMALL_TAXONOMY)
+    yield root
+    ray.shutdown()
+
+
+def _config(run_dir: Path, *overrides: str) -> Config:
+    return build(
+        Config,
+        overrides=[f"taxonomy.path={run_dir / 'taxonomy.yaml'}", f"models.cache_dir={run_dir / 'cache'}", *overrides],
+    )
+
+
+@pytest.mark.slow
+def test_k_samples_by_m_teachers_with_structured_output(run_dir) -> None:
+    cfg = _config(
+        run_dir,
+        "label.teachers=[{name: a, model: tiny, samples: 2, max_tokens: 1500},"
+        " {name: b, model: tiny, samples: 1, max_tokens: 1500, weight: 0.5}]",
+    )
+    entry = run_label(cfg, run_dir)
+    assert entry["teachers"]["a"]["rows"] == 10 and entry["teachers"]["b"]["rows"] == 5
+    rows = pq.read_table(run_dir / "teacher_samples").to_pylist()
+    users = {r["user_id"] for r in rows}
+    assert len(users) == 5
+    for uid in users:
+        mine = [(r["teacher"], r["sample"]) for r in rows if r["user_id"] == uid]
+        assert sorted(mine) == [("a", 0), ("a", 1), ("b", 0)]
+    for r in rows:
+        # The grammar holds even for a random model: every output is schema-valid JSON.
+        assert r["error"] is None, r["raw_text"]
+        assert r["gender_value"] in ("male", "female", "unknown") and 1 <= r["gender_confidence"] <= 5
+        assert r["prompt_version"] == entry["prompt_version"] and r["output_tokens"] > 0
+        assert r["teacher_weight"] == (1.0 if r["teacher"] == "a" else 0.5)
+    schema = samples_schema(load_taxonomy(run_dir / "taxonomy.yaml"))
+    assert pq.read_schema(next((run_dir / "teacher_samples" / "a").rglob("*.parquet"))) == schema
+
+    again = run_label(cfg, run_dir)  # resume: nothing left to do
+    assert again["teachers"]["a"]["rows"] == 10
+    assert pq.read_table(run_dir / "teacher_samples").num_rows == 15
+
+
+@pytest.mark.slow
+def test_failed_rows_become_error_rows_with_reasons(run_dir, tmp_path) -> None:
+    for folder in ("documents", "taxonomy.yaml"):
+        (tmp_path / folder).symlink_to(run_dir / folder)
+    cfg = _config(
+        run_dir,
+        "label.engine.max_model_len=600",
+        "label.teachers=[{name: short, model: tiny, samples: 1, max_tokens: 32}]",
+    )
+    entry = run_label(cfg, tmp_path)
+    rows = pq.read_table(tmp_path / "teacher_samples").to_pylist()
+    assert entry["teachers"]["short"]["rows"] == len(rows) == 5
+    assert all(r["error"].startswith("engine: ") and "maximum context length" in r["error"] for r in rows)
+    assert entry["teachers"]["short"]["errors"] == {"engine": 5}
