@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"teacher model:   {model['teacher']}")
     print(f"vLLM check:      {model['vllm_check_prompt']}\n  -> {model['vllm_check_answer']}")
-    print("next stages:     label, aggregate, train_sft, train_rl, infer, evaluate (not built yet)")
+    print(f"next:            python -m jobs.label --run-dir {run_dir}  (teacher labeling; not yet in the pipeline)")
+    print("not built yet:   aggregate, train_sft, train_rl, infer, evaluate")
 
 
 if __name__ == "__main__":
