@@ -2,6 +2,7 @@
 
     python -m jobs.bench ingest --users 100000 [--seed 0] [--bad-fraction 0.02] [--data DIR]
     python -m jobs.bench ingest-grouping --users 100000   # hash partitioning vs Ray Data groupby
+    python -m jobs.bench label --users 100 [--samples 1] [--model demo]   # Ray job vs raw vllm.LLM
 
 ingest: generates the built-in logs (cached under runs/bench/), runs the single-process pyarrow ingest and
 the Ray ingest job on the same files, each in its own process, checks that both wrote the same documents
@@ -12,6 +13,7 @@ ratios. Numbers depend on the machine and its load; compare only runs of one inv
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile.core.settings import IngestConfig
 from conf_profile.measure import run_measured
 from conf_profile.synthetic.dataset import write_dataset
 
@@ -110,6 +113,84 @@ def _groupby_variant(args: argparse.Namespace) -> None:
     )
 
 
+def bench_label(args: argparse.Namespace) -> None:
+    """The label job (Ray Data LLM) against plain vllm.LLM.chat with the same engine settings, prompts,
+    schema and sampling, each in its own process on the same documents. Tokens/s are output tokens over
+    each process's whole wall time (start-up included), and over generation alone for the raw engine."""
+    from conf_profile.ingest_local import run_ingest_local
+
+    work = Path("runs/bench") / f"label-{args.users}"
+    shutil.rmtree(work, ignore_errors=True)
+    write_dataset(work / "in", args.users, seed=args.seed, bad_fraction=0.0, files=1)
+    run_ingest_local(IngestConfig(), str(work / "in" / "logs"), work)
+    teachers = f"label.teachers=[{{name: t, model: {args.model}, samples: {args.samples}}}]"
+    py = sys.executable
+    ray_run = run_measured([py, "-m", "jobs.label", "--run-dir", str(work), "--set", teachers])
+    raw_run = run_measured([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
+                            "--samples", str(args.samples)])  # fmt: skip
+    for name, m in (("ray job", ray_run), ("raw vllm", raw_run)):
+        if m.returncode != 0:
+            sys.exit(f"bench: {name} failed:\n{m.output[-3000:]}")
+    samples = pq.read_table(work / "teacher_samples", columns=["output_tokens", "error"])
+    ray_tokens = int(pc.sum(samples.column("output_tokens")).as_py() or 0)
+    raw = json.loads(raw_run.output.strip().splitlines()[-1])
+    valid = samples.column("error").null_count
+    print(f"\nlabel benchmark: {args.users} users x {args.samples} samples, model {args.model}")
+    print(f"{'':34s} {'seconds':>8s} {'out tokens':>10s} {'tok/s':>7s}")
+    rows = (
+        ("ray job (jobs.label), whole run", ray_run.seconds, ray_tokens),
+        ("raw vllm.LLM, whole run", raw_run.seconds, raw["tokens"]),
+        ("raw vllm.LLM, generation only", raw["seconds"], raw["tokens"]),
+    )
+    for name, seconds, tokens in rows:
+        print(f"{name:34s} {seconds:8.1f} {tokens:10d} {tokens / seconds:7.1f}")
+    ratio = (ray_tokens / ray_run.seconds) / (raw["tokens"] / raw_run.seconds)
+    print(f"ratio ray/raw tokens/s (whole runs): {ratio:.2f}")
+    print(f"schema-valid rows (ray job): {valid}/{samples.num_rows}")
+    print(f"raw vLLM prefix-cache hit rate: {raw['prefix_cache_hit_rate']:.2f}")
+
+
+def _raw_vllm(args: argparse.Namespace) -> None:
+    """Label the same documents with plain vllm.LLM (same settings as conf_profile.label on CPU)."""
+    import os
+    import time
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from vllm import LLM, SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    from conf_profile.core.labeling import output_schema, teacher_messages
+    from conf_profile.core.settings import EngineConfig, TeacherConfig
+    from conf_profile.core.taxonomy import load_taxonomy
+    from conf_profile.pipeline.embedded_models import resolve_model
+
+    taxonomy, engine, teacher = load_taxonomy(), EngineConfig(), TeacherConfig()
+    docs = pq.read_table(args.run_dir / "documents", columns=["user_id", "document"]).sort_by("user_id")
+    conversations = [
+        teacher_messages(taxonomy, d) for d in docs.column("document").to_pylist() for _ in range(args.samples)
+    ]
+    llm = LLM(model=str(resolve_model(args.model, None)), max_model_len=engine.max_model_len, dtype="bfloat16",
+              enforce_eager=engine.enforce_eager, enable_prefix_caching=True, seed=0, disable_log_stats=False,
+              structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True})  # fmt: skip
+    params = SamplingParams(
+        temperature=teacher.temperature,
+        top_p=teacher.top_p,
+        max_tokens=teacher.max_tokens,
+        structured_outputs=StructuredOutputsParams(json=json.dumps(output_schema(taxonomy))),
+    )
+    started = time.monotonic()
+    outputs = llm.chat(conversations, params, use_tqdm=False)
+    seconds = time.monotonic() - started
+    metrics = {m.name: getattr(m, "value", 0) for m in llm.get_metrics()}
+    queries = metrics.get("vllm:prefix_cache_queries", 0) or 0
+    hits = metrics.get("vllm:prefix_cache_hits", 0) or 0
+    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    print(
+        json.dumps({"tokens": tokens, "seconds": seconds, "prefix_cache_hit_rate": hits / queries if queries else 0.0})
+    )
+
+
 def _data(args: argparse.Namespace) -> Path:
     data = args.data or Path("runs/bench") / f"logs-{args.users}-{args.seed}-{args.bad_fraction}"
     if not (data / "dataset.json").exists():
@@ -147,11 +228,22 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--bad-fraction", type=float, default=0.02)
         p.add_argument("--data", type=Path, help="use these logs (a make_logs output folder) instead")
+    label = sub.add_parser("label", help="Ray label job vs plain vllm.LLM on the same documents")
+    label.add_argument("--users", type=int, default=100)
+    label.add_argument("--samples", type=int, default=1)
+    label.add_argument("--model", default="demo")
+    label.add_argument("--seed", type=int, default=0)
+    raw = sub.add_parser("_raw-vllm", help=argparse.SUPPRESS)
+    raw.add_argument("--run-dir", type=Path, required=True)
+    raw.add_argument("--model", default="demo")
+    raw.add_argument("--samples", type=int, default=1)
     variant = sub.add_parser("_groupby-variant", help=argparse.SUPPRESS)
     variant.add_argument("--logs", type=Path, required=True)
     variant.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    {"ingest": bench_ingest, "ingest-grouping": bench_grouping, "_groupby-variant": _groupby_variant}[args.what](args)
+    commands = {"ingest": bench_ingest, "ingest-grouping": bench_grouping, "label": bench_label,
+                "_raw-vllm": _raw_vllm, "_groupby-variant": _groupby_variant}  # fmt: skip
+    commands[args.what](args)
 
 
 if __name__ == "__main__":
