@@ -53,7 +53,7 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {"users": docs.num_rows, "device": device, "prompt_version": prompt_version(taxonomy),
                              "taxonomy_version": taxonomy.version, "teachers": {}}  # fmt: skip
     for teacher in cfg.label.teachers:
-        model = str(resolve_model(teacher.model, cfg.models.cache_dir))
+        model = teacher.model if teacher.endpoint else str(resolve_model(teacher.model, cfg.models.cache_dir))
         done = _done_keys(out_root / teacher.name, entry["prompt_version"])
         requests = _requests(docs, teacher, model, taxonomy, done)
         _log(f"teacher {teacher.name}: {len(requests)} samples to generate ({len(done)} already done), {device}")
@@ -115,13 +115,16 @@ def _generate(
 
     system = system_prompt(taxonomy)
     schema = output_schema(taxonomy) if cfg.label.structured_output else None
-    processor = build_processor(
-        processor_config(model, cfg.label.engine, device, structured=schema is not None),
-        preprocess=_Preprocess(system, teacher, schema, request_seeds=device == "gpu"),
-        postprocess=_keep_generation,
-        preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
-        postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
-    )
+    if teacher.endpoint:
+        processor = _http_processor(teacher, system, schema)
+    else:
+        processor = build_processor(
+            processor_config(model, cfg.label.engine, device, structured=schema is not None),
+            preprocess=_Preprocess(system, teacher, schema, request_seeds=device == "gpu"),
+            postprocess=_keep_generation,
+            preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
+            postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
+        )
     ds = ray.data.from_items(requests, override_num_blocks=max(1, len(requests) // cfg.label.engine.batch_size))
     labeled = processor(ds).map_batches(
         _sample_table, fn_kwargs={"taxonomy": taxonomy}, batch_format="pyarrow", num_cpus=SMALL_CPUS
@@ -216,6 +219,55 @@ class _Preprocess:
         carried = {k: v for k, v in row.items() if k != "document"}
         params = {**self.params, "seed": int(row["seed"])} if self.request_seeds else dict(self.params)
         return {**carried, "messages": messages, "sampling_params": params}
+
+
+def _http_processor(teacher: TeacherConfig, system: str, schema: dict | None) -> Any:
+    """A hosted teacher behind an OpenAI-compatible chat completions endpoint (ray.data.llm HTTP stage:
+    rate limit, retries with exponential backoff on 429/5xx)."""
+    from ray.data.llm import HttpRequestProcessorConfig, build_processor
+
+    key = os.environ.get(teacher.api_key_env, "")
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    config = HttpRequestProcessorConfig(
+        url=teacher.endpoint,
+        headers=headers,
+        qps=teacher.qps,
+        max_retries=teacher.max_retries,
+        concurrency=teacher.http_concurrency,
+    )
+    return build_processor(
+        config,
+        preprocess=_HttpPreprocess(system, teacher, schema),
+        postprocess=_http_generation,
+        preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
+        postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
+    )
+
+
+class _HttpPreprocess:
+    def __init__(self, system: str, teacher: TeacherConfig, schema: dict | None) -> None:
+        self.chat = _Preprocess(system, teacher, None, request_seeds=True)
+        self.body: dict[str, Any] = {"model": teacher.model, "temperature": teacher.temperature,
+                                     "top_p": teacher.top_p, "max_tokens": teacher.max_tokens}  # fmt: skip
+        if schema is not None:
+            self.body["response_format"] = {"type": "json_schema", "json_schema": {"name": "profile", "schema": schema}}
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        request = self.chat(row)
+        payload = {**self.body, "messages": request["messages"], "seed": int(row["seed"])}
+        carried = {k: v for k, v in request.items() if k not in ("messages", "sampling_params")}
+        return {**carried, "payload": payload}
+
+
+def _http_generation(row: dict[str, Any]) -> dict[str, Any]:
+    response = row.get("http_response") or {}
+    choices = response.get("choices") or [{}]
+    usage = response.get("usage") or {}
+    kept = _keep_generation(row)
+    kept["generated_text"] = (choices[0].get("message") or {}).get("content")
+    kept["num_input_tokens"] = usage.get("prompt_tokens")
+    kept["num_generated_tokens"] = usage.get("completion_tokens")
+    return kept
 
 
 def _keep_generation(row: dict[str, Any]) -> dict[str, Any]:

@@ -93,3 +93,63 @@ def test_failed_rows_become_error_rows_with_reasons(run_dir, tmp_path) -> None:
     assert entry["teachers"]["short"]["rows"] == len(rows) == 5
     assert all(r["error"].startswith("engine: ") and "maximum context length" in r["error"] for r in rows)
     assert entry["teachers"]["short"]["errors"] == {"engine": 5}
+
+
+@pytest.fixture(scope="module")
+def openai_server(run_dir):
+    """vLLM's own OpenAI-compatible server on the tiny model, on 127.0.0.1, requiring an API key."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conf_profile.models import tiny_model_dir
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model = tiny_model_dir(run_dir / "cache")
+    log = open(run_dir / "server.log", "w")  # noqa: SIM115 (closed below)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name",
+         "tiny-hosted", "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "4096", "--enforce-eager",
+         "--dtype", "bfloat16", "--api-key", "test-secret",
+         "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}'],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(2)
+    else:
+        proc.kill()
+    if proc.poll() is not None:
+        log.close()
+        pytest.fail(f"the vLLM server did not start:\n{(run_dir / 'server.log').read_text()[-3000:]}")
+    yield f"http://127.0.0.1:{port}/v1/chat/completions"
+    proc.terminate()
+    proc.wait(timeout=60)
+    log.close()
+
+
+@pytest.mark.slow
+def test_hosted_teacher_over_http_with_a_key_from_the_environment(run_dir, openai_server, tmp_path, monkeypatch):
+    for folder in ("documents", "taxonomy.yaml"):
+        (tmp_path / folder).symlink_to(run_dir / folder)
+    monkeypatch.setenv("CONF_PROFILE_TEST_KEY", "test-secret")
+    teacher = (f"label.teachers=[{{name: hosted, model: tiny-hosted, endpoint: '{openai_server}', samples: 2, "
+               "max_tokens: 1500, api_key_env: CONF_PROFILE_TEST_KEY, qps: 20}]")  # fmt: skip
+    entry = run_label(_config(run_dir, teacher), tmp_path)
+    rows = pq.read_table(tmp_path / "teacher_samples").to_pylist()
+    assert entry["teachers"]["hosted"]["rows"] == len(rows) == 10
+    for r in rows:
+        assert r["error"] is None, r["raw_text"]
+        assert r["model"] == "tiny-hosted" and r["input_tokens"] > 0 and r["output_tokens"] > 0

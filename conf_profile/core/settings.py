@@ -96,6 +96,12 @@ class TeacherConfig:
     top_p: float = 0.95
     max_tokens: int = 768  # the schema bounds an output to ~1,100 characters; this leaves room for it
     seed: int = 0
+    # A hosted teacher: an OpenAI-compatible chat completions URL (then `model` is the served model's name).
+    endpoint: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never from the config
+    qps: float | None = None  # request rate limit per replica (None: no limit)
+    max_retries: int = 3  # with exponential backoff, on 429/5xx and connection errors
+    http_concurrency: int = 1  # replicas of the HTTP stage
 
     def validate(self) -> None:
         if not self.name.replace("_", "").replace("-", "").isalnum():
@@ -104,6 +110,10 @@ class TeacherConfig:
             raise ValueError("weight must be > 0, samples >= 1 and max_tokens >= 16")
         if not 0.0 <= self.temperature <= 2.0 or not 0.0 < self.top_p <= 1.0:
             raise ValueError("temperature must be in [0, 2] and top_p in (0, 1]")
+        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint={self.endpoint!r}: must be an http(s) URL of /v1/chat/completions")
+        if self.max_retries < 0 or self.http_concurrency < 1 or (self.qps is not None and self.qps <= 0):
+            raise ValueError("max_retries must be >= 0, http_concurrency >= 1, qps > 0 when set")
 
 
 @dataclass
