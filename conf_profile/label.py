@@ -167,7 +167,9 @@ def processor_config(model: str, engine: EngineConfig, device: str, structured: 
         engine_kwargs["structured_outputs_config"] = {"backend": "xgrammar", "disable_any_whitespace": True}
     light = {"enabled": True, "num_cpus": SMALL_CPUS, "concurrency": 1}
     extra: dict[str, Any] = {}
-    env = {"VLLM_CPU_KVCACHE_SPACE": str(engine.cpu_kv_cache_gb)}
+    # vLLM's CPU backend keeps one core for itself when it runs the engine in its own process (as under
+    # Ray); on a small node that halves the engine's cores, so reserve none.
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(engine.cpu_kv_cache_gb), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
     if device == "gpu":
         engine_kwargs["gpu_memory_utilization"] = engine.gpu_memory_utilization
     else:
