@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conf_profile.core.labeling import (
+    chat_messages,
     output_schema,
     prompt_version,
     sample_columns,
@@ -41,7 +43,7 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Label every document with every teacher; returns the manifest entry."""
     import ray
 
-    from conf_profile.pipeline.embedded_models import resolve_model
+    from conf_profile.models import resolve_model
     from conf_profile.raycluster import init_ray
 
     started = time.monotonic()
@@ -55,7 +57,7 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
     for teacher in cfg.label.teachers:
         model = teacher.model if teacher.endpoint else str(resolve_model(teacher.model, cfg.models.cache_dir))
         done = _done_keys(out_root / teacher.name, entry["prompt_version"])
-        requests = _requests(docs, teacher, model, taxonomy, done)
+        requests = _requests(docs, teacher, model, taxonomy, entry["prompt_version"], done)
         _log(f"teacher {teacher.name}: {len(requests)} samples to generate ({len(done)} already done), {device}")
         if requests:
             _generate(requests, teacher, model, taxonomy, cfg, device, out_root / teacher.name / f"part-{new_run_id()}")
@@ -92,8 +94,9 @@ def _done_keys(folder: Path, version: str) -> set[tuple[str, int, str]]:
     return done
 
 
-def _requests(docs: pa.Table, teacher: TeacherConfig, model: str, taxonomy: Taxonomy, done: set) -> list[dict]:
-    version = prompt_version(taxonomy)
+def _requests(
+    docs: pa.Table, teacher: TeacherConfig, model: str, taxonomy: Taxonomy, version: str, done: set
+) -> list[dict]:
     rows = []
     for uid, document, chash in zip(*(docs.column(c).to_pylist() for c in docs.column_names), strict=True):
         for k in range(teacher.samples):
@@ -212,12 +215,7 @@ class _Preprocess:
             self.params["structured_outputs"] = {"json": json.dumps(schema)}
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        from conf_profile.core.labeling import USER_CLOSE, USER_OPEN
-
-        messages = [
-            {"role": "system", "content": self.system},
-            {"role": "user", "content": f"{USER_OPEN}\n{row['document']}\n{USER_CLOSE}"},
-        ]
+        messages = chat_messages(self.system, row["document"])
         carried = {k: v for k, v in row.items() if k != "document"}
         params = {**self.params, "seed": int(row["seed"])} if self.request_seeds else dict(self.params)
         return {**carried, "messages": messages, "sampling_params": params}
@@ -285,11 +283,7 @@ def _teacher_summary(folder: Path, version: str) -> dict[str, Any]:
     t = pa.concat_tables([pq.read_table(f, columns=["prompt_version", "error", "output_tokens"]) for f in files])
     t = t.filter(pc.equal(t.column("prompt_version"), version))
     errors = t.column("error").to_pylist()
-    kinds: dict[str, int] = {}
-    for e in errors:
-        if e:
-            kind = e.split(":")[0]
-            kinds[kind] = kinds.get(kind, 0) + 1
+    kinds = dict(Counter(e.split(":")[0] for e in errors if e))
     return {
         "rows": t.num_rows,
         "valid": errors.count(None),

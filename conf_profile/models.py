@@ -265,3 +265,15 @@ def _release_vllm_groups(owns_process_group: bool) -> None:
     if owns_process_group:  # never tear down a group that the caller (e.g. a Ray Train worker) owns
         destroy_distributed_environment()
     gc.collect()
+
+
+def resolve_model(name: str, cache_dir: str | None) -> Path:
+    """``demo`` and ``tiny`` are the embedded models (prepared on first use); anything else is a folder."""
+    if name == "demo":
+        return prepare_demo_model(cache_dir)
+    if name == "tiny":
+        return tiny_model_dir(cache_dir)
+    path = Path(name)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model {name!r}: not 'demo', 'tiny' or a model folder with config.json")
+    return path

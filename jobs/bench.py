@@ -163,7 +163,7 @@ def _raw_vllm(args: argparse.Namespace) -> None:
     from conf_profile.core.labeling import output_schema, teacher_messages
     from conf_profile.core.settings import EngineConfig, TeacherConfig
     from conf_profile.core.taxonomy import load_taxonomy
-    from conf_profile.pipeline.embedded_models import resolve_model
+    from conf_profile.models import resolve_model
 
     taxonomy, engine, teacher = load_taxonomy(), EngineConfig(), TeacherConfig()
     docs = pq.read_table(args.run_dir / "documents", columns=["user_id", "document"]).sort_by("user_id")

@@ -96,8 +96,13 @@ def system_prompt(taxonomy: Taxonomy) -> str:
 def teacher_messages(taxonomy: Taxonomy, document: str) -> list[dict[str, str]]:
     """Chat messages for one user. ``document`` comes from ingest, where ``<``/``>`` were already replaced,
     so it cannot contain the closing delimiter."""
+    return chat_messages(system_prompt(taxonomy), document)
+
+
+def chat_messages(system: str, document: str) -> list[dict[str, str]]:
+    """The system prompt (built once per job) and the user document inside its delimiters."""
     return [
-        {"role": "system", "content": system_prompt(taxonomy)},
+        {"role": "system", "content": system},
         {"role": "user", "content": f"{USER_OPEN}\n{document}\n{USER_CLOSE}"},
     ]
 
