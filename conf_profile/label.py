@@ -169,6 +169,9 @@ def processor_config(model: str, engine: EngineConfig, device: str, structured: 
         # grammar allows between tokens (a per-request flag is not enough; it is an engine setting).
         engine_kwargs["structured_outputs_config"] = {"backend": "xgrammar", "disable_any_whitespace": True}
     light = {"enabled": True, "num_cpus": SMALL_CPUS, "concurrency": 1}
+    # The engine tokenizes prompts and detokenizes outputs itself (as plain vllm.LLM does); separate
+    # tokenize/detokenize actors only add two more processes competing with it for the node's cores.
+    off = {"enabled": False}
     extra: dict[str, Any] = {}
     # vLLM's CPU backend keeps one core for itself when it runs the engine in its own process (as under
     # Ray); on a small node that halves the engine's cores, so reserve none.
@@ -189,8 +192,8 @@ def processor_config(model: str, engine: EngineConfig, device: str, structured: 
         log_engine_metrics=False,
         runtime_env={"env_vars": env},
         chat_template_stage=ChatTemplateStageConfig(**light),
-        tokenize_stage=TokenizerStageConfig(**light),
-        detokenize_stage=DetokenizeStageConfig(**light),
+        tokenize_stage=TokenizerStageConfig(**off),
+        detokenize_stage=DetokenizeStageConfig(**off),
         **extra,
     )
 

@@ -125,7 +125,9 @@ def bench_label(args: argparse.Namespace) -> None:
     run_ingest_local(IngestConfig(), str(work / "in" / "logs"), work)
     teachers = f"label.teachers=[{{name: t, model: {args.model}, samples: {args.samples}}}]"
     py = sys.executable
-    ray_run = run_measured([py, "-m", "jobs.label", "--run-dir", str(work), "--set", teachers])
+    ray_run = run_measured(
+        [py, "-m", "jobs.label", "--run-dir", str(work), "--set", teachers, "--set", "label.max_users=0"]
+    )
     raw_run = run_measured([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
                             "--samples", str(args.samples)])  # fmt: skip
     for name, m in (("ray job", ray_run), ("raw vllm", raw_run)):
