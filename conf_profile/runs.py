@@ -42,6 +42,16 @@ def open_run_dir(run_dir: str | Path | None, runs_root: str | Path = "runs") -> 
     return path
 
 
+def existing_run_dir(run_dir: str | Path | None, runs_root: str | Path = "runs") -> Path:
+    """``run_dir`` if given, else the run ``<runs_root>/latest`` points at: for the stages that continue a
+    run (label, aggregate, evaluate). Raises FileNotFoundError naming the fix."""
+    path = Path(run_dir) if run_dir is not None else Path(runs_root) / "latest"
+    if not path.is_dir():
+        hint = "" if run_dir is not None else " (no --run-dir given and no latest run)"
+        raise FileNotFoundError(f"run directory {path} does not exist{hint}; start a run with python -m jobs.ingest")
+    return path.resolve()
+
+
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / MANIFEST
     if not path.exists():

@@ -3,15 +3,20 @@
     python -m jobs.pipeline [--config FILE] [--set KEY=VALUE ...] [--run-dir DIR]
 
 With no arguments this is the embedded default: the built-in synthetic data set (data.users users, with
-truth), the demo model (SmolLM2-135M-Instruct) as teacher and student, everything on this machine's CPU.
+truth), the demo model (SmolLM2-135M-Instruct) as teacher and student, everything on this machine's CPU;
+the teacher labels label.max_users users with K = samples each.
 A re-run with the same --run-dir skips the stages already done.
 
 Stages so far: builtin_data (the input: input.logs, or the synthetic logs), ingest (documents/ and
-rejects/), embedded_models (prepare the models, check the teacher answers on vLLM). label, aggregate,
-train_sft, train_rl, infer and evaluate join as they are built.
+rejects/), embedded_models (prepare the models), label (teacher_samples/), aggregate (votes/,
+calibration.json, sft/, rl/), evaluate (report/, when there is truth: input.truth or the built-in data's).
+train_sft, train_rl and infer join as they are built.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 from conf_profile.cli import job_parser, load_config
 from conf_profile.pipeline.runner import run_pipeline
@@ -23,21 +28,36 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args)
     run_dir = open_run_dir(args.run_dir, cfg.run.runs_root)
     results = run_pipeline(cfg, run_dir)
-    data, ing, model = results["builtin_data"], results["ingest"], results["embedded_models"]
-    print(f"\nrun directory:   {run_dir}")
-    if data["builtin"]:
-        print(f"input logs:      {data['logs']} (built-in: {data['users']:,} users, {data['bad_rows']:,} bad rows)")
-    else:
-        print(f"input logs:      {data['logs']}")
-    print(
-        f"ingest:          {ing['rows_read']:,} rows -> {ing['users_out']:,} user documents in "
-        f"{run_dir / 'documents'}; {ing['rows_rejected']:,} rows and {ing['users_rejected']:,} users in "
-        f"{run_dir / 'rejects'}"
+    print(summary(results, run_dir))
+
+
+def summary(results: dict[str, dict[str, Any]], run_dir: Path) -> str:
+    data, ing, lab, agg = (results[s] for s in ("builtin_data", "ingest", "label", "aggregate"))
+    lines = [f"\nrun directory:   {run_dir}"]
+    builtin = f" (built-in: {data['users']:,} users, {data['bad_rows']:,} bad rows)" if data["builtin"] else ""
+    lines.append(f"input logs:      {data['logs']}{builtin}")
+    lines.append(
+        f"ingest:          {ing['rows_read']:,} rows -> {ing['users_out']:,} user documents; "
+        f"{ing['rows_rejected']:,} rows and {ing['users_rejected']:,} users in {run_dir / 'rejects'}"
     )
-    print(f"teacher model:   {model['teacher']}")
-    print(f"vLLM check:      {model['vllm_check_prompt']}\n  -> {model['vllm_check_answer']}")
-    print(f"next:            python -m jobs.label --run-dir {run_dir}  (teacher labeling; not yet in the pipeline)")
-    print("not built yet:   aggregate, train_sft, train_rl, infer, evaluate")
+    for name, t in lab["teachers"].items():
+        lines.append(f"label:           teacher {name}: {t['rows']:,} samples for {lab['users']:,} users, "
+                     f"{t.get('valid_fraction', 0):.0%} schema-valid ({lab['device']})")  # fmt: skip
+    lines.append(
+        f"aggregate:       {agg['users_voted']:,} users voted, abstain share {agg['abstain_share']:.0%}; "
+        f"SFT {agg['sft_train']:,} train / {agg['sft_eval']:,} eval, RL {agg['rl_users']:,} users"
+    )
+    ev = results["evaluate"]
+    if "stages" in ev:
+        lines.append("evaluation:      stage               macro F1   ECE")
+        for stage, m in ev["stages"].items():
+            ece = "-" if m["ece"] is None else f"{m['ece']:.3f}"
+            lines.append(f"                 {stage:18s}  {m['f1']:.3f}   {ece}")
+        lines.append(f"report:          {Path(ev['report']) / 'index.html'}")
+    else:
+        lines.append(f"evaluation:      {ev['skipped']}")
+    lines.append("not built yet:   train_sft, train_rl, infer (the student stages)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,9 @@ def test_pipeline_runs_and_a_rerun_skips_completed_stages(tmp_path) -> None:
         "--set",
         "data.users=30",
         "--set",
-        "models.teacher=tiny",
+        "label.teachers=[{name: t, model: tiny, samples: 2, max_tokens: 1500}]",
+        "--set",
+        "label.max_users=6",
         "--set",
         "models.student=tiny",
         "--set",
@@ -84,8 +86,12 @@ def test_pipeline_runs_and_a_rerun_skips_completed_stages(tmp_path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["builtin_data"]["users"] == 30
-    assert manifest["stages"]["embedded_models"]["vllm_check_answer"]
-    assert "vLLM check:" in first.stdout and str(run_dir) in first.stdout
+    assert manifest["stages"]["label"]["teachers"]["t"]["rows"] == 12
+    assert manifest["stages"]["aggregate"]["users_voted"] == 6
+    assert manifest["stages"]["evaluate"]["stages"]["teacher_vote"]["f1"] is not None
+    assert (run_dir / "report" / "index.html").exists()
+    assert "teacher_vote" in first.stdout and str(run_dir) in first.stdout
     second = _job(*args)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "builtin_data: already done" in second.stderr and "embedded_models: already done" in second.stderr
+    for stage in ("builtin_data", "ingest", "embedded_models", "label", "aggregate", "evaluate"):
+        assert f"{stage}: already done" in second.stderr

@@ -50,14 +50,20 @@ def _config(run_dir: Path, *overrides: str) -> Config:
     )
 
 
-@pytest.mark.slow
-def test_k_samples_by_m_teachers_with_structured_output(run_dir) -> None:
+@pytest.fixture(scope="module")
+def labeled(run_dir) -> tuple[Config, dict]:
+    """Two teachers on the tiny model: a with K=2, b with K=1 at half weight."""
     cfg = _config(
         run_dir,
         "label.teachers=[{name: a, model: tiny, samples: 2, max_tokens: 1500},"
         " {name: b, model: tiny, samples: 1, max_tokens: 1500, weight: 0.5}]",
     )
-    entry = run_label(cfg, run_dir)
+    return cfg, run_label(cfg, run_dir)
+
+
+@pytest.mark.slow
+def test_k_samples_by_m_teachers_with_structured_output(run_dir, labeled) -> None:
+    cfg, entry = labeled
     assert entry["teachers"]["a"]["rows"] == 10 and entry["teachers"]["b"]["rows"] == 5
     rows = pq.read_table(run_dir / "teacher_samples").to_pylist()
     users = {r["user_id"] for r in rows}
@@ -77,6 +83,50 @@ def test_k_samples_by_m_teachers_with_structured_output(run_dir) -> None:
     again = run_label(cfg, run_dir)  # resume: nothing left to do
     assert again["teachers"]["a"]["rows"] == 10
     assert pq.read_table(run_dir / "teacher_samples").num_rows == 15
+
+
+@pytest.mark.slow
+def test_aggregate_and_evaluate_the_tiny_models_samples(run_dir, labeled) -> None:
+    """The aggregate and evaluate stages on real teacher samples (3 per user) of the tiny model."""
+    import json
+
+    import pyarrow as pa
+
+    from conf_profile.aggregate import run_aggregate
+    from conf_profile.core.student import parse_student_output
+    from conf_profile.evaluate import run_evaluate
+
+    cfg, _ = labeled
+    entry = run_aggregate(cfg, run_dir)
+    assert entry["users_voted"] == 5 and entry["samples_used"] == 15
+    votes = pq.read_table(run_dir / "votes").to_pylist()
+    assert len(votes) == 10 and all(v["samples"] == 3 for v in votes)
+    for v in votes:
+        answered = v["value"] != "unknown"
+        assert (v["level"] is not None) == answered and 0.0 <= v["raw_confidence"] <= 1.0
+    cal = json.loads((run_dir / "calibration.json").read_text())
+    assert set(cal["attributes"]) == {"gender", "age_group"} and cal["method"] == "label_free"
+    sft = pq.read_table(run_dir / "sft")
+    assert sft.num_rows == 5
+    taxonomy = load_taxonomy(run_dir / "taxonomy.yaml")
+    assert all(
+        parse_student_output(m[-1]["content"], taxonomy).error is None for m in sft.column("messages").to_pylist()
+    )
+    assert entry["rl_users"] + sum(v for k, v in entry["rl_difficulty"].items() if k != "keep") == 5
+
+    # truth for the small taxonomy: gender from the built-in truth, an age group from its age band
+    truth = pq.read_table(run_dir / "in" / "truth.parquet").to_pylist()
+    young = ("age_18_24", "age_25_34")
+    rows = [{"user_id": t["user_id"], "gender": t["gender"], "age_group": "young" if t["age_group"] in young else "old"}
+            for t in truth]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), run_dir / "small_truth.parquet")
+    report = run_evaluate(cfg, run_dir, str(run_dir / "small_truth.parquet"))
+    assert set(report["stages"]) == {"teacher_single", "teacher_majority", "teacher_vote_raw", "teacher_vote"}
+    metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
+    gender = metrics["stages"]["teacher_vote"]["attributes"]["gender"]
+    assert gender["users"] == 5 and sum(map(sum, gender["confusion"]["matrix"])) == 5
+    for name in ("index.html", "reliability.png", "levels.png", "f1.png"):
+        assert (run_dir / "report" / name).stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -112,32 +112,34 @@ def prompt_version(taxonomy: Taxonomy) -> str:
     return hashlib.sha256(system_prompt(taxonomy).encode("utf-8")).hexdigest()[:12]
 
 
-def output_schema(taxonomy: Taxonomy) -> dict[str, Any]:
-    """JSON schema of a teacher output: rationale, then per attribute {value, confidence, evidence}."""
+def output_schema(taxonomy: Taxonomy, score_key: str = "confidence") -> dict[str, Any]:
+    """JSON schema of a teacher output: rationale, then per attribute {value, confidence, evidence}.
+    The student's outputs have the same shape with ``level`` (calibrated, 1..5) in place of confidence."""
     properties: dict[str, Any] = {"rationale": {"type": "string", "maxLength": MAX_RATIONALE_CHARS}}
     for attr in taxonomy.attributes:
         properties[attr.name] = {
             "type": "object",
             "properties": {
                 "value": {"type": "string", "enum": list(attr.value_names)},
-                "confidence": {"type": "integer", "minimum": 1, "maximum": 5},
+                score_key: {"type": "integer", "minimum": 1, "maximum": 5},
                 "evidence": {"type": "string", "maxLength": MAX_EVIDENCE_CHARS},
             },
-            "required": ["value", "confidence", "evidence"],
+            "required": ["value", score_key, "evidence"],
             "additionalProperties": False,
         }
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
-def parse_output(text: Any, taxonomy: Taxonomy) -> ParsedOutput:
-    """Validate a teacher output against the taxonomy; never raises."""
+def parse_output(text: Any, taxonomy: Taxonomy, score_key: str = "confidence") -> ParsedOutput:
+    """Validate a teacher output (or, with score_key="level", a student output) against the taxonomy; never
+    raises. The 1..5 score lands in Judgement.confidence either way."""
     if not isinstance(text, str) or not text.strip():
         return ParsedOutput({a: None for a in taxonomy.attribute_names}, error="empty")
     data = _json_object(text)
     if data is None:
         return ParsedOutput({a: None for a in taxonomy.attribute_names}, error="not_json")
     errors: list[str] = []
-    judgements = {a.name: _judgement(data.get(a.name), a.value_names, errors) for a in taxonomy.attributes}
+    judgements = {a.name: _judgement(data.get(a.name), a.value_names, errors, score_key) for a in taxonomy.attributes}
     rationale = data.get("rationale")
     if not isinstance(rationale, str):
         errors.append("invalid_field" if rationale is not None else "missing_attribute")
@@ -147,11 +149,11 @@ def parse_output(text: Any, taxonomy: Taxonomy) -> ParsedOutput:
     return ParsedOutput(judgements, rationale[:MAX_RATIONALE_CHARS], errors[0] if errors else None)
 
 
-def _judgement(raw: Any, allowed: tuple[str, ...], errors: list[str]) -> Judgement | None:
-    if not isinstance(raw, dict) or not {"value", "confidence", "evidence"} <= raw.keys():
+def _judgement(raw: Any, allowed: tuple[str, ...], errors: list[str], score_key: str) -> Judgement | None:
+    if not isinstance(raw, dict) or not {"value", score_key, "evidence"} <= raw.keys():
         errors.append("missing_attribute")
         return None
-    value, confidence, evidence = raw["value"], raw["confidence"], raw["evidence"]
+    value, confidence, evidence = raw["value"], raw[score_key], raw["evidence"]
     if value not in allowed:
         errors.append("invalid_value")
         return None

@@ -23,6 +23,9 @@ class InputConfig:
     """What the pipeline reads."""
 
     logs: str | None = None  # Parquet/JSONL logs (file, folder or URI); None = the built-in synthetic set
+    # Truth for the evaluation stage: Parquet with user_id + one column per attribute (the built-in set
+    # brings its own); None = no evaluation.
+    truth: str | None = None
 
 
 @dataclass
@@ -45,11 +48,10 @@ class DataConfig:
 
 @dataclass
 class ModelsConfig:
-    """Where the embedded models are prepared, and which model each role uses."""
+    """Where the embedded models are prepared, and the student model (teachers: ``label.teachers``)."""
 
     cache_dir: str | None = None  # None = $CONF_PROFILE_CACHE or ~/.cache/conf-profile
-    teacher: str = "demo"  # "demo" (SmolLM2-135M-Instruct), "tiny" (test model) or a model folder / hub id
-    student: str = "demo"
+    student: str = "demo"  # "demo" (SmolLM2-135M-Instruct), "tiny" (test model) or a model folder / hub id
 
 
 @dataclass
@@ -91,10 +93,12 @@ class TeacherConfig:
     name: str = "teacher"
     model: str = "demo"  # "demo", "tiny", a model folder, or a hub id on machines that reach a hub
     weight: float = 1.0
-    samples: int = 5  # K samples per user (one row each, distinct seeds)
+    samples: int = 3  # K samples per user (one row each, distinct seeds); 3 keeps the CPU demo short, use 5+
     temperature: float = 0.8
     top_p: float = 0.95
-    max_tokens: int = 768  # the schema bounds an output to ~1,100 characters; this leaves room for it
+    # The schema bounds an output to ~1,100 characters; degenerate outputs (emoji loops) take 2+ tokens per
+    # character, so 768 cut 1 of 160 demo outputs short. Outputs stop at the schema bound, not here.
+    max_tokens: int = 1536
     seed: int = 0
     # A hosted teacher: an OpenAI-compatible chat completions URL (then `model` is the served model's name).
     endpoint: str | None = None
@@ -143,7 +147,9 @@ class LabelConfig:
 
     teachers: list[TeacherConfig] = field(default_factory=lambda: [TeacherConfig()])
     engine: EngineConfig = field(default_factory=EngineConfig)
-    max_users: int = 0  # label only the first N users by user_id (0 = all); for demos and smoke runs
+    # Label only the first N users by user_id (0 = all). The default sizes the CPU demo; the student
+    # profiles every user at inference. Production configs set 0 or the size of the distillation set.
+    max_users: int = 40
     structured_output: bool = True  # vLLM constrains outputs to the taxonomy's JSON schema
 
     def validate(self) -> None:
@@ -152,6 +158,29 @@ class LabelConfig:
             raise ValueError(f"teachers: need at least one, with distinct names; got {names}")
         if self.max_users < 0:
             raise ValueError("max_users must be >= 0")
+
+
+@dataclass
+class AggregateConfig:
+    """``jobs.aggregate``: teacher_samples/ -> votes/, calibration.json, sft/, rl/."""
+
+    # Vote weight of a judgement per stated confidence 1..5 (times its teacher's weight); default linear c/5.
+    confidence_weights: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0])
+    calibration: str | None = None  # reuse this calibration.json instead of fitting one on this run
+    gold: str | None = None  # a truth-format Parquet (user_id + attribute columns): isotonic fit to its accuracy
+    eval_percent: int = 10  # share of users (by id hash) in the SFT eval split
+    sft_min_mean_level: float = 0.0  # drop SFT examples whose mean calibrated level is lower (0: keep all)
+    sft_weighting: Literal["none", "level"] = "none"  # "level": example weight = mean level / 5
+    rl_easy_min_confidence: float = 5.0  # unanimous votes at this mean confidence or above are "easy": dropped
+    rl_min_mean_level: float = 1.5  # users whose mean calibrated level is below are "noise": dropped
+
+    def validate(self) -> None:
+        if len(self.confidence_weights) != 5 or min(self.confidence_weights) < 0:
+            raise ValueError(f"confidence_weights={self.confidence_weights}: need 5 weights >= 0 (levels 1..5)")
+        if not 0 <= self.eval_percent <= 50:
+            raise ValueError(f"eval_percent={self.eval_percent}: must be in [0, 50]")
+        if not 0 <= self.sft_min_mean_level <= 5 or not 0 <= self.rl_min_mean_level <= 5:
+            raise ValueError("sft_min_mean_level and rl_min_mean_level are levels: use a value in [0, 5]")
 
 
 @dataclass
@@ -184,3 +213,4 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
+    aggregate: AggregateConfig = field(default_factory=AggregateConfig)

@@ -1,4 +1,5 @@
-"""Stage: prepare the teacher and student models and check the teacher answers a chat prompt on vLLM."""
+"""Stage: resolve the teacher and student models (the embedded ones are built or converted once into the
+model cache; a folder or hub id is used as given)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,12 @@ from typing import Any
 
 from conf_profile.core.settings import Config
 
-CHECK_PROMPT = "In one sentence: what can a person's watched videos tell about their occupation?"
-
 
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from conf_profile import models
 
     started = time.monotonic()
-    teacher = models.resolve_model(cfg.models.teacher, cfg.models.cache_dir)
+    teachers = {t.name: t.model if t.endpoint else str(models.resolve_model(t.model, cfg.models.cache_dir))
+                for t in cfg.label.teachers}  # fmt: skip
     student = models.resolve_model(cfg.models.student, cfg.models.cache_dir)
-    prepared = time.monotonic()
-    [answer] = models.chat_with_vllm(teacher, [[{"role": "user", "content": CHECK_PROMPT}]], max_tokens=48)
-    if not answer.strip():
-        raise RuntimeError(f"the teacher model at {teacher} returned an empty answer on vLLM")
-    return {
-        "teacher": str(teacher),
-        "student": str(student),
-        "prepare_seconds": round(prepared - started, 1),
-        "vllm_check_seconds": round(time.monotonic() - prepared, 1),
-        "vllm_check_prompt": CHECK_PROMPT,
-        "vllm_check_answer": answer.strip(),
-    }
+    return {"teachers": teachers, "student": str(student), "prepare_seconds": round(time.monotonic() - started, 1)}

@@ -1,0 +1,132 @@
+"""Aggregate: teacher_samples/ -> votes/, calibration.json, sft/, rl/ (the logic is in conf_profile.core).
+
+One process with pyarrow and numpy: the vote is vectorized over the whole table (6 attributes x 5 samples x
+1M users is ~30M judgements, a few GB of arrays), so no Ray cluster is needed for this stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from conf_profile.core import calibration as calib
+from conf_profile.core.aggregate import current_samples, rl_rows, sft_examples, vote_samples
+from conf_profile.core.labeling import prompt_version
+from conf_profile.core.metrics import load_truth
+from conf_profile.core.settings import Config
+from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
+
+
+def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    acfg = cfg.aggregate
+    taxonomy = load_taxonomy(cfg.taxonomy.path)
+    documents = _read(run_dir / "documents", "ingest (python -m jobs.ingest)", ["user_id", "document", "content_hash"])
+    samples = _read(run_dir / "teacher_samples", "labeling (python -m jobs.label)")
+    samples = current_samples(samples, documents, prompt_version(taxonomy))
+    if samples.num_rows == 0:
+        raise FileNotFoundError(f"{run_dir / 'teacher_samples'} has no samples for the current documents and prompt")
+    primary = cfg.label.teachers[0].name
+    votes = vote_samples(samples, taxonomy, primary, acfg.confidence_weights)
+    cal = _calibration(acfg.calibration, acfg.gold, votes, taxonomy)
+    cal.update({"taxonomy_version": taxonomy.version, "confidence_weights": list(acfg.confidence_weights)})
+    votes = apply_calibration(votes, cal, taxonomy)
+    _write_table(votes, run_dir / "votes" / "votes.parquet")
+    _write_json(cal, run_dir / "calibration.json")
+    sft, sft_dropped = sft_examples(votes, documents, taxonomy, acfg.eval_percent, acfg.sft_min_mean_level,
+                                    acfg.sft_weighting)  # fmt: skip
+    for split in ("train", "eval"):
+        _write_table(sft.filter(pc.equal(sft.column("split"), split)), run_dir / "sft" / f"{split}.parquet")
+    rl, decisions = rl_rows(votes, documents, taxonomy, acfg.rl_easy_min_confidence, acfg.rl_min_mean_level)
+    _write_table(rl, run_dir / "rl" / "train.parquet")
+    voted_users = len(set(votes.column("user_id").to_pylist()))
+    entry = {
+        "users_documents": documents.num_rows,
+        "users_voted": voted_users,
+        "users_unlabeled": documents.num_rows - voted_users,  # e.g. beyond label.max_users: the student profiles them
+        "samples_used": samples.num_rows,
+        "abstain_share": round(float(pc.mean(pc.equal(votes.column("value"), UNKNOWN)).as_py()), 4),
+        "calibration": cal["method"] if not acfg.calibration else f"reused {acfg.calibration}",
+        "level_counts": _level_counts(votes),
+        "sft_train": int(pc.sum(pc.equal(sft.column("split"), "train")).as_py() or 0),
+        "sft_eval": int(pc.sum(pc.equal(sft.column("split"), "eval")).as_py() or 0),
+        "sft_filtered": sft_dropped,
+        "rl_users": rl.num_rows,
+        "rl_difficulty": decisions,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    return entry
+
+
+def apply_calibration(votes: pa.Table, cal: dict[str, Any], taxonomy: Taxonomy) -> pa.Table:
+    """Add ``level`` (1..5) and ``confidence`` (0..1) per vote row; null for abstentions."""
+    n = votes.num_rows
+    level = np.zeros(n, dtype=np.int64)
+    confidence = np.full(n, np.nan)
+    attribute = votes.column("attribute").to_numpy(zero_copy_only=False)
+    raw = votes.column("raw_confidence").to_numpy(zero_copy_only=False)
+    for name in taxonomy.attribute_names:
+        rows = attribute == name
+        level[rows], confidence[rows] = calib.apply(cal, name, raw[rows])
+    answered = votes.column("value").to_numpy(zero_copy_only=False) != UNKNOWN
+    votes = votes.append_column("level", pa.array(level, mask=~answered, type=pa.int8()))
+    return votes.append_column("confidence", pa.array(confidence, mask=~answered))
+
+
+def _calibration(reuse: str | None, gold: str | None, votes: pa.Table, taxonomy: Taxonomy) -> dict[str, Any]:
+    if reuse:
+        cal = json.loads(Path(reuse).read_text(encoding="utf-8"))
+        if cal.get("taxonomy_version") != taxonomy.version:
+            raise ValueError(f"{reuse} was fitted for taxonomy {cal.get('taxonomy_version')}, this run has "
+                             f"{taxonomy.version}; fit a new one (leave aggregate.calibration empty)")  # fmt: skip
+        return cal
+    answered = votes.filter(pc.not_equal(votes.column("value"), UNKNOWN))
+    truth = load_truth(gold, taxonomy, "aggregate.gold") if gold else None
+    raw, gold_raw, correct = {}, {}, {}
+    for name in taxonomy.attribute_names:
+        rows = answered.filter(pc.equal(answered.column("attribute"), name))
+        raw[name] = rows.column("raw_confidence").to_numpy(zero_copy_only=False)
+        if truth is not None:
+            users, values = rows.column("user_id").to_pylist(), rows.column("value").to_pylist()
+            keep = [i for i, uid in enumerate(users) if truth[name].get(uid) is not None]
+            gold_raw[name] = raw[name][keep]
+            correct[name] = np.array([truth[name][users[i]] == values[i] for i in keep], dtype=np.float64)
+    return calib.fit_gold(raw, gold_raw, correct) if truth is not None else calib.fit_label_free(raw)
+
+
+def _level_counts(votes: pa.Table) -> dict[str, int]:
+    levels = votes.column("level").drop_null().to_numpy(zero_copy_only=False)
+    return {str(k): int((levels == k).sum()) for k in range(1, 6)}
+
+
+def _read(folder: Path, producer: str, columns: list[str] | None = None) -> pa.Table:
+    if not folder.is_dir() or not any(folder.rglob("*.parquet")):
+        raise FileNotFoundError(f"{folder} is missing or empty; run {producer} first")
+    return pq.read_table(folder, columns=columns)
+
+
+def _write_table(table: pa.Table, path: Path) -> None:
+    """Write next to the target, then rename: a re-run replaces the file, readers never see half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(data: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def log(message: str) -> None:
+    print(f"aggregate: {message}", file=sys.stderr, flush=True)

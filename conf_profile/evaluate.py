@@ -1,0 +1,187 @@
+"""Evaluate every stage present in a run against truth: report/metrics.json and report/index.html + PNGs.
+
+Stages come from votes/ (the teacher's single sample, the plain majority, the confidence-weighted vote with
+raw and with calibrated confidence) and from predictions/<stage>/ (long form: user_id, attribute, value,
+confidence, level), which the student stages write. Metrics are computed by conf_profile.core.metrics.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from conf_profile.core.metrics import attribute_metrics, load_truth, macro, reliability
+from conf_profile.core.settings import Config
+from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
+
+PREDICTION_COLUMNS = ("user_id", "attribute", "value", "confidence", "level")
+
+
+def run_evaluate(cfg: Config, run_dir: Path, truth_path: str) -> dict[str, Any]:
+    taxonomy = load_taxonomy(cfg.taxonomy.path)
+    truth = load_truth(truth_path, taxonomy, "--truth")
+    stages = stage_predictions(run_dir)
+    if not stages:
+        raise FileNotFoundError(
+            f"nothing to evaluate in {run_dir}: no votes/ or predictions/ (run jobs.aggregate first)"
+        )
+    cal_file = run_dir / "calibration.json"
+    method = json.loads(cal_file.read_text(encoding="utf-8")).get("method") if cal_file.exists() else None
+    metrics: dict[str, Any] = {"truth": truth_path, "taxonomy_version": taxonomy.version, "calibration": method,
+                               "stages": {}}  # fmt: skip
+    points: dict[str, list[dict[str, float]]] = {}
+    for name, table in stages.items():
+        per_attr, conf, correct = {}, [], []
+        for attr in taxonomy.attributes:
+            rows = table.filter(pc.equal(table.column("attribute"), attr.name))
+            users = rows.column("user_id").to_pylist()
+            gold = [truth[attr.name].get(u) for u in users]
+            values = rows.column("value").to_pylist()
+            confidence = rows.column("confidence").to_pylist()
+            per_attr[attr.name] = attribute_metrics(gold, values, confidence, rows.column("level").to_pylist(),
+                                                    attr.value_names)  # fmt: skip
+            for g, v, c in zip(gold, values, confidence, strict=True):
+                if g is not None and v not in (None, UNKNOWN) and c is not None:
+                    conf.append(c)
+                    correct.append(float(g == v))
+        points[name] = reliability(np.array(conf), np.array(correct))
+        metrics["stages"][name] = {"macro": macro(per_attr), "attributes": per_attr, "reliability": points[name]}
+    report = run_dir / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    metrics["level_distribution"] = _level_distribution(run_dir)
+    plots = _plots(metrics, taxonomy, report)
+    _atomic_text(report / "metrics.json", json.dumps(metrics, indent=2))
+    _atomic_text(report / "index.html", _html(metrics, taxonomy, plots))
+    return {"report": str(report), "stages": {n: s["macro"] for n, s in metrics["stages"].items()}}
+
+
+def stage_predictions(run_dir: Path) -> dict[str, pa.Table]:
+    """Long-form predictions (PREDICTION_COLUMNS) of every stage present in the run, in data-flow order."""
+    stages: dict[str, pa.Table] = {}
+    votes_dir = run_dir / "votes"
+    if votes_dir.is_dir():
+        v = pq.read_table(votes_dir)
+        single_level = pc.cast(pc.round(pc.multiply(v.column("single_confidence"), 5.0)), pa.int64())
+        empty = pa.nulls(v.num_rows, pa.int64())
+        stages["teacher_single"] = _long(v, "single_value", v.column("single_confidence"), single_level)
+        stages["teacher_majority"] = _long(v, "majority_value", v.column("majority_share"), empty)
+        stages["teacher_vote_raw"] = _long(v, "value", v.column("raw_confidence"), empty)
+        stages["teacher_vote"] = _long(v, "value", v.column("confidence"), v.column("level"))
+    predictions = run_dir / "predictions"
+    for folder in sorted(p for p in predictions.iterdir() if p.is_dir()) if predictions.is_dir() else []:
+        stages[folder.name] = pq.read_table(folder, columns=list(PREDICTION_COLUMNS))
+    return stages
+
+
+def _long(votes: pa.Table, value: str, confidence: pa.ChunkedArray, level: Any) -> pa.Table:
+    answered = pc.not_equal(votes.column(value), UNKNOWN)
+    return pa.table({
+        "user_id": votes.column("user_id"), "attribute": votes.column("attribute"), "value": votes.column(value),
+        "confidence": pc.if_else(answered, pc.cast(confidence, pa.float64()), None),
+        "level": pc.if_else(answered, pc.cast(level, pa.int64()), None),
+    })  # fmt: skip
+
+
+def _level_distribution(run_dir: Path) -> dict[str, list[int]]:
+    """Stated teacher confidence (mean of the supporters, rounded) vs calibrated level, over answered votes."""
+    votes_dir = run_dir / "votes"
+    if not votes_dir.is_dir():
+        return {}
+    v = pq.read_table(votes_dir, columns=["value", "mean_confidence", "level"])
+    v = v.filter(pc.not_equal(v.column("value"), UNKNOWN))
+    stated = np.rint(v.column("mean_confidence").to_numpy(zero_copy_only=False)).astype(np.int64)
+    level = v.column("level").to_numpy(zero_copy_only=False).astype(np.int64)
+    return {"stated_confidence": [int((stated == k).sum()) for k in range(1, 6)],
+            "calibrated_level": [int((level == k).sum()) for k in range(1, 6)]}  # fmt: skip
+
+
+def _plots(metrics: dict[str, Any], taxonomy: Taxonomy, out: Path) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = []
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for name, stage in metrics["stages"].items():
+        pts = stage["reliability"]
+        if pts:
+            ax.plot([p["confidence"] for p in pts], [p["accuracy"] for p in pts], marker="o", label=name)
+    ax.set(xlabel="confidence", ylabel="accuracy", title="Reliability (answered predictions)", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=7)
+    plots.append(_save(fig, out / "reliability.png", "Reliability diagram"))
+    dist = metrics.get("level_distribution")
+    if dist:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        x = np.arange(1, 6)
+        ax.bar(x - 0.2, dist["stated_confidence"], 0.4, label="teacher's stated confidence (before)")
+        ax.bar(x + 0.2, dist["calibrated_level"], 0.4, label="calibrated level (after)")
+        ax.set(xlabel="level", ylabel="answered user x attribute", title="Levels before / after calibration")
+        ax.legend(fontsize=7)
+        plots.append(_save(fig, out / "levels.png", "Level distribution before and after calibration"))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    names = list(metrics["stages"])
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(taxonomy.attribute_names))
+    for i, name in enumerate(names):
+        f1 = [metrics["stages"][name]["attributes"][a]["f1"] for a in taxonomy.attribute_names]
+        ax.bar(x + i * width - 0.4 + width / 2, f1, width, label=name)
+    ax.set_xticks(x, taxonomy.attribute_names, rotation=20)
+    ax.set(ylabel="F1", title="F1 per attribute per stage", ylim=(0, 1))
+    ax.legend(fontsize=7)
+    plots.append(_save(fig, out / "f1.png", "F1 per attribute per stage"))
+    return plots
+
+
+def _save(fig: Any, path: Path, title: str) -> tuple[str, str]:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.name, title
+
+
+def _html(metrics: dict[str, Any], taxonomy: Taxonomy, plots: list[tuple[str, str]]) -> str:
+    def cell(x: Any) -> str:
+        return "" if x is None else html.escape(f"{x:.3f}" if isinstance(x, float) else str(x))
+
+    keys = ("f1", "precision", "recall", "coverage", "ece", "brier")
+    head = "".join(f"<th>{k}</th>" for k in keys)
+    rows = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{cell(s['macro'][k])}</td>" for k in keys)
+                   + "</tr>" for n, s in metrics["stages"].items())  # fmt: skip
+    attrs = taxonomy.attribute_names
+    f1_rows = "".join(
+        f"<tr><td>{html.escape(n)}</td>"
+        + "".join(f"<td>{cell(s['attributes'][a]['f1'])}</td>" for a in attrs)
+        + "</tr>"
+        for n, s in metrics["stages"].items()
+    )
+    gold_note = (" (fitted on gold: where the gold users are the evaluated users, teacher_vote's ECE is in-sample)"
+                 if metrics["calibration"] == "isotonic" else "")  # fmt: skip
+    attr_head = "".join(f"<th>{html.escape(a)}</th>" for a in attrs)
+    images = "".join(f"<h3>{html.escape(t)}</h3><img src='{html.escape(f)}' alt='{html.escape(t)}'>" for f, t in plots)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>conf-profile report</title>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
+</head><body><h1>conf-profile evaluation</h1>
+<p>truth: {html.escape(metrics["truth"])}; taxonomy {html.escape(metrics["taxonomy_version"])}.
+Precision is over answered users, recall over all users with a truth value; ECE and Brier over answered users.
+Calibration: {html.escape(str(metrics["calibration"]))}{gold_note}.</p>
+<h2>Macro over attributes</h2><table><tr><th>stage</th>{head}</tr>{rows}</table>
+<h2>F1 per attribute</h2><table><tr><th>stage</th>{attr_head}</tr>{f1_rows}</table>
+{images}<p>All numbers: metrics.json.</p></body></html>"""
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,104 @@
+"""jobs.aggregate and jobs.evaluate end to end on a run directory whose teacher samples are written by the
+test (a stand-in for the label stage, with known votes); the tiny model's real samples go through the same
+stages in tests/test_label.py."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conf_profile.core.labeling import prompt_version
+from conf_profile.core.taxonomy import load_taxonomy
+from jobs import aggregate as aggregate_job
+from jobs import evaluate as evaluate_job
+
+TAXONOMY = load_taxonomy()
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """60 users, a teacher with 3 samples each: mostly the true value at a confidence that tracks it."""
+    rng = random.Random(7)
+    version, users, samples, truth = prompt_version(TAXONOMY), [], [], []
+    for i in range(60):
+        uid = f"u{i:03d}"
+        users.append({"user_id": uid, "document": f"document of {uid}", "content_hash": f"h{i}"})
+        true = {a.name: rng.choice(a.value_names[:-1]) for a in TAXONOMY.attributes}
+        truth.append({"user_id": uid, **true})
+        for k in range(3):
+            row = {"user_id": uid, "teacher": "teacher", "teacher_weight": 1.0, "sample": k, "seed": k,
+                   "model": "stand-in", "prompt_version": version, "taxonomy_version": TAXONOMY.version,
+                   "content_hash": f"h{i}", "raw_text": "{}", "error": None, "rationale": f"r{uid}{k}",
+                   "input_tokens": 10, "output_tokens": 10}  # fmt: skip
+            for a in TAXONOMY.attributes:
+                right = rng.random() < 0.7
+                value = true[a.name] if right else rng.choice(a.value_names)
+                row.update({f"{a.name}_value": value, f"{a.name}_confidence": rng.randint(3, 5) if right else
+                            rng.randint(1, 3), f"{a.name}_evidence": f"e-{value}"})  # fmt: skip
+            samples.append(row)
+    (tmp_path / "documents").mkdir()
+    (tmp_path / "teacher_samples" / "teacher").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(users), tmp_path / "documents" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(samples), tmp_path / "teacher_samples" / "teacher" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(truth), tmp_path / "truth.parquet")
+    return tmp_path
+
+
+def test_aggregate_writes_votes_calibration_and_training_sets(run_dir, capsys) -> None:
+    aggregate_job.main(["--run-dir", str(run_dir), "--set", "aggregate.eval_percent=20"])
+    manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]["aggregate"]
+    assert manifest["users_voted"] == 60 and manifest["samples_used"] == 180
+    votes = pq.read_table(run_dir / "votes")
+    assert votes.num_rows == 60 * len(TAXONOMY.attributes)
+    levels = [v for v in votes.column("level").to_pylist() if v is not None]
+    counts = [levels.count(k) for k in range(1, 6)]
+    assert min(counts) > 0.5 * len(levels) / 5, counts  # label-free levels: roughly balanced
+    sft_train, sft_eval = (
+        pq.read_table(run_dir / "sft" / "train.parquet"),
+        pq.read_table(run_dir / "sft" / "eval.parquet"),
+    )
+    assert sft_train.num_rows + sft_eval.num_rows == 60 and 0 < sft_eval.num_rows < 25
+    rl = pq.read_table(run_dir / "rl" / "train.parquet")
+    assert rl.num_rows == manifest["rl_users"] == manifest["rl_difficulty"]["keep"]
+    assert sum(manifest["rl_difficulty"].values()) == 60
+    assert "votes:" in capsys.readouterr().out
+
+
+def test_saved_calibration_is_reused_without_refit(run_dir, tmp_path_factory) -> None:
+    aggregate_job.main(["--run-dir", str(run_dir)])
+    saved = tmp_path_factory.mktemp("saved") / "calibration.json"
+    cal = json.loads((run_dir / "calibration.json").read_text())
+    cal["attributes"]["gender"]["thresholds"] = [0.0, 0.0, 0.0, 0.0]  # every answered gender -> level 5
+    saved.write_text(json.dumps(cal))
+    aggregate_job.main(["--run-dir", str(run_dir), "--calibration", str(saved)])
+    assert json.loads((run_dir / "calibration.json").read_text()) == cal
+    votes = pq.read_table(run_dir / "votes").to_pylist()
+    assert {v["level"] for v in votes if v["attribute"] == "gender" and v["value"] != "unknown"} == {5}
+    entry = json.loads((run_dir / "manifest.json").read_text())["stages"]["aggregate"]
+    assert entry["calibration"] == f"reused {saved}"
+
+
+def test_gold_calibration_and_evaluation_report(run_dir) -> None:
+    aggregate_job.main(["--run-dir", str(run_dir), "--gold", str(run_dir / "truth.parquet")])
+    assert json.loads((run_dir / "calibration.json").read_text())["method"] == "isotonic"
+    evaluate_job.main(["--run-dir", str(run_dir), "--truth", str(run_dir / "truth.parquet")])
+    metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
+    stages = metrics["stages"]
+    assert list(stages) == ["teacher_single", "teacher_majority", "teacher_vote_raw", "teacher_vote"]
+    # the stand-in teacher is right 70% of the time per sample: voting over 3 samples beats one sample
+    assert stages["teacher_vote"]["macro"]["f1"] > stages["teacher_single"]["macro"]["f1"]
+    assert stages["teacher_vote"]["macro"]["ece"] <= stages["teacher_vote_raw"]["macro"]["ece"]
+    assert "in-sample" in (run_dir / "report" / "index.html").read_text()
+
+
+def test_missing_inputs_are_clear_errors(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        aggregate_job.main(["--run-dir", str(tmp_path)])
+    assert exc.value.code == 2 and "run ingest" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_job.main(["--run-dir", str(tmp_path), "--truth", str(tmp_path / "none.parquet")])
+    assert "no such file" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""Votes from a hand-built teacher_samples table, then the SFT and RL sets."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from conf_profile.core.aggregate import (
+    current_samples,
+    difficulty,
+    rl_rows,
+    sft_examples,
+    split_of,
+    vote_samples,
+)
+from conf_profile.core.student import parse_student_output, student_schema
+from conf_profile.core.taxonomy import taxonomy_from_dict
+
+TAXONOMY = taxonomy_from_dict({
+    "name": "t",
+    "attributes": [
+        {"name": "gender", "description": "g", "values": [{"name": "male", "definition": "m"},
+                                                            {"name": "female", "definition": "f"}]},
+        {"name": "age", "description": "a", "values": [{"name": "young", "definition": "y"},
+                                                        {"name": "old", "definition": "o"}]},
+    ],
+})  # fmt: skip
+
+
+def sample(user, teacher, k, gender, gc, age, ac, weight=1.0, rationale="", error=None, version="p1", chash="h"):
+    return {"user_id": user, "teacher": teacher, "teacher_weight": weight, "sample": k, "prompt_version": version,
+            "content_hash": chash, "error": error, "rationale": rationale,
+            "gender_value": gender, "gender_confidence": gc, "gender_evidence": f"{teacher}{k} {gender}",
+            "age_value": age, "age_confidence": ac, "age_evidence": f"{teacher}{k} {age}"}  # fmt: skip
+
+
+SAMPLES = [
+    # u1: teacher a says male twice at low confidence, teacher b (weight 2) says female confidently
+    sample("u1", "a", 0, "male", 2, "young", 5, rationale="a0"),
+    sample("u1", "a", 1, "male", 2, "young", 4, rationale="a1"),
+    sample("u1", "b", 0, "female", 5, "unknown", 1, weight=2.0, rationale="b0"),
+    # u2: a parse failure (no values) and one unanimous answer
+    sample("u2", "a", 0, None, None, None, None, error="not_json"),
+    sample("u2", "a", 1, "female", 5, "old", 5, rationale="only"),
+]
+
+
+def test_votes_weighted_majority_single_evidence_rationale() -> None:
+    votes = {
+        (r["user_id"], r["attribute"]): r
+        for r in vote_samples(pa.Table.from_pylist(SAMPLES), TAXONOMY, "a").to_pylist()
+    }
+    g = votes[("u1", "gender")]
+    # male: 0.4 + 0.4 = 0.8; female: 2.0 x 1.0 = 2.0 -> female, share 2/2.8
+    assert g["value"] == "female" and g["vote_share"] == pytest.approx(2.0 / 2.8)
+    assert g["majority_value"] == "male" and g["majority_share"] == pytest.approx(2 / 3)
+    assert g["single_value"] == "male" and g["single_confidence"] == pytest.approx(0.4)
+    assert g["evidence"] == "b0 female" and g["supporters"] == 1 and g["samples"] == 3 and g["valid"] == 3
+    assert g["raw_confidence"] == pytest.approx(2.0 / 2.8 * 5 / 5)
+    a = votes[("u1", "age")]
+    # young: 1.0 + 0.8 = 1.8; abstain 2.0 x 0.2 = 0.4 -> young; evidence from the most confident supporter
+    assert a["value"] == "young" and a["vote_share"] == pytest.approx(1.8 / 2.2) and a["evidence"] == "a0 young"
+    assert a["mean_confidence"] == pytest.approx(4.5)
+    # rationale: the sample with the most weight behind winning values (b0: 2.0 for gender; a0: 1.0 for age)
+    assert g["rationale"] == "b0"
+    u2 = votes[("u2", "gender")]
+    assert u2["value"] == "female" and u2["valid"] == 1 and u2["samples"] == 2 and u2["single_value"] == "unknown"
+    assert u2["single_confidence"] is None and u2["rationale"] == "only"
+
+
+def test_current_samples_keeps_this_prompt_and_document_once() -> None:
+    rows = [*SAMPLES, sample("u1", "a", 0, "male", 1, "old", 1, version="old-prompt"),
+            sample("u2", "a", 1, "male", 1, "old", 1, chash="stale")]  # fmt: skip
+    docs = pa.table({"user_id": ["u1", "u2"], "content_hash": ["h", "h"]})
+    kept = current_samples(pa.Table.from_pylist(rows + rows[:1]), docs, "p1")
+    assert kept.num_rows == 5
+    assert sorted(zip(kept.column("user_id").to_pylist(), kept.column("sample").to_pylist(), strict=True)) == [
+        ("u1", 0),
+        ("u1", 0),
+        ("u1", 1),
+        ("u2", 0),
+        ("u2", 1),
+    ]  # u1 sample 0 of teachers a and b
+
+
+def _calibrated():
+    votes = vote_samples(pa.Table.from_pylist(SAMPLES), TAXONOMY, "a")
+    levels = [5 if v != "unknown" else None for v in votes.column("value").to_pylist()]
+    return votes.append_column("level", pa.array(levels, pa.int8()))
+
+
+def test_sft_examples_are_student_format_chats() -> None:
+    docs = pa.table({"user_id": ["u1", "u2"], "document": ["doc one", "doc two"]})
+    sft, dropped = sft_examples(_calibrated(), docs, TAXONOMY, eval_percent=0, min_mean_level=0, weighting="level")
+    assert dropped == 0 and sft.num_rows == 2 and set(sft.column("split").to_pylist()) == {"train"}
+    row = sft.to_pylist()[0]
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"] and "doc one" in row["messages"][1][
+        "content"
+    ]
+    target = json.loads(row["messages"][2]["content"])
+    assert list(target) == list(student_schema(TAXONOMY)["properties"])
+    assert target["gender"] == {"value": "female", "level": 5, "evidence": "b0 female"}
+    assert parse_student_output(row["messages"][2]["content"], TAXONOMY).error is None
+    assert row["weight"] == 1.0
+    _, dropped = sft_examples(_calibrated(), docs, TAXONOMY, eval_percent=0, min_mean_level=5.1, weighting="none")
+    assert dropped == 2
+
+
+def test_difficulty_filter_and_rl_rows() -> None:
+    top = {"value": "a", "vote_share": 1.0, "mean_confidence": 5.0, "level": 5}
+    assert difficulty({"x": top, "y": top}, 5.0, 1.5) == "easy"
+    assert difficulty({"x": top, "y": {**top, "mean_confidence": 4.0}}, 5.0, 1.5) == "keep"
+    low = {"value": "unknown", "vote_share": 0.7, "mean_confidence": 1.0, "level": None}
+    assert difficulty({"x": low, "y": {**low, "value": "a", "level": 1}}, 5.0, 1.5) == "noise"
+    docs = pa.table({"user_id": ["u1", "u2"], "document": ["d1", "d2"]})
+    rl, counts = rl_rows(_calibrated(), docs, TAXONOMY, 5.0, 1.5)
+    # u2 is unanimous at confidence 5 on both attributes -> easy; u1 has split votes -> kept
+    assert counts == {"keep": 1, "easy": 1, "noise": 0} and rl.column("user_id").to_pylist() == ["u1"]
+    assert rl.column("gender_vote").to_pylist() == ["female"] and rl.column("age_vote_share")[0].as_py() > 0.8
+
+
+def test_split_is_stable_and_near_the_share() -> None:
+    users = [f"user{i}" for i in range(2000)]
+    evals = [u for u in users if split_of(u, 10) == "eval"]
+    assert 150 < len(evals) < 250 and evals == [u for u in users if split_of(u, 10) == "eval"]
