@@ -7,12 +7,13 @@ work starts.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from conf_profile.core.config import ConfigError, build, load_yaml
+from conf_profile.core.config import ConfigError, build, load_yaml, to_dict
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import TaxonomyError, load_taxonomy
 
@@ -57,3 +58,18 @@ def load_config(args: argparse.Namespace, extra_overrides: Sequence[str] = ()) -
 def fail(message: str, status: int = 2) -> NoReturn:
     print(f"{Path(sys.argv[0]).stem or 'conf-profile'}: {message}", file=sys.stderr)
     raise SystemExit(status)
+
+
+def run_stage(stage: str, args: argparse.Namespace, cfg: Config, run: Callable[[Config, Path], dict[str, Any]]) -> Path:
+    """The body of a job that continues a run (--run-dir, or the latest run): run the stage, record it in
+    the manifest, print its entry. Missing inputs and invalid data end with one clear line and status 2."""
+    from conf_profile.runs import existing_run_dir, record_stage
+
+    try:
+        run_dir = existing_run_dir(args.run_dir, cfg.run.runs_root)
+        entry = run(cfg, run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    record_stage(run_dir, stage, {**entry, "status": "ok"}, to_dict(cfg))
+    print(json.dumps(entry, indent=2))
+    return run_dir

@@ -116,6 +116,8 @@ def _generate(
     import ray.data
     from ray.data.llm import build_processor
 
+    # The engine actors hold a model: Ray Data's "high memory" warning would repeat every 30 s for nothing.
+    ray.data.DataContext.get_current().issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
     system = system_prompt(taxonomy)
     schema = output_schema(taxonomy) if cfg.label.structured_output else None
     if teacher.endpoint:

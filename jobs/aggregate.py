@@ -17,12 +17,8 @@ Settings are under `aggregate.` (conf_profile/core/settings.py).
 
 from __future__ import annotations
 
-import json
-
 from conf_profile.aggregate import run_aggregate
-from conf_profile.cli import fail, job_parser, load_config
-from conf_profile.core.config import to_dict
-from conf_profile.runs import existing_run_dir, record_stage
+from conf_profile.cli import job_parser, load_config, run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,14 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gold", metavar="FILE", help="truth-format Parquet for an isotonic fit to accuracy")
     args = parser.parse_args(argv)
     extra = [f"aggregate.{k}={v}" for k, v in (("calibration", args.calibration), ("gold", args.gold)) if v]
-    cfg = load_config(args, extra)
-    try:
-        run_dir = existing_run_dir(args.run_dir, cfg.run.runs_root)
-        entry = run_aggregate(cfg, run_dir)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-    record_stage(run_dir, "aggregate", {**entry, "status": "ok"}, to_dict(cfg))
-    print(json.dumps(entry, indent=2))
+    run_dir = run_stage("aggregate", args, load_config(args, extra), run_aggregate)
     print(f"votes: {run_dir / 'votes'}\ncalibration: {run_dir / 'calibration.json'}")
     print(f"sft: {run_dir / 'sft'}\nrl: {run_dir / 'rl'}")
 

@@ -12,26 +12,15 @@ Writes <run-dir>/report/metrics.json and report/index.html with reliability, lev
 
 from __future__ import annotations
 
-import json
-
-from conf_profile.cli import fail, job_parser, load_config
-from conf_profile.core.config import to_dict
+from conf_profile.cli import job_parser, load_config, run_stage
 from conf_profile.evaluate import run_evaluate
-from conf_profile.runs import existing_run_dir, record_stage
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = job_parser("python -m jobs.evaluate", __doc__)
     parser.add_argument("--truth", required=True, metavar="PATH", help="truth Parquet: user_id + attribute columns")
     args = parser.parse_args(argv)
-    cfg = load_config(args)
-    try:
-        run_dir = existing_run_dir(args.run_dir, cfg.run.runs_root)
-        entry = run_evaluate(cfg, run_dir, args.truth)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-    record_stage(run_dir, "evaluate", {**entry, "status": "ok"}, to_dict(cfg))
-    print(json.dumps(entry, indent=2))
+    run_dir = run_stage("evaluate", args, load_config(args), lambda cfg, rd: run_evaluate(cfg, rd, args.truth))
     print(f"report: {run_dir / 'report' / 'index.html'}")
 
 

@@ -9,8 +9,8 @@ A re-run with the same --run-dir skips the stages already done.
 
 Stages so far: builtin_data (the input: input.logs, or the synthetic logs), ingest (documents/ and
 rejects/), embedded_models (prepare the models), label (teacher_samples/), aggregate (votes/,
-calibration.json, sft/, rl/), evaluate (report/, when there is truth: input.truth or the built-in data's).
-train_sft, train_rl and infer join as they are built.
+calibration.json, sft/, rl/), train_sft (models/sft/), evaluate (report/, when there is truth: input.truth
+or the built-in data's). train_rl and infer join as they are built.
 """
 
 from __future__ import annotations
@@ -47,6 +47,12 @@ def summary(results: dict[str, dict[str, Any]], run_dir: Path) -> str:
         f"aggregate:       {agg['users_voted']:,} users voted, abstain share {agg['abstain_share']:.0%}; "
         f"SFT {agg['sft_train']:,} train / {agg['sft_eval']:,} eval, RL {agg['rl_users']:,} users"
     )
+    sft = results["train_sft"]
+    loss = ""
+    if "eval_loss_after" in sft and "eval_loss_before" in sft:
+        loss = f"eval loss {sft['eval_loss_before']:.3f} -> {sft['eval_loss_after']:.3f}, "
+    lines.append(f"train_sft:       {sft['global_step']} steps on {sft['examples']} examples, {loss}"
+                 f"{sft['seconds']:.0f}s; model in {sft['model']}")  # fmt: skip
     ev = results["evaluate"]
     if "stages" in ev:
         lines.append("evaluation:      stage               macro F1   ECE")
@@ -56,7 +62,7 @@ def summary(results: dict[str, dict[str, Any]], run_dir: Path) -> str:
         lines.append(f"report:          {Path(ev['report']) / 'index.html'}")
     else:
         lines.append(f"evaluation:      {ev['skipped']}")
-    lines.append("not built yet:   train_sft, train_rl, infer (the student stages)")
+    lines.append("not built yet:   train_rl, infer (the student is trained, not yet evaluated)")
     return "\n".join(lines)
 
 

@@ -184,6 +184,47 @@ class AggregateConfig:
 
 
 @dataclass
+class TrainSftConfig:
+    """``jobs.train_sft``: Ray Train workers running TRL's SFTTrainer under DeepSpeed on sft/."""
+
+    device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: gpu when the Ray cluster has GPUs
+    workers: int = 2  # Ray Train workers (one process each; one GPU each on GPU)
+    cpus_per_worker: float = 1.0
+    zero_stage: int = 2  # DeepSpeed ZeRO stage: 2 or 3
+    offload_optimizer: bool = False  # optimizer state in CPU memory (DeepSpeed CPU Adam, JIT-compiled on first use)
+    offload_params: bool = False  # parameters in CPU memory (stage 3 only)
+    micro_batch_size: int = 1  # per worker per step
+    grad_accum: int = 2  # global batch 4 on 2 workers: ~37 s per step for the demo model on 2 CPU cores
+    global_batch_size: int | None = None  # when set, must equal micro_batch_size x grad_accum x workers
+    epochs: float = 1.0
+    max_steps: int = 0  # > 0 overrides epochs
+    learning_rate: float = 1e-4
+    max_length: int = 2560  # tokens per example (prompt + target); longer ones are truncated
+    lora: bool = False  # LoRA adapters (peft) instead of full fine-tuning, for large students
+    lora_r: int = 16
+    lora_alpha: int = 32
+    save_steps: int = 10  # checkpoint every N optimizer steps (resume point after a failure)
+    max_failures: int = 1  # Ray Train restarts from the last checkpoint this many times
+    storage_path: str | None = None  # checkpoints: local folder or cloud URI; None = <run_dir>/checkpoints
+    gradient_checkpointing: bool = False  # saves activation memory on large students, costs ~30% time
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.zero_stage not in (2, 3):
+            raise ValueError(f"zero_stage={self.zero_stage}: use 2 or 3")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage: 3")
+        if min(self.workers, self.micro_batch_size, self.grad_accum, self.save_steps) < 1 or self.max_steps < 0:
+            raise ValueError("workers, micro_batch_size, grad_accum and save_steps must be >= 1, max_steps >= 0")
+        if self.global_batch_size is not None:
+            from conf_profile.core.training import global_batch
+
+            global_batch(self.micro_batch_size, self.grad_accum, self.workers, self.global_batch_size)
+        if self.learning_rate <= 0 or self.epochs <= 0 or self.max_length < 64:
+            raise ValueError("learning_rate and epochs must be > 0, max_length >= 64")
+
+
+@dataclass
 class RayConfig:
     """How to reach Ray. Under ``ray job submit`` (RAY_ADDRESS set) the job joins that cluster and these
     local settings are ignored; otherwise a local Ray starts on this machine with them."""
@@ -214,3 +255,4 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
     aggregate: AggregateConfig = field(default_factory=AggregateConfig)
+    train_sft: TrainSftConfig = field(default_factory=TrainSftConfig)

@@ -10,17 +10,18 @@ from typing import Any
 
 from conf_profile.core.config import to_dict
 from conf_profile.core.settings import Config
-from conf_profile.pipeline import aggregate, builtin_data, embedded_models, evaluate, ingest, label
+from conf_profile.pipeline import aggregate, builtin_data, embedded_models, evaluate, ingest, label, train_sft
 from conf_profile.runs import read_manifest, record_stage
 
 Stage = Callable[[Config, Path], dict[str, Any]]
-# Data-flow order. train_sft, train_rl and infer join this list (before evaluate) as they are built.
+# Data-flow order. train_rl and infer join this list (before evaluate) as they are built.
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("builtin_data", builtin_data.run),
     ("ingest", ingest.run),
     ("embedded_models", embedded_models.run),
     ("label", label.run),
     ("aggregate", aggregate.run),
+    ("train_sft", train_sft.run),
     ("evaluate", evaluate.run),
 )
 

@@ -1,0 +1,120 @@
+"""SFT on Ray Train + DeepSpeed + TRL with the tiny model on CPU workers (real Ray, real training)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conf_profile.core.student import student_messages, student_target
+from conf_profile.core.taxonomy import load_taxonomy
+
+TAXONOMY = load_taxonomy()
+
+
+def write_sft_set(run_dir: Path, n: int = 8) -> None:
+    """A small SFT set in the aggregate stage's format (a stand-in for its output)."""
+    rows = []
+    for i in range(n):
+        document = f"profile (1 event):\n- bio: nurse and mother of {i % 3 + 1}\nsearch (1 event):\n- strollers"
+        target = student_target("bio says nurse", {"gender": ("female", 4, "mother"),
+                                                   "occupation": ("healthcare", 5, "nurse")}, TAXONOMY)  # fmt: skip
+        messages = [*student_messages(TAXONOMY, document), {"role": "assistant", "content": target}]
+        rows.append({"user_id": f"u{i}", "split": "train" if i < n - 2 else "eval", "messages": messages})
+    table = pa.Table.from_pylist(rows)
+    (run_dir / "sft").mkdir(parents=True)
+    for split in ("train", "eval"):
+        pq.write_table(
+            table.filter(pa.compute.equal(table.column("split"), split)), run_dir / "sft" / f"{split}.parquet"
+        )
+
+
+def sft_job(run_dir: Path, cache: Path, *overrides: str) -> list[str]:
+    base = ("models.student=tiny", f"models.cache_dir={cache}", "train_sft.max_length=1536", "train_sft.grad_accum=1",
+            "ray.local_num_cpus=2")  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "jobs.train_sft",
+        "--run-dir",
+        str(run_dir),
+        *(f"--set={o}" for o in (*base, *overrides)),
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_cpu_workers_train_and_export_a_loadable_model(tmp_path, stage) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conf_profile.models import tiny_model_dir
+
+    write_sft_set(tmp_path)
+    cache = tmp_path / "cache"
+    res = subprocess.run(sft_job(tmp_path, cache, f"train_sft.zero_stage={stage}", "train_sft.max_steps=3",
+                                 "train_sft.save_steps=2"), capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-4000:]
+    entry = json.loads((tmp_path / "manifest.json").read_text())["stages"]["train_sft"]
+    assert entry["global_step"] == 3 and entry["workers"] == 2 and entry["zero_stage"] == stage
+    assert 0 < entry["eval_loss_after"] < float("inf") and 0 < entry["eval_loss_before"] < float("inf")
+    assert "step 1/3" in res.stderr and "tokens/s" in res.stderr  # progress while it runs
+    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir(cache))
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "models" / "sft")
+    changed = [n for n, p in after.state_dict().items() if not torch.equal(p, before.state_dict()[n])]
+    assert changed, "no weight changed"
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "models" / "sft")
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)  # fmt: skip
+    out = after.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path) -> None:
+    write_sft_set(tmp_path, n=12)
+    cache = tmp_path / "cache"
+    # enough steps that the kill lands mid-run (the tiny model takes ~0.3 s a step)
+    cmd = sft_job(tmp_path, cache, "train_sft.max_steps=120", "train_sft.save_steps=5")
+    log = open(tmp_path / "first.log", "w")  # noqa: SIM115 (closed below)
+    first = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    storage = tmp_path / "checkpoints" / "train_sft"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and first.poll() is None:
+        if any((d / "checkpoint").is_dir() for d in storage.glob("checkpoint_*")):
+            time.sleep(3)  # let Ray Train record the checkpoint
+            break
+        time.sleep(1)
+    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    first.wait()
+    log.close()
+    assert "step 120/120" not in (tmp_path / "first.log").read_text()
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert "resuming from" in second.stderr
+    steps = [
+        int(line.split("step ")[1].split("/")[0]) for line in second.stderr.splitlines() if "train_sft: step " in line
+    ]
+    assert steps and min(steps) > 1 and max(steps) == 120, steps  # continued after the checkpoint, not from step 1
+    entry = json.loads((tmp_path / "manifest.json").read_text())["stages"]["train_sft"]
+    assert entry["global_step"] == 120
+
+
+def test_bad_batch_arithmetic_fails_before_any_work(tmp_path) -> None:
+    res = subprocess.run(sft_job(tmp_path, tmp_path, "train_sft.global_batch_size=6", "train_sft.grad_accum=2"),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 2 and "global_batch_size=6" in res.stderr
+
+
+def test_missing_sft_set_is_a_clear_error(tmp_path) -> None:
+    res = subprocess.run(sft_job(tmp_path, tmp_path), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "run the aggregate stage first" in res.stderr
