@@ -126,8 +126,9 @@ def bench_label(args: argparse.Namespace) -> None:
     teachers = f"label.teachers=[{{name: t, model: {args.model}, samples: {args.samples}}}]"
     py = sys.executable
     ray_run = run_measured(
-        [py, "-m", "jobs.label", "--run-dir", str(work), "--set", teachers, "--set", "label.max_users=0"]
-    )
+        [py, "-m", "jobs.label", "--run-dir", str(work), "--set", teachers, "--set", "label.max_users=0",
+         *(f"--set={o}" for o in args.overrides)]
+    )  # fmt: skip
     raw_run = run_measured([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
                             "--samples", str(args.samples)])  # fmt: skip
     for name, m in (("ray job", ray_run), ("raw vllm", raw_run)):
@@ -137,7 +138,7 @@ def bench_label(args: argparse.Namespace) -> None:
     ray_tokens = int(pc.sum(samples.column("output_tokens")).as_py() or 0)
     raw = json.loads(raw_run.output.strip().splitlines()[-1])
     valid = samples.column("error").null_count
-    print(f"\nlabel benchmark: {args.users} users x {args.samples} samples, model {args.model}")
+    print(f"\nlabel benchmark: {args.users} users x {args.samples} samples, model {args.model} {args.overrides}")
     print(f"{'':34s} {'seconds':>8s} {'out tokens':>10s} {'tok/s':>7s}")
     rows = (
         ("ray job (jobs.label), whole run", ray_run.seconds, ray_tokens),
@@ -235,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     label.add_argument("--samples", type=int, default=1)
     label.add_argument("--model", default="demo")
     label.add_argument("--seed", type=int, default=0)
+    label.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                       help="extra config for the Ray job, e.g. label.engine.batch_size=32")  # fmt: skip
     raw = sub.add_parser("_raw-vllm", help=argparse.SUPPRESS)
     raw.add_argument("--run-dir", type=Path, required=True)
     raw.add_argument("--model", default="demo")

@@ -9,8 +9,8 @@ A re-run with the same --run-dir skips the stages already done.
 
 Stages so far: builtin_data (the input: input.logs, or the synthetic logs), ingest (documents/ and
 rejects/), embedded_models (prepare the models), label (teacher_samples/), aggregate (votes/,
-calibration.json, sft/, rl/), train_sft (models/sft/), evaluate (report/, when there is truth: input.truth
-or the built-in data's). train_rl and infer join as they are built.
+calibration.json, sft/, rl/), train_sft (models/sft/), train_rl (models/rl/), evaluate (report/, when
+there is truth: input.truth or the built-in data's). infer joins when it is built.
 """
 
 from __future__ import annotations
@@ -53,6 +53,14 @@ def summary(results: dict[str, dict[str, Any]], run_dir: Path) -> str:
         loss = f"eval loss {sft['eval_loss_before']:.3f} -> {sft['eval_loss_after']:.3f}, "
     lines.append(f"train_sft:       {sft['global_step']} steps on {sft['examples']} examples, {loss}"
                  f"{sft['seconds']:.0f}s; model in {sft['model']}")  # fmt: skip
+    rl = results["train_rl"]
+    if "skipped" in rl:
+        lines.append(f"train_rl:        skipped: {rl['skipped']}")
+    else:
+        reward = (f"mean reward {rl.get('reward', 0):.3f} (format {rl.get('rewards_format_gate_mean', 0):.2f}, "
+                  f"accuracy {rl.get('rewards_accuracy_mean', 0):.2f})")  # fmt: skip
+        lines.append(f"train_rl:        {rl['global_step']} GRPO steps on {rl['users']} users, {reward}, "
+                     f"{rl['seconds']:.0f}s; model in {rl['model']}")  # fmt: skip
     ev = results["evaluate"]
     if "stages" in ev:
         lines.append("evaluation:      stage               macro F1   ECE")
@@ -62,7 +70,7 @@ def summary(results: dict[str, dict[str, Any]], run_dir: Path) -> str:
         lines.append(f"report:          {Path(ev['report']) / 'index.html'}")
     else:
         lines.append(f"evaluation:      {ev['skipped']}")
-    lines.append("not built yet:   train_rl, infer (the student is trained, not yet evaluated)")
+    lines.append("not built yet:   infer (the students are trained, not yet in the evaluation)")
     return "\n".join(lines)
 
 

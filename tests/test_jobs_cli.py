@@ -88,10 +88,22 @@ def test_pipeline_runs_and_a_rerun_skips_completed_stages(tmp_path) -> None:
     assert manifest["stages"]["builtin_data"]["users"] == 30
     assert manifest["stages"]["label"]["teachers"]["t"]["rows"] == 12
     assert manifest["stages"]["aggregate"]["users_voted"] == 6
+    assert (run_dir / "models" / "sft" / "config.json").exists()
+    rl = manifest["stages"]["train_rl"]
+    assert "skipped" in rl or (run_dir / "models" / "rl" / "config.json").exists()
     assert manifest["stages"]["evaluate"]["stages"]["teacher_vote"]["f1"] is not None
     assert (run_dir / "report" / "index.html").exists()
     assert "teacher_vote" in first.stdout and str(run_dir) in first.stdout
     second = _job(*args)
     assert second.returncode == 0, second.stderr[-3000:]
-    for stage in ("builtin_data", "ingest", "embedded_models", "label", "aggregate", "evaluate"):
+    for stage in (
+        "builtin_data",
+        "ingest",
+        "embedded_models",
+        "label",
+        "aggregate",
+        "train_sft",
+        "train_rl",
+        "evaluate",
+    ):
         assert f"{stage}: already done" in second.stderr

@@ -170,13 +170,19 @@ _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
-    """The JSON object in ``text`` (code fences and text around it tolerated)."""
+    """The first JSON object in ``text``: code fences, text before it and text after it (a small model's
+    stray closing brace, say) are tolerated.
+
+    >>> _json_object('Sure: {"a": {"b": 1}}} and more')
+    {'a': {'b': 1}}
+    """
     text = _FENCE.sub("", text.strip())
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end <= start:
+    start = text.find("{")
+    if start < 0:
         return None
     try:
-        data = json.loads(text[start : end + 1], strict=False)  # control characters inside strings are tolerated
+        # control characters inside strings are tolerated (strict=False)
+        data, _ = json.JSONDecoder(strict=False).raw_decode(text, start)
     except (ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None

@@ -184,8 +184,8 @@ class AggregateConfig:
 
 
 @dataclass
-class TrainSftConfig:
-    """``jobs.train_sft``: Ray Train workers running TRL's SFTTrainer under DeepSpeed on sft/."""
+class TrainerSettings:
+    """What the two training stages share: Ray Train workers, DeepSpeed, batch, checkpoints."""
 
     device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: gpu when the Ray cluster has GPUs
     workers: int = 2  # Ray Train workers (one process each; one GPU each on GPU)
@@ -194,15 +194,11 @@ class TrainSftConfig:
     offload_optimizer: bool = False  # optimizer state in CPU memory (DeepSpeed CPU Adam, JIT-compiled on first use)
     offload_params: bool = False  # parameters in CPU memory (stage 3 only)
     micro_batch_size: int = 1  # per worker per step
-    grad_accum: int = 2  # global batch 4 on 2 workers: ~37 s per step for the demo model on 2 CPU cores
+    grad_accum: int = 2
     global_batch_size: int | None = None  # when set, must equal micro_batch_size x grad_accum x workers
     epochs: float = 1.0
     max_steps: int = 0  # > 0 overrides epochs
     learning_rate: float = 1e-4
-    max_length: int = 2560  # tokens per example (prompt + target); longer ones are truncated
-    lora: bool = False  # LoRA adapters (peft) instead of full fine-tuning, for large students
-    lora_r: int = 16
-    lora_alpha: int = 32
     save_steps: int = 10  # checkpoint every N optimizer steps (resume point after a failure)
     max_failures: int = 1  # Ray Train restarts from the last checkpoint this many times
     storage_path: str | None = None  # checkpoints: local folder or cloud URI; None = <run_dir>/checkpoints
@@ -220,8 +216,51 @@ class TrainSftConfig:
             from conf_profile.core.training import global_batch
 
             global_batch(self.micro_batch_size, self.grad_accum, self.workers, self.global_batch_size)
-        if self.learning_rate <= 0 or self.epochs <= 0 or self.max_length < 64:
-            raise ValueError("learning_rate and epochs must be > 0, max_length >= 64")
+        if self.learning_rate <= 0 or self.epochs <= 0:
+            raise ValueError("learning_rate and epochs must be > 0")
+
+
+@dataclass
+class TrainSftConfig(TrainerSettings):
+    """``jobs.train_sft``: Ray Train workers running TRL's SFTTrainer under DeepSpeed on sft/.
+    The default global batch is 4 (1 x 2 x 2 workers): ~37 s a step for the demo model on 2 CPU cores."""
+
+    max_length: int = 2560  # tokens per example (prompt + target); longer ones are truncated
+    lora: bool = False  # LoRA adapters (peft) instead of full fine-tuning, for large students
+    lora_r: int = 16
+    lora_alpha: int = 32
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_length < 64:
+            raise ValueError("max_length must be >= 64")
+
+
+@dataclass
+class TrainRlConfig(TrainerSettings):
+    """``jobs.train_rl``: GRPO (TRL GRPOTrainer) on rl/ from models/sft/, confidence-guided rewards."""
+
+    micro_batch_size: int = 4  # per worker: whole groups of num_generations rollouts
+    grad_accum: int = 1
+    max_steps: int = 3  # the CPU demo's size; production sets 0 (epochs) or its own count
+    learning_rate: float = 5e-6
+    num_generations: int = 4  # G rollouts per prompt
+    max_completion_length: int = 384  # a student output is ~250 tokens
+    temperature: float = 1.0
+    beta: float = 0.04  # KL coefficient against the SFT model (0: no reference model, no KL)
+    use_vllm: Literal["auto", "on", "off"] = "auto"  # auto: vLLM colocate on GPU, transformers on CPU
+    teacher_voter_weight: float = 0.0  # > 0: the teacher vote joins the rollouts' vote with this weight
+    calibration_weight: float = 0.5  # weight of the calibration reward (1 - Brier)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_generations < 2 or self.micro_batch_size % self.num_generations:
+            raise ValueError(f"micro_batch_size={self.micro_batch_size} must be a multiple of num_generations="
+                             f"{self.num_generations} (>= 2): a worker scores whole groups of rollouts")  # fmt: skip
+        if self.max_completion_length < 16 or self.temperature <= 0 or self.beta < 0:
+            raise ValueError("max_completion_length >= 16, temperature > 0 and beta >= 0 are required")
+        if self.teacher_voter_weight < 0 or self.calibration_weight < 0:
+            raise ValueError("teacher_voter_weight and calibration_weight must be >= 0")
 
 
 @dataclass
@@ -256,3 +295,4 @@ class Config:
     label: LabelConfig = field(default_factory=LabelConfig)
     aggregate: AggregateConfig = field(default_factory=AggregateConfig)
     train_sft: TrainSftConfig = field(default_factory=TrainSftConfig)
+    train_rl: TrainRlConfig = field(default_factory=TrainRlConfig)

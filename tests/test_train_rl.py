@@ -1,0 +1,81 @@
+"""GRPO on Ray Train with the real reward functions: the tiny model, first taught the output format by the
+real SFT stage (so that rollouts parse and rewards have spread), then a few GRPO steps on 2 CPU workers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conf_profile.core.student import student_messages, student_target
+from conf_profile.core.taxonomy import load_taxonomy
+
+ONE_ATTRIBUTE = """name: one
+attributes:
+  - name: gender
+    description: Gender.
+    values:
+      - {name: male, definition: "A man."}
+      - {name: female, definition: "A woman."}
+"""
+
+
+def job(module: str, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    base = ("models.student=tiny", f"models.cache_dir={run_dir / 'cache'}", f"taxonomy.path={run_dir / 'tax.yaml'}",
+            "ray.local_num_cpus=2")  # fmt: skip
+    cmd = [sys.executable, "-m", module, "--run-dir", str(run_dir), *(f"--set={o}" for o in (*base, *overrides))]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.mark.slow
+def test_grpo_steps_compute_rewards_change_weights_and_export(tmp_path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    (tmp_path / "tax.yaml").write_text(ONE_ATTRIBUTE)
+    taxonomy = load_taxonomy(tmp_path / "tax.yaml")
+    docs = {f"u{i}": f"profile (1 event):\n- bio: {'father' if i % 2 else 'mother'} of two" for i in range(8)}
+    sft = []
+    for uid, doc in docs.items():
+        value = "male" if "father" in doc else "female"
+        target = student_target("bio", {"gender": (value, 4, doc.split("bio: ")[1][:6])}, taxonomy)
+        sft.append(
+            {"user_id": uid, "messages": [*student_messages(taxonomy, doc), {"role": "assistant", "content": target}]}
+        )
+    (tmp_path / "sft").mkdir()
+    pq.write_table(pa.Table.from_pylist(sft), tmp_path / "sft" / "train.parquet")
+    taught = job("jobs.train_sft", tmp_path, "train_sft.max_steps=80", "train_sft.learning_rate=0.003",
+                 "train_sft.grad_accum=1", "train_sft.save_steps=1000")  # fmt: skip
+    assert taught.returncode == 0, taught.stderr[-4000:]
+
+    rl = [{"user_id": uid, "prompt": student_messages(taxonomy, doc), "gender_vote": "male" if "father" in doc else
+           "female", "gender_vote_share": 0.8} for uid, doc in docs.items()]  # fmt: skip
+    (tmp_path / "rl").mkdir()
+    pq.write_table(pa.Table.from_pylist(rl), tmp_path / "rl" / "train.parquet")
+    rl_settings = ("train_rl.max_steps=2", "train_rl.micro_batch_size=4", "train_rl.num_generations=4",
+                   "train_rl.max_completion_length=96", "train_rl.learning_rate=0.0005")  # fmt: skip
+    res = job("jobs.train_rl", tmp_path, *rl_settings)
+    assert res.returncode == 0, res.stderr[-4000:]
+    entry = json.loads((tmp_path / "manifest.json").read_text())["stages"]["train_rl"]
+    assert entry["global_step"] == 2 and entry["workers"] == 2
+    for key in ("rewards_format_gate_mean", "rewards_accuracy_mean", "rewards_calibration_mean",
+                "rewards_teacher_agreement_mean", "frac_reward_zero_std", "kl", "completions_mean_length"):  # fmt: skip
+        assert key in entry, (key, entry)
+    assert entry["rewards_format_gate_mean"] > 0, "no rollout parsed: the rewards had nothing to score"
+    assert "train_rl: step 1/2" in res.stderr  # progress while it runs
+    before = AutoModelForCausalLM.from_pretrained(tmp_path / "models" / "sft").state_dict()
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "models" / "rl").state_dict()
+    assert any(not torch.equal(p, before[n]) for n, p in after.items()), "no weight changed"
+
+
+def test_missing_sft_model_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "tax.yaml").write_text(ONE_ATTRIBUTE)
+    (tmp_path / "rl").mkdir()
+    pq.write_table(pa.table({"user_id": ["u"]}), tmp_path / "rl" / "train.parquet")
+    res = job("jobs.train_rl", tmp_path)
+    assert res.returncode == 2 and "run the SFT stage first" in res.stderr
