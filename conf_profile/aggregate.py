@@ -37,13 +37,13 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{run_dir / 'teacher_samples'} has no samples for the current documents and prompt")
     primary = cfg.label.teachers[0].name
     votes = vote_samples(samples, taxonomy, primary, acfg.confidence_weights)
-    cal = _calibration(acfg.calibration, acfg.gold, votes, taxonomy)
-    cal.update({"taxonomy_version": taxonomy.version, "confidence_weights": list(acfg.confidence_weights)})
+    cal = _calibration(acfg.calibration, acfg.gold, votes, taxonomy, acfg.confidence_weights)
+    if not acfg.calibration:  # a fitted calibrator records what it was fitted for; a reused one is kept as is
+        cal.update({"taxonomy_version": taxonomy.version, "confidence_weights": list(acfg.confidence_weights)})
     votes = apply_calibration(votes, cal, taxonomy)
     _write_table(votes, run_dir / "votes" / "votes.parquet")
     _write_json(cal, run_dir / "calibration.json")
-    sft, sft_dropped = sft_examples(votes, documents, taxonomy, acfg.eval_percent, acfg.sft_min_mean_level,
-                                    acfg.sft_weighting)  # fmt: skip
+    sft, sft_dropped = sft_examples(votes, documents, taxonomy, acfg.eval_percent, acfg.sft_min_mean_level)
     for split in ("train", "eval"):
         _write_table(sft.filter(pc.equal(sft.column("split"), split)), run_dir / "sft" / f"{split}.parquet")
     rl, decisions = rl_rows(votes, documents, taxonomy, acfg.rl_easy_min_confidence, acfg.rl_min_mean_level)
@@ -82,9 +82,14 @@ def apply_calibration(votes: pa.Table, cal: dict[str, Any], taxonomy: Taxonomy) 
     return votes.append_column("confidence", pa.array(confidence, mask=~answered))
 
 
-def _calibration(reuse: str | None, gold: str | None, votes: pa.Table, taxonomy: Taxonomy) -> dict[str, Any]:
+def _calibration(
+    reuse: str | None, gold: str | None, votes: pa.Table, taxonomy: Taxonomy, weights: list[float]
+) -> dict[str, Any]:
     if reuse:
         cal = json.loads(Path(reuse).read_text(encoding="utf-8"))
+        if cal.get("confidence_weights") not in (None, list(weights)):
+            raise ValueError(f"{reuse} was fitted with aggregate.confidence_weights={cal['confidence_weights']}; "
+                             f"this run uses {list(weights)}, so raw confidences differ: use the same")  # fmt: skip
         if cal.get("taxonomy_version") != taxonomy.version:
             raise ValueError(f"{reuse} was fitted for taxonomy {cal.get('taxonomy_version')}, this run has "
                              f"{taxonomy.version}; fit a new one (leave aggregate.calibration empty)")  # fmt: skip

@@ -53,14 +53,19 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str) -> dict[str, Any]:
                     conf.append(c)
                     correct.append(float(g == v))
         points[name] = reliability(np.array(conf), np.array(correct))
-        metrics["stages"][name] = {"macro": macro(per_attr), "attributes": per_attr, "reliability": points[name]}
+        users = max((m["users"] for m in per_attr.values()), default=0)
+        metrics["stages"][name] = {"users": users, "macro": macro(per_attr), "attributes": per_attr,
+                                   "reliability": points[name]}  # fmt: skip
     report = run_dir / "report"
     report.mkdir(parents=True, exist_ok=True)
     metrics["level_distribution"] = _level_distribution(run_dir)
     plots = _plots(metrics, taxonomy, report)
     _atomic_text(report / "metrics.json", json.dumps(metrics, indent=2))
     _atomic_text(report / "index.html", _html(metrics, taxonomy, plots))
-    return {"report": str(report), "stages": {n: s["macro"] for n, s in metrics["stages"].items()}}
+    return {
+        "report": str(report),
+        "stages": {n: {"users": s["users"], **s["macro"]} for n, s in metrics["stages"].items()},
+    }
 
 
 def stage_predictions(run_dir: Path) -> dict[str, pa.Table]:
@@ -76,7 +81,11 @@ def stage_predictions(run_dir: Path) -> dict[str, pa.Table]:
         stages["teacher_vote_raw"] = _long(v, "value", v.column("raw_confidence"), empty)
         stages["teacher_vote"] = _long(v, "value", v.column("confidence"), v.column("level"))
     predictions = run_dir / "predictions"
-    for folder in sorted(p for p in predictions.iterdir() if p.is_dir()) if predictions.is_dir() else []:
+    folders = (
+        [p for p in predictions.iterdir() if p.is_dir() and not p.name.startswith(".")] if predictions.is_dir() else []
+    )
+    order = {"student_sft": 0, "student_rl": 1}  # data-flow order first, then any other stage by name
+    for folder in sorted(folders, key=lambda p: (order.get(p.name, 2), p.name)):  # (dot-folders: temporaries)
         stages[folder.name] = pq.read_table(folder, columns=list(PREDICTION_COLUMNS))
     return stages
 
@@ -156,9 +165,9 @@ def _html(metrics: dict[str, Any], taxonomy: Taxonomy, plots: list[tuple[str, st
         return "" if x is None else html.escape(f"{x:.3f}" if isinstance(x, float) else str(x))
 
     keys = ("f1", "precision", "recall", "coverage", "ece", "brier")
-    head = "".join(f"<th>{k}</th>" for k in keys)
-    rows = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{cell(s['macro'][k])}</td>" for k in keys)
-                   + "</tr>" for n, s in metrics["stages"].items())  # fmt: skip
+    head = "<th>users</th>" + "".join(f"<th>{k}</th>" for k in keys)
+    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{s['users']}</td>" + "".join(
+        f"<td>{cell(s['macro'][k])}</td>" for k in keys) + "</tr>" for n, s in metrics["stages"].items())  # fmt: skip
     attrs = taxonomy.attribute_names
     f1_rows = "".join(
         f"<tr><td>{html.escape(n)}</td>"
@@ -175,6 +184,8 @@ def _html(metrics: dict[str, Any], taxonomy: Taxonomy, plots: list[tuple[str, st
 </head><body><h1>conf-profile evaluation</h1>
 <p>truth: {html.escape(metrics["truth"])}; taxonomy {html.escape(metrics["taxonomy_version"])}.
 Precision is over answered users, recall over all users with a truth value; ECE and Brier over answered users.
+Each stage is scored on the users it profiled (the teacher stages on the users the teacher labeled, a student
+stage on the users it was run on): read the stages with their user counts.
 Calibration: {html.escape(str(metrics["calibration"]))}{gold_note}.</p>
 <h2>Macro over attributes</h2><table><tr><th>stage</th>{head}</tr>{rows}</table>
 <h2>F1 per attribute</h2><table><tr><th>stage</th>{attr_head}</tr>{f1_rows}</table>

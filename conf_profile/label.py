@@ -50,7 +50,7 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     docs = _documents(run_dir, cfg.label.max_users)
     init_ray(cfg.ray)
-    device = _device(cfg.label.engine, ray.cluster_resources())
+    device = engine_device(cfg.label.engine, ray.cluster_resources())
     out_root = run_dir / "teacher_samples"
     entry: dict[str, Any] = {"users": docs.num_rows, "device": device, "prompt_version": prompt_version(taxonomy),
                              "taxonomy_version": taxonomy.version, "teachers": {}}  # fmt: skip
@@ -66,16 +66,20 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return entry
 
 
-def _documents(run_dir: Path, max_users: int) -> pa.Table:
+def read_documents(run_dir: Path, columns: list[str]) -> pa.Table:
+    """The run's documents/ sorted by user id (a clear error when ingest has not run)."""
     folder = run_dir / "documents"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist; run the ingest stage first (python -m jobs.ingest)")
-    docs = pq.read_table(folder, columns=["user_id", "document", "content_hash"])
-    docs = docs.sort_by("user_id")
+    return pq.read_table(folder, columns=columns).sort_by("user_id")
+
+
+def _documents(run_dir: Path, max_users: int) -> pa.Table:
+    docs = read_documents(run_dir, ["user_id", "document", "content_hash"])
     return docs.slice(0, max_users) if max_users else docs
 
 
-def _device(engine: EngineConfig, resources: dict[str, float]) -> str:
+def engine_device(engine: EngineConfig, resources: dict[str, float]) -> str:
     if engine.device != "auto":
         return engine.device
     return "gpu" if resources.get("GPU", 0) > 0 else "cpu"
@@ -125,7 +129,7 @@ def _generate(
     else:
         processor = build_processor(
             processor_config(model, cfg.label.engine, device, structured=schema is not None),
-            preprocess=_Preprocess(system, teacher, schema, request_seeds=device == "gpu"),
+            preprocess=ChatRequest(system, _sampling(teacher), schema, request_seeds=device == "gpu"),
             postprocess=_keep_generation,
             preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
             postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
@@ -200,10 +204,10 @@ def processor_config(model: str, engine: EngineConfig, device: str, structured: 
     )
 
 
-class _Preprocess:
-    """Request row -> chat messages + sampling params (its other columns ride along)."""
+class ChatRequest:
+    """Request row -> chat messages + sampling params (its other columns ride along). Shared with infer."""
 
-    def __init__(self, system: str, teacher: TeacherConfig, schema: dict | None, request_seeds: bool) -> None:
+    def __init__(self, system: str, params: dict[str, Any], schema: dict | None, request_seeds: bool) -> None:
         import json
 
         self.system = system
@@ -211,11 +215,7 @@ class _Preprocess:
         # ("CPU Generator does not use offset"), so on CPU the K samples differ through the engine's own
         # RNG stream (engine seed only) and are not reproducible one by one (DESIGN.md 3).
         self.request_seeds = request_seeds
-        self.params: dict[str, Any] = {
-            "temperature": teacher.temperature,
-            "top_p": teacher.top_p,
-            "max_tokens": teacher.max_tokens,
-        }
+        self.params = dict(params)
         if schema is not None:
             self.params["structured_outputs"] = {"json": json.dumps(schema)}
 
@@ -224,6 +224,10 @@ class _Preprocess:
         carried = {k: v for k, v in row.items() if k != "document"}
         params = {**self.params, "seed": int(row["seed"])} if self.request_seeds else dict(self.params)
         return {**carried, "messages": messages, "sampling_params": params}
+
+
+def _sampling(teacher: TeacherConfig) -> dict[str, Any]:
+    return {"temperature": teacher.temperature, "top_p": teacher.top_p, "max_tokens": teacher.max_tokens}
 
 
 def _http_processor(teacher: TeacherConfig, system: str, schema: dict | None) -> Any:
@@ -251,7 +255,7 @@ def _http_processor(teacher: TeacherConfig, system: str, schema: dict | None) ->
 
 class _HttpPreprocess:
     def __init__(self, system: str, teacher: TeacherConfig, schema: dict | None) -> None:
-        self.chat = _Preprocess(system, teacher, None, request_seeds=True)
+        self.chat = ChatRequest(system, _sampling(teacher), None, request_seeds=True)
         self.body: dict[str, Any] = {"model": teacher.model, "temperature": teacher.temperature,
                                      "top_p": teacher.top_p, "max_tokens": teacher.max_tokens}  # fmt: skip
         if schema is not None:

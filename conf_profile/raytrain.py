@@ -113,20 +113,29 @@ def trainer_args(settings: TrainerSettings, config: dict[str, Any]) -> dict[str,
     }
 
 
-def train_or_resume(trainer: Any, stage: str) -> None:
-    """trainer.train(), from the last checkpoint of this run when Ray Train restored one."""
+def train_or_resume(trainer: Any, stage: str) -> bool:
+    """trainer.train(), from the last checkpoint of this run when Ray Train restored one. Returns False,
+    training nothing, when the restored checkpoint is the final export of a finished run: it is reported
+    again as the result."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if not checkpoint:
         trainer.train()
-        return
+        return True
     with checkpoint.as_directory() as folder:
         resume = os.path.join(folder, "checkpoint")  # where RayTrainReportCallback puts the HF checkpoint
-        if not os.path.isdir(resume):  # the last report was the final export: training is complete
-            resume = None
-        log(stage, f"resuming from {resume}" if resume else "training already complete; exporting again")
-        trainer.train(resume_from_checkpoint=resume)
+        if os.path.isdir(resume):
+            log(stage, f"resuming from {resume}")
+            trainer.train(resume_from_checkpoint=resume)
+            return True
+    log(stage, "this run had finished: its exported model is the result, nothing to train")
+    metrics = {"final": 1, "restored_finished_run": 1}
+    if ray.train.get_context().get_world_rank() == 0:
+        ray.train.report(metrics, checkpoint=checkpoint)
+    else:
+        ray.train.report(metrics)
+    return False
 
 
 def report_export(trainer: Any, metrics: dict[str, Any]) -> None:
@@ -178,7 +187,7 @@ class Progress:
         now, seen = time.monotonic(), int(state.num_input_tokens_seen or 0)
         rate = (seen - self.last[1]) / max(1e-9, now - self.last[0]) if self.last else 0.0
         self.last = (now, seen)
-        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in logs.items()}
+        shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in logs.items()}
         log(self.stage, f"step {state.global_step}/{state.max_steps} tokens/s {rate:,.0f} {json.dumps(shown)}")
 
 

@@ -79,7 +79,8 @@ def _train_loop(config: dict[str, Any]) -> None:
     trainer = _trainer(
         t, config, model, tokenizer, data, reward_functions(taxonomy, settings), reward_weights(settings)
     )
-    raytrain.train_or_resume(trainer, STAGE)
+    if not raytrain.train_or_resume(trainer, STAGE):
+        return
     raytrain.report_export(trainer, raytrain.step_means(trainer.state.log_history, LOGGED))
 
 
@@ -92,6 +93,7 @@ def _trainer(t: TrainRlConfig, config: dict[str, Any], model: Any, tokenizer: An
     args = GRPOConfig(
         **raytrain.trainer_args(t, config),
         num_generations=t.num_generations,
+        steps_per_generation=t.grad_accum,  # one generation batch per optimizer step: whole groups per worker
         max_completion_length=t.max_completion_length,
         temperature=t.temperature,
         beta=t.beta,

@@ -66,7 +66,8 @@ def _train_loop(config: dict[str, Any]) -> None:
     trainer = _trainer(t, config, model, tokenizer, train, evals)
     if len(trainer.train_dataset) == 0:  # TRL drops examples whose target was cut off entirely
         raise ValueError(f"no SFT example fits train_sft.max_length={t.max_length} tokens with its target; raise it")
-    raytrain.train_or_resume(trainer, STAGE)
+    if not raytrain.train_or_resume(trainer, STAGE):
+        return
     final = trainer.evaluate() if evals is not None else {}
     history = trainer.state.log_history
     before = [h["eval_loss"] for h in history if "eval_loss" in h]

@@ -63,10 +63,10 @@ def summary(results: dict[str, dict[str, Any]], run_dir: Path) -> str:
                      f"{rl['seconds']:.0f}s; model in {rl['model']}")  # fmt: skip
     ev = results["evaluate"]
     if "stages" in ev:
-        lines.append("evaluation:      stage               macro F1   ECE")
+        lines.append("evaluation:      stage               users  macro F1   ECE")
         for stage, m in ev["stages"].items():
             ece = "-" if m["ece"] is None else f"{m['ece']:.3f}"
-            lines.append(f"                 {stage:18s}  {m['f1']:.3f}   {ece}")
+            lines.append(f"                 {stage:18s}  {m['users']:5d}  {m['f1']:.3f}      {ece}")
         lines.append(f"report:          {Path(ev['report']) / 'index.html'}")
     else:
         lines.append(f"evaluation:      {ev['skipped']}")

@@ -82,6 +82,16 @@ def test_saved_calibration_is_reused_without_refit(run_dir, tmp_path_factory) ->
     assert entry["calibration"] == f"reused {saved}"
 
 
+def test_reusing_a_calibration_fitted_with_other_vote_weights_is_refused(run_dir, capsys) -> None:
+    aggregate_job.main(["--run-dir", str(run_dir)])
+    saved = run_dir / "saved.json"
+    saved.write_text((run_dir / "calibration.json").read_text())
+    with pytest.raises(SystemExit):
+        aggregate_job.main(["--run-dir", str(run_dir), "--calibration", str(saved),
+                            "--set", "aggregate.confidence_weights=[1, 1, 1, 1, 1]"])  # fmt: skip
+    assert "confidence_weights" in capsys.readouterr().err
+
+
 def test_gold_calibration_and_evaluation_report(run_dir) -> None:
     aggregate_job.main(["--run-dir", str(run_dir), "--gold", str(run_dir / "truth.parquet")])
     assert json.loads((run_dir / "calibration.json").read_text())["method"] == "isotonic"

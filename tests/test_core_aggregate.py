@@ -93,7 +93,7 @@ def _calibrated():
 
 def test_sft_examples_are_student_format_chats() -> None:
     docs = pa.table({"user_id": ["u1", "u2"], "document": ["doc one", "doc two"]})
-    sft, dropped = sft_examples(_calibrated(), docs, TAXONOMY, eval_percent=0, min_mean_level=0, weighting="level")
+    sft, dropped = sft_examples(_calibrated(), docs, TAXONOMY, eval_percent=0, min_mean_level=0)
     assert dropped == 0 and sft.num_rows == 2 and set(sft.column("split").to_pylist()) == {"train"}
     row = sft.to_pylist()[0]
     assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"] and "doc one" in row["messages"][1][
@@ -103,9 +103,18 @@ def test_sft_examples_are_student_format_chats() -> None:
     assert list(target) == list(student_schema(TAXONOMY)["properties"])
     assert target["gender"] == {"value": "female", "level": 5, "evidence": "b0 female"}
     assert parse_student_output(row["messages"][2]["content"], TAXONOMY).error is None
-    assert row["weight"] == 1.0
-    _, dropped = sft_examples(_calibrated(), docs, TAXONOMY, eval_percent=0, min_mean_level=5.1, weighting="none")
+    assert row["mean_level"] == 5.0
+    _, dropped = sft_examples(_calibrated(), docs, TAXONOMY, eval_percent=0, min_mean_level=5.1)
     assert dropped == 2
+
+
+def test_users_without_a_valid_judgement_get_no_sft_example() -> None:
+    failed = [sample("u3", "a", 0, None, None, None, None, error="not_json")]
+    votes = vote_samples(pa.Table.from_pylist(SAMPLES + failed), TAXONOMY, "a")
+    votes = votes.append_column("level", pa.array([None] * votes.num_rows, pa.int8()))
+    docs = pa.table({"user_id": ["u1", "u2", "u3"], "document": ["d1", "d2", "d3"]})
+    sft, dropped = sft_examples(votes, docs, TAXONOMY, eval_percent=0, min_mean_level=0)
+    assert dropped == 1 and "u3" not in sft.column("user_id").to_pylist()
 
 
 def test_difficulty_filter_and_rl_rows() -> None:

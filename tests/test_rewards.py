@@ -61,6 +61,13 @@ def test_abstentions_win_when_the_group_abstains() -> None:
     assert s.calibration[0] == pytest.approx(1.0 - 0.6**2)
 
 
+def test_a_rollout_that_answers_nothing_is_not_miscalibrated() -> None:
+    s = score([out(("unknown", 1), ("unknown", 1)), out(("m", 1), ("y", 1))])
+    assert s.calibration[0] == 1.0  # no stated confidence; accuracy judges the abstention
+    # the group abstains on both (abstain 0.2 ties m 0.2 and y 0.2): rollout 1 stated 0.2 twice, wrong twice
+    assert s.calibration[1] == pytest.approx(1.0 - 0.2**2)
+
+
 def test_malformed_outputs_get_nothing_and_do_not_vote() -> None:
     group = ["not json", [{"role": "assistant", "content": '{"g": {"value": "x"}}'}], out(("f", 2), ("o", 2))]
     s = score(group)

@@ -57,8 +57,7 @@ def test_grpo_steps_compute_rewards_change_weights_and_export(tmp_path) -> None:
            "female", "gender_vote_share": 0.8} for uid, doc in docs.items()]  # fmt: skip
     (tmp_path / "rl").mkdir()
     pq.write_table(pa.Table.from_pylist(rl), tmp_path / "rl" / "train.parquet")
-    rl_settings = ("train_rl.max_steps=2", "train_rl.micro_batch_size=4", "train_rl.num_generations=4",
-                   "train_rl.max_completion_length=96", "train_rl.learning_rate=0.0005")  # fmt: skip
+    rl_settings = ("train_rl.max_steps=2", "train_rl.max_completion_length=96", "train_rl.learning_rate=0.0005")
     res = job("jobs.train_rl", tmp_path, *rl_settings)
     assert res.returncode == 0, res.stderr[-4000:]
     entry = json.loads((tmp_path / "manifest.json").read_text())["stages"]["train_rl"]

@@ -25,8 +25,8 @@ def write_sft_set(run_dir: Path, n: int = 8) -> None:
     rows = []
     for i in range(n):
         document = f"profile (1 event):\n- bio: nurse and mother of {i % 3 + 1}\nsearch (1 event):\n- strollers"
-        target = student_target("bio says nurse", {"gender": ("female", 4, "mother"),
-                                                   "occupation": ("healthcare", 5, "nurse")}, TAXONOMY)  # fmt: skip
+        judgements = {"gender": ("female", 4, "mother"), "occupation": ("healthcare_worker", 5, "nurse")}
+        target = student_target("bio says nurse", judgements, TAXONOMY)
         messages = [*student_messages(TAXONOMY, document), {"role": "assistant", "content": target}]
         rows.append({"user_id": f"u{i}", "split": "train" if i < n - 2 else "eval", "messages": messages})
     table = pa.Table.from_pylist(rows)
@@ -51,8 +51,8 @@ def sft_job(run_dir: Path, cache: Path, *overrides: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [2, 3])
-def test_two_cpu_workers_train_and_export_a_loadable_model(tmp_path, stage) -> None:
+@pytest.mark.parametrize("stage,lora", [(2, False), (3, False), (2, True)], ids=["zero2", "zero3", "zero2-lora"])
+def test_two_cpu_workers_train_and_export_a_loadable_model(tmp_path, stage, lora) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -60,8 +60,9 @@ def test_two_cpu_workers_train_and_export_a_loadable_model(tmp_path, stage) -> N
 
     write_sft_set(tmp_path)
     cache = tmp_path / "cache"
-    res = subprocess.run(sft_job(tmp_path, cache, f"train_sft.zero_stage={stage}", "train_sft.max_steps=3",
-                                 "train_sft.save_steps=2"), capture_output=True, text=True, timeout=900)  # fmt: skip
+    settings = (f"train_sft.zero_stage={stage}", f"train_sft.lora={str(lora).lower()}", "train_sft.max_steps=3",
+                "train_sft.save_steps=2", *(["train_sft.learning_rate=0.01"] if lora else []))  # fmt: skip
+    res = subprocess.run(sft_job(tmp_path, cache, *settings), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
     entry = json.loads((tmp_path / "manifest.json").read_text())["stages"]["train_sft"]
     assert entry["global_step"] == 3 and entry["workers"] == 2 and entry["zero_stage"] == stage
@@ -69,6 +70,7 @@ def test_two_cpu_workers_train_and_export_a_loadable_model(tmp_path, stage) -> N
     assert "step 1/3" in res.stderr and "tokens/s" in res.stderr  # progress while it runs
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dir(cache))
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "models" / "sft")
+    assert set(after.state_dict()) == set(before.state_dict())  # a plain model (LoRA merged), same tensors
     changed = [n for n, p in after.state_dict().items() if not torch.equal(p, before.state_dict()[n])]
     assert changed, "no weight changed"
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "models" / "sft")

@@ -41,6 +41,11 @@ def test_abstentions_add_to_total_mass_and_can_win() -> None:
     assert v.value[0] == A and v.share[0] == pytest.approx(1.0 / 1.4)
 
 
+def test_abstention_ties_survive_float_rounding() -> None:
+    # a: 0.2 + 0.4 = 0.6000000000000001 in floating point; abstain: 0.6 -> a tie, so the user abstains
+    assert one_user([A, A, UNK], [1, 2, 3]).value[0] == UNK
+
+
 def test_ties_go_to_more_supporters_then_taxonomy_order() -> None:
     v = one_user([A, B, B], [4, 2, 2])  # 0.8 vs 0.4 + 0.4: tied mass, b has two supporters
     assert v.value[0] == B

@@ -149,18 +149,19 @@ def mean_level(rows: dict[str, dict[str, Any]]) -> float:
 
 
 def sft_examples(
-    votes: pa.Table, documents: pa.Table, taxonomy: Taxonomy, eval_percent: int, min_mean_level: float,
-    weighting: str,
-) -> tuple[pa.Table, int]:  # fmt: skip
-    """Chat examples (system + user document -> student output) and the number of users filtered out.
-    ``votes`` must carry calibrated ``level``; weighting "level" sets weight = mean level / 5, else 1."""
+    votes: pa.Table, documents: pa.Table, taxonomy: Taxonomy, eval_percent: int, min_mean_level: float
+) -> tuple[pa.Table, int]:
+    """Chat examples (system + user document -> student output) and the number of users filtered out:
+    below ``min_mean_level``, without a document, or without a single valid teacher judgement (their
+    all-unknown target would teach the student to abstain where the teacher failed). ``votes`` must carry
+    the calibrated ``level``."""
     users = per_user(votes, taxonomy)
     docs = dict(zip(documents.column("user_id").to_pylist(), documents.column("document").to_pylist(), strict=True))
     rows, dropped = [], 0
     for uid in sorted(users):
         attrs = users[uid]
         level = mean_level(attrs)
-        if level < min_mean_level or uid not in docs:
+        if level < min_mean_level or uid not in docs or all(r["valid"] == 0 for r in attrs.values()):
             dropped += 1
             continue
         judgements = {a: (r["value"], r["level"] or 1, r["evidence"] or "") for a, r in attrs.items()}
@@ -173,12 +174,11 @@ def sft_examples(
                 "split": split_of(uid, eval_percent),
                 "messages": messages,
                 "mean_level": round(level, 3),
-                "weight": round(level / 5.0, 3) if weighting == "level" else 1.0,
             }
         )
     schema = pa.schema([("user_id", pa.string()), ("split", pa.string()),
                         ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-                        ("mean_level", pa.float64()), ("weight", pa.float64())])  # fmt: skip
+                        ("mean_level", pa.float64())])  # fmt: skip
     return pa.Table.from_pylist(rows, schema=schema), dropped
 
 

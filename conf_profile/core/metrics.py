@@ -55,7 +55,7 @@ def attribute_metrics(
         "f1": round(2 * precision * recall / (precision + recall), 4) if precision + recall > 0 else 0.0,
         "ece": round(ece(conf[scored], correct[scored]), 4) if scored.any() else None,
         "brier": round(brier(conf[scored], correct[scored]), 4) if scored.any() else None,
-        "by_level": coverage_by_level(lv, answered, correct),
+        "by_level": coverage_by_level(lv, answered, correct) if (lv > 0).any() else [],  # a stage without levels
         "confusion": {"labels": list(labels), "matrix": confusion(t, p, labels).tolist()},
     }
 

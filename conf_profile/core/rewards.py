@@ -8,7 +8,8 @@ pseudo-label and its vote share (the quasi-ground truth). A rollout's reward is
 
 - format gate: 1 when the output parses as a student output, else 0 (and the whole reward is 0);
 - accuracy: agreement with the pseudo-labels, each attribute weighted by the pseudo-label's vote share;
-- calibration: 1 - Brier score of the stated levels (level / 5) against agreement, over answered attributes.
+- calibration: 1 - Brier score of the stated levels (level / 5) against agreement, over answered attributes
+  (1 when the rollout answers nothing).
 
 TRL gets one function per component, so each is logged on its own (``rewards/<name>/mean``); the format
 gate and the pseudo-label agreement with the teacher vote are logged with weight 0.
@@ -112,8 +113,8 @@ def _accuracy_and_calibration(judgements: dict[str, Any], labels: dict[str, tupl
     accuracy = float((shares * agree).sum() / shares.sum()) if shares.sum() > 0 else 0.0
     answered = [(judgements[a].confidence / 5.0, agree[k]) for k, a in enumerate(labels)
                 if judgements[a] is not None and judgements[a].value != UNKNOWN]  # fmt: skip
-    if not answered:
-        return accuracy, 0.0
+    if not answered:  # no stated confidence, nothing miscalibrated (accuracy judges the abstentions)
+        return accuracy, 1.0
     stated, correct = np.array(answered).T
     return accuracy, float(1.0 - np.mean((stated - correct) ** 2))
 

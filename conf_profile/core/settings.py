@@ -170,7 +170,6 @@ class AggregateConfig:
     gold: str | None = None  # a truth-format Parquet (user_id + attribute columns): isotonic fit to its accuracy
     eval_percent: int = 10  # share of users (by id hash) in the SFT eval split
     sft_min_mean_level: float = 0.0  # drop SFT examples whose mean calibrated level is lower (0: keep all)
-    sft_weighting: Literal["none", "level"] = "none"  # "level": example weight = mean level / 5
     rl_easy_min_confidence: float = 5.0  # unanimous votes at this mean confidence or above are "easy": dropped
     rl_min_mean_level: float = 1.5  # users whose mean calibrated level is below are "noise": dropped
 
@@ -240,13 +239,16 @@ class TrainSftConfig(TrainerSettings):
 class TrainRlConfig(TrainerSettings):
     """``jobs.train_rl``: GRPO (TRL GRPOTrainer) on rl/ from models/sft/, confidence-guided rewards."""
 
-    micro_batch_size: int = 4  # per worker: whole groups of num_generations rollouts
-    grad_accum: int = 1
+    # A worker generates micro_batch_size x grad_accum rollouts at once (TRL's steps_per_generation =
+    # grad_accum) and scores them together, so that must hold whole groups; the loss then runs one rollout
+    # at a time (a 2k-token sequence's logits over a 49k vocabulary are ~0.4 GB in fp32).
+    micro_batch_size: int = 1
+    grad_accum: int = 4
     max_steps: int = 3  # the CPU demo's size; production sets 0 (epochs) or its own count
     learning_rate: float = 5e-6
     num_generations: int = 4  # G rollouts per prompt
     max_completion_length: int = 384  # a student output is ~250 tokens
-    temperature: float = 1.0
+    temperature: float = 0.7  # rollouts of a 135M student parse 75% of the time at 0.7, ~10% at 1.0
     beta: float = 0.04  # KL coefficient against the SFT model (0: no reference model, no KL)
     use_vllm: Literal["auto", "on", "off"] = "auto"  # auto: vLLM colocate on GPU, transformers on CPU
     teacher_voter_weight: float = 0.0  # > 0: the teacher vote joins the rollouts' vote with this weight
@@ -254,13 +256,29 @@ class TrainRlConfig(TrainerSettings):
 
     def validate(self) -> None:
         super().validate()
-        if self.num_generations < 2 or self.micro_batch_size % self.num_generations:
-            raise ValueError(f"micro_batch_size={self.micro_batch_size} must be a multiple of num_generations="
-                             f"{self.num_generations} (>= 2): a worker scores whole groups of rollouts")  # fmt: skip
+        if self.num_generations < 2 or (self.micro_batch_size * self.grad_accum) % self.num_generations:
+            raise ValueError(f"micro_batch_size x grad_accum = {self.micro_batch_size * self.grad_accum} must be a "
+                             f"multiple of num_generations={self.num_generations} (>= 2): a worker scores whole "
+                             "groups of rollouts")  # fmt: skip
         if self.max_completion_length < 16 or self.temperature <= 0 or self.beta < 0:
             raise ValueError("max_completion_length >= 16, temperature > 0 and beta >= 0 are required")
         if self.teacher_voter_weight < 0 or self.calibration_weight < 0:
             raise ValueError("teacher_voter_weight and calibration_weight must be >= 0")
+
+
+@dataclass
+class InferConfig:
+    """``jobs.infer``: the student on vLLM actors (Ray Data LLM) -> profile tables."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    temperature: float = 0.0  # greedy: a nightly refresh gives the same profile for the same document
+    max_tokens: int = 1024  # a student output is ~250 tokens; the schema bounds it
+    max_users: int = 0  # profile only the first N users by user_id (0 = all)
+    exclude_labeled: bool = False  # leave out users the teacher labeled (held-out evaluation of the student)
+
+    def validate(self) -> None:
+        if not 0.0 <= self.temperature <= 2.0 or self.max_tokens < 16 or self.max_users < 0:
+            raise ValueError("temperature must be in [0, 2], max_tokens >= 16, max_users >= 0")
 
 
 @dataclass
@@ -296,3 +314,4 @@ class Config:
     aggregate: AggregateConfig = field(default_factory=AggregateConfig)
     train_sft: TrainSftConfig = field(default_factory=TrainSftConfig)
     train_rl: TrainRlConfig = field(default_factory=TrainRlConfig)
+    infer: InferConfig = field(default_factory=InferConfig)

@@ -70,7 +70,10 @@ def vote(
     winner = _winner(mass, count, unknown)
     total = mass.sum(axis=1)
     rows = np.arange(n_users)
-    abstain = (mass[:, unknown] >= mass[rows, winner]) | (total <= 0)
+    abstain_mass, winner_mass = mass[:, unknown], mass[rows, winner]
+    abstain = (
+        (abstain_mass >= winner_mass) | np.isclose(abstain_mass, winner_mass, rtol=1e-9, atol=1e-12) | (total <= 0)
+    )
     value = np.where(abstain, unknown, winner)
     share = np.divide(mass[rows, value], total, out=np.zeros(n_users), where=total > 0)
     supporters = count[rows, value]

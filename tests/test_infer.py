@@ -1,0 +1,68 @@
+"""Batch inference through the real Ray Data LLM + vLLM (CPU) path on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conf_profile.core.config import build
+from conf_profile.core.settings import Config, IngestConfig
+from conf_profile.core.taxonomy import load_taxonomy
+from conf_profile.ingest import run_ingest
+from conf_profile.synthetic.dataset import write_dataset
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    import ray
+
+    root = tmp_path_factory.mktemp("infer")
+    write_dataset(root / "in", users=6, seed=5, files=1)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    run_ingest(IngestConfig(), str(root / "in" / "logs"), root)
+    cal = {
+        "attributes": {"gender": {"thresholds": [0.1, 0.2, 0.3, 0.4], "level_confidence": [0.1, 0.3, 0.5, 0.7, 0.9]}}
+    }
+    (root / "calibration.json").write_text(json.dumps(cal))
+    yield root
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_profiles_one_row_per_user_and_a_rerun_replaces_the_date(run_dir) -> None:
+    from conf_profile.infer import run_infer
+    from conf_profile.models import tiny_model_dir
+
+    cfg = build(Config, overrides=[f"models.cache_dir={run_dir / 'cache'}", "infer.max_tokens=600"])
+    model = str(tiny_model_dir(run_dir / "cache"))
+    entry = run_infer(cfg, run_dir, model, date="2026-11-01")
+    profiles = pq.read_table(run_dir / "profiles" / "dt=2026-11-01")
+    documents = pq.read_table(run_dir / "documents", columns=["user_id"])
+    assert entry["users"] == profiles.num_rows == documents.num_rows == 6
+    assert sorted(profiles.column("user_id").to_pylist()) == sorted(documents.column("user_id").to_pylist())
+    taxonomy = load_taxonomy()
+    for column in ("user_id", "rationale", "model", "taxonomy_version", "run_id", "generated_at"):
+        assert column in profiles.column_names
+    for a in taxonomy.attribute_names:
+        assert {f"{a}", f"{a}_confidence", f"{a}_level"} <= set(profiles.column_names)
+    for row in profiles.to_pylist():
+        # the grammar holds for the random tiny model too; an output cut at max_tokens is kept with its reason
+        assert row["error"] in (None, "not_json"), row["error"]
+        if row["error"] is None:
+            assert all(row[a] in taxonomy.attribute(a).value_names for a in taxonomy.attribute_names)
+            if row["gender"] != "unknown":
+                assert row["gender_confidence"] in (0.1, 0.3, 0.5, 0.7, 0.9)  # level -> the calibrator's table
+    long = pq.read_table(run_dir / "profile_attributes" / "dt=2026-11-01")
+    assert long.num_rows == 6 * len(taxonomy.attribute_names)
+
+    run_infer(cfg, run_dir, model, date="2026-11-01")  # same date again: replaced, not appended
+    assert pq.read_table(run_dir / "profiles" / "dt=2026-11-01").num_rows == 6
+    assert [p.name for p in (run_dir / "profiles").iterdir()] == ["dt=2026-11-01"]
+
+    run_infer(cfg, run_dir, model, eval_name="student_x")
+    predictions = pq.read_table(run_dir / "predictions" / "student_x")
+    assert predictions.num_rows == 6 * len(taxonomy.attribute_names)
+    assert {"user_id", "attribute", "value", "confidence", "level"} <= set(predictions.column_names)
