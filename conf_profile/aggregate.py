@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from conf_profile.core.labeling import prompt_version
 from conf_profile.core.metrics import load_truth
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
+from conf_profile.runs import write_text_atomic
 
 
 def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
         cal.update({"taxonomy_version": taxonomy.version, "confidence_weights": list(acfg.confidence_weights)})
     votes = apply_calibration(votes, cal, taxonomy)
     _write_table(votes, run_dir / "votes" / "votes.parquet")
-    _write_json(cal, run_dir / "calibration.json")
+    write_text_atomic(run_dir / "calibration.json", json.dumps(cal, indent=2, allow_nan=False))
     sft, sft_dropped = sft_examples(votes, documents, taxonomy, acfg.eval_percent, acfg.sft_min_mean_level)
     for split in ("train", "eval"):
         _write_table(sft.filter(pc.equal(sft.column("split"), split)), run_dir / "sft" / f"{split}.parquet")
@@ -125,13 +125,3 @@ def _write_table(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
-
-
-def _write_json(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def log(message: str) -> None:
-    print(f"aggregate: {message}", file=sys.stderr, flush=True)

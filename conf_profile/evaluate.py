@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 from conf_profile.core.metrics import attribute_metrics, load_truth, macro, reliability
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
+from conf_profile.runs import write_text_atomic
 
 PREDICTION_COLUMNS = ("user_id", "attribute", "value", "confidence", "level")
 
@@ -60,8 +60,8 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str) -> dict[str, Any]:
     report.mkdir(parents=True, exist_ok=True)
     metrics["level_distribution"] = _level_distribution(run_dir)
     plots = _plots(metrics, taxonomy, report)
-    _atomic_text(report / "metrics.json", json.dumps(metrics, indent=2))
-    _atomic_text(report / "index.html", _html(metrics, taxonomy, plots))
+    write_text_atomic(report / "metrics.json", json.dumps(metrics, indent=2))
+    write_text_atomic(report / "index.html", _html(metrics, taxonomy, plots))
     return {
         "report": str(report),
         "stages": {n: {"users": s["users"], **s["macro"]} for n, s in metrics["stages"].items()},
@@ -190,9 +190,3 @@ Calibration: {html.escape(str(metrics["calibration"]))}{gold_note}.</p>
 <h2>Macro over attributes</h2><table><tr><th>stage</th>{head}</tr>{rows}</table>
 <h2>F1 per attribute</h2><table><tr><th>stage</th>{attr_head}</tr>{f1_rows}</table>
 {images}<p>All numbers: metrics.json.</p></body></html>"""
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -67,10 +67,14 @@ def record_stage(run_dir: str | Path, stage: str, entry: dict[str, Any], config:
         manifest["config"] = config
     manifest["versions"] = package_versions()
     manifest["host"] = {"python": platform.python_version(), "machine": platform.machine()}
-    path = Path(run_dir) / MANIFEST
+    write_text_atomic(Path(run_dir) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write next to the target, then rename: readers see the old or the new file, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.{time.monotonic_ns()}")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
