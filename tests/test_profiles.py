@@ -6,7 +6,7 @@ import json
 
 import pyarrow as pa
 
-from conf_profile.core.profiles import level_confidence, long_form, profile_row, profile_schema
+from conf_profile.core.profiles import consensus_rows, level_confidence, long_form, profile_row, profile_schema
 from conf_profile.core.taxonomy import load_taxonomy
 
 TAX = load_taxonomy()
@@ -49,3 +49,40 @@ def test_schema_and_long_form() -> None:
     assert long.num_rows == 3 * len(TAX.attribute_names)
     gender = [r for r in long.to_pylist() if r["attribute"] == "gender"]
     assert {r["value"] for r in gender} == {"male"} and {r["level"] for r in gender} == {3}
+
+
+def test_consensus_of_one_output_is_the_plain_profile_row() -> None:
+    text = output(gender=("female", 4))
+    assert consensus_rows(["u"], [[text]], TAX, CAL) == [profile_row("u", text, TAX, CAL)]
+
+
+def test_consensus_votes_by_stated_level_and_maps_raw_confidence_through_the_calibrator() -> None:
+    levels = {"thresholds": [0.2, 0.4, 0.6, 0.8], "level_confidence": [0.1, 0.3, 0.5, 0.7, 0.9]}
+    cal = {"attributes": {"gender": levels}}
+    texts = [output(gender=("female", 2), occupation=("student", 3)), output(gender=("male", 5)),
+             output(gender=("male", 4), occupation=("student", 3))]  # fmt: skip
+    row = consensus_rows(["u"], [texts], TAX, cal)[0]
+    # gender: male 1.0 + 0.8 = 1.8 of 2.2 -> share 0.818, mean level 4.5 -> raw 0.736 -> level 4 (>= 0.6), conf 0.7
+    assert (row["gender"], row["gender_level"], row["gender_confidence"]) == ("male", 4, 0.7)
+    assert row["gender_evidence"] == "ev gender"
+    # occupation: student 0.6 + 0.6 against one abstention at level 1 (0.2): share 0.857, raw 0.514;
+    # no calibrator entry -> confidence = raw, level = ceil(5 x raw) = 3
+    assert (row["occupation"], row["occupation_level"]) == ("student", 3)
+    assert row["occupation_confidence"] == round(1.2 / 1.4 * 3 / 5, 4)
+    assert row["age_group"] == "unknown" and row["age_group_level"] is None and row["age_group_confidence"] is None
+    assert row["error"] is None and row["rationale"] == "why"
+
+
+def test_consensus_keeps_users_whose_outputs_all_fail_and_ignores_the_failures_otherwise() -> None:
+    rows = consensus_rows(["bad", "mixed"], [["nope", "{"], ["nope", output(gender=("male", 3))]], TAX, None)
+    assert rows[0]["user_id"] == "bad" and rows[0]["error"] == "not_json"
+    assert all(rows[0][a] == "unknown" for a in TAX.attribute_names)
+    assert rows[1]["error"] is None and rows[1]["gender"] == "male" and rows[1]["gender_level"] == 3
+    table = pa.Table.from_pylist(rows, schema=profile_schema(TAX))  # the rows fit the contract's schema
+    assert table.num_rows == 2
+
+
+def test_consensus_abstains_when_the_abstentions_outweigh_the_winner() -> None:
+    texts = [output(gender=("female", 1)), output(gender=("unknown", 5)), output(gender=("unknown", 5))]
+    row = consensus_rows(["u"], [texts], TAX, None)[0]
+    assert row["gender"] == "unknown" and row["gender_confidence"] is None and row["gender_evidence"] is None

@@ -14,12 +14,16 @@ one. An output that does not parse keeps the user, with every attribute ``unknow
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
+from conf_profile.core import calibration as calib
 from conf_profile.core.student import parse_student_output
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy
+from conf_profile.core.voting import LINEAR_WEIGHTS, strongest, vote
 
 LONG_COLUMNS = ("user_id", "attribute", "value", "confidence", "level", "evidence")
 
@@ -44,6 +48,85 @@ def profile_row(user_id: str, text: Any, taxonomy: Taxonomy, calibration: dict[s
     row["rationale"] = parsed.rationale if parsed.error is None else ""
     row["error"] = parsed.error
     return row
+
+
+def consensus_rows(
+    user_ids: Sequence[str],
+    texts: Sequence[Sequence[Any]],
+    taxonomy: Taxonomy,
+    calibration: dict[str, Any] | None,
+    confidence_weights: Sequence[float] = LINEAR_WEIGHTS,
+) -> list[dict[str, Any]]:
+    """Self-consistency: the wide rows of users with k student outputs each (``texts[i]`` are user i's).
+
+    A user with one output is ``profile_row``. With several, the outputs vote as the teacher samples do
+    (core.voting: weight w(stated level), ``unknown`` abstains); the raw confidence (share x mean supporter
+    level / 5) goes through the saved calibrator to a level and a confidence (without one: confidence = raw,
+    level = ceil(5 x raw)). Evidence comes from the strongest supporter; the rationale from the output that
+    supports the winners with the most weight. The user's error is None when any output parsed, else the
+    first output's error.
+
+    >>> from conf_profile.core.taxonomy import taxonomy_from_dict
+    >>> tax = taxonomy_from_dict({"name": "t", "attributes": [{"name": "g", "description": "g", "values": [
+    ...     {"name": "m", "definition": "m"}, {"name": "f", "definition": "f"}]}]})
+    >>> out = lambda v, lv: '{"rationale": "%s", "g": {"value": "%s", "level": %d, "evidence": "e"}}' % (v, v, lv)
+    >>> row = consensus_rows(["u"], [[out("m", 5), out("f", 2), out("m", 5)]], tax, None)[0]
+    >>> row["g"], row["g_confidence"], row["g_level"], row["rationale"]
+    ('m', 0.8333, 5, 'm')
+    """
+    rows: list[dict[str, Any]] = [{} for _ in user_ids]
+    multi = [i for i, t in enumerate(texts) if len(t) != 1]
+    for i, t in enumerate(texts):
+        if len(t) == 1:
+            rows[i] = profile_row(user_ids[i], t[0], taxonomy, calibration)
+    if not multi:
+        return rows
+    n = len(multi)
+    parsed = [[parse_student_output(text, taxonomy) for text in texts[i]] for i in multi]
+    owner = np.array([j for j, outs in enumerate(parsed) for _ in outs], dtype=np.int64)
+    flat = [p for outs in parsed for p in outs]
+    support = np.zeros(len(flat))  # per output: weight behind the winners (rationale choice)
+    for j, i in enumerate(multi):
+        ok = [p for p in parsed[j] if p.error is None]
+        first_error = parsed[j][0].error if parsed[j] else "no_output"
+        rows[i] = {"user_id": user_ids[i], "rationale": "", "error": None if ok else first_error}
+    for attr in taxonomy.attribute_names:
+        values = taxonomy.attribute(attr).value_names
+        index, unknown = {v: k for k, v in enumerate(values)}, values.index(UNKNOWN)
+        pos, val, lev = [], [], []
+        for k, p in enumerate(flat):
+            jd = p.judgements.get(attr) if p.error is None else None
+            if jd is not None and jd.value in index:
+                pos.append(k)
+                val.append(index[jd.value])
+                lev.append(jd.confidence)
+        pos_a, val_a, lev_a = (np.array(x, dtype=np.int64) for x in (pos, val, lev))
+        users = owner[pos_a]
+        votes = vote(users, val_a, lev_a, np.ones(len(pos)), n, len(values), unknown, confidence_weights)
+        raw = votes.raw_confidence
+        if calibration is not None and attr in calibration.get("attributes", {}):
+            level, conf = calib.apply(calibration, attr, raw)
+        else:
+            level, conf = np.clip(np.ceil(raw * 5 - 1e-9), 1, 5).astype(np.int64), raw
+        agree = (val_a == votes.value[users]) & (val_a != unknown)
+        w = np.asarray(confidence_weights, dtype=np.float64)[lev_a - 1]
+        np.add.at(support, pos_a[agree], w[agree])
+        best = strongest(users[agree], lev_a[agree].astype(np.float64), n)
+        for j, i in enumerate(multi):
+            answered = votes.value[j] != unknown
+            evidence = flat[pos_a[agree][best[j]]].judgements[attr].evidence if answered and best[j] >= 0 else None
+            rows[i].update({
+                attr: values[votes.value[j]],
+                f"{attr}_confidence": round(float(conf[j]), 4) if answered else None,
+                f"{attr}_level": int(level[j]) if answered else None,
+                f"{attr}_evidence": evidence,
+            })  # fmt: skip
+    best_output = strongest(owner, support + np.array([p.error is None for p in flat]) * 1e-6, n)
+    for j, i in enumerate(multi):
+        k = best_output[j]
+        if k >= 0 and flat[k].error is None:
+            rows[i]["rationale"] = flat[k].rationale
+    return rows
 
 
 def profile_schema(taxonomy: Taxonomy, provenance: tuple[str, ...] = ()) -> pa.Schema:
