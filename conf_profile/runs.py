@@ -12,6 +12,7 @@ import os
 import platform
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -67,6 +68,24 @@ def record_stage(run_dir: str | Path, stage: str, entry: dict[str, Any], config:
         manifest["config"] = config
     manifest["versions"] = package_versions()
     manifest["host"] = {"python": platform.python_version(), "machine": platform.machine()}
+    _write(run_dir, manifest)
+
+
+def drop_stages(run_dir: str | Path, stages: Sequence[str]) -> None:
+    """Forget these stages' entries (they will run again)."""
+    manifest = read_manifest(run_dir)
+    if any(manifest.get("stages", {}).pop(s, None) is not None for s in list(stages)):
+        _write(run_dir, manifest)
+
+
+def record_run_info(run_dir: str | Path, info: dict[str, Any]) -> None:
+    """Run-level facts (taxonomy and prompt hashes) beside the stage entries."""
+    manifest = read_manifest(run_dir)
+    manifest.setdefault("run", {}).update(info)
+    _write(run_dir, manifest)
+
+
+def _write(run_dir: str | Path, manifest: dict[str, Any]) -> None:
     write_text_atomic(Path(run_dir) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
 
 

@@ -117,3 +117,12 @@ def test_load_config_exits_2_with_a_message(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         load_config(_args(overrides=[f"taxonomy.path={tmp_path / 'nope.yaml'}"]))
     assert "does not exist; set taxonomy.path" in capsys.readouterr().err
+
+
+def test_a_yaml_date_is_read_as_its_iso_string_and_bad_dates_are_named() -> None:
+    cfg = build(Config, overrides=["infer.date=2026-11-20"])
+    assert cfg.infer.date == "2026-11-20"
+    with pytest.raises(ConfigError, match="infer: date="):
+        build(Config, overrides=["infer.date=20-11-2026"])
+    with pytest.raises(ConfigError, match="temperature"):
+        build(Config, overrides=["infer.samples=3"])  # greedy k samples would repeat one output

@@ -16,6 +16,7 @@ Section(name='b', k=7)
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import types
 import typing
@@ -189,6 +190,8 @@ def _coerce_scalar(tp: Any, value: Any, key: str) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
+        if isinstance(value, datetime.date):  # YAML reads 2026-11-20 as a date
+            return value.isoformat()
         raise ConfigError(f"{key}={value!r}: expected a string")
     if isinstance(tp, type) and isinstance(value, tp):
         return value

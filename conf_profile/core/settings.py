@@ -6,6 +6,7 @@ Later stages add their sections here. Each section's ``validate()`` raises ``Val
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -273,6 +274,7 @@ class InferConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     temperature: float = 0.0  # greedy: a nightly refresh gives the same profile for the same document
     max_tokens: int = 1024  # a student output is ~250 tokens; the schema bounds it
+    date: str | None = None  # partition date YYYY-MM-DD of profiles/dt=DATE (None: today, UTC)
     samples: int = 1  # self-consistency: k outputs per user, confidence-weighted vote (needs temperature > 0)
     seed: int = 0  # base of the per-sample seeds (GPU; vLLM on CPU draws from the engine's seed)
     max_users: int = 0  # profile only the first N users by user_id (0 = all)
@@ -281,6 +283,8 @@ class InferConfig:
     def validate(self) -> None:
         if not 0.0 <= self.temperature <= 2.0 or self.max_tokens < 16 or self.max_users < 0:
             raise ValueError("temperature must be in [0, 2], max_tokens >= 16, max_users >= 0")
+        if self.date is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.date):
+            raise ValueError(f"date={self.date!r}: use YYYY-MM-DD")
         if not 1 <= self.samples <= 64:
             raise ValueError(f"samples={self.samples}: must be between 1 and 64")
         if self.samples > 1 and self.temperature == 0.0:

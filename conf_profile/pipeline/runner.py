@@ -1,4 +1,9 @@
-"""Run the stages in order, recording each in the run manifest; completed stages are skipped on a re-run."""
+"""Run the stages in order, recording each in the run manifest; completed stages are skipped on a re-run.
+
+``first``/``last`` (``jobs.pipeline --from/--to``) pick a range of stages. The stages before ``first`` must
+have completed in this run directory; ``first`` and the stages after it run again even when done (their
+manifest entries, and a training stage's checkpoints, are dropped first so nothing stale is resumed).
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,25 @@ from pathlib import Path
 from typing import Any
 
 from conf_profile.core.config import to_dict
+from conf_profile.core.labeling import prompt_version
 from conf_profile.core.settings import Config
+from conf_profile.core.student import student_prompt_version
+from conf_profile.core.taxonomy import load_taxonomy
 from conf_profile.pipeline import (
     aggregate,
     builtin_data,
     embedded_models,
     evaluate,
+    infer,
     ingest,
     label,
     train_rl,
     train_sft,
 )
-from conf_profile.runs import read_manifest, record_stage
+from conf_profile.runs import drop_stages, read_manifest, record_run_info, record_stage
 
 Stage = Callable[[Config, Path], dict[str, Any]]
-# Data-flow order. infer joins this list (before evaluate) when it is built.
+# Data-flow order.
 STAGES: tuple[tuple[str, Stage], ...] = (
     ("builtin_data", builtin_data.run),
     ("ingest", ingest.run),
@@ -32,22 +41,89 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("aggregate", aggregate.run),
     ("train_sft", train_sft.run),
     ("train_rl", train_rl.run),
+    ("infer", infer.run),
     ("evaluate", evaluate.run),
 )
+STAGE_NAMES = tuple(name for name, _ in STAGES)
 
 
-def run_pipeline(cfg: Config, run_dir: Path, stages: tuple[tuple[str, Stage], ...] = STAGES) -> dict[str, Any]:
-    done = read_manifest(run_dir).get("stages", {})
-    results: dict[str, Any] = {}
-    for name, stage in stages:
-        if done.get(name, {}).get("status") == "ok":
+class StageOrderError(ValueError):
+    """--from/--to name an unknown stage, an empty range, or a range whose earlier stages have not run."""
+
+
+def select(names: tuple[str, ...], done: set[str], first: str | None, last: str | None) -> tuple[int, int]:
+    """Indexes [start, stop] of the stages to consider; raises StageOrderError naming the fix.
+
+    >>> select(("a", "b", "c"), {"a"}, "b", None)
+    (1, 2)
+    """
+    for flag, name in (("--from", first), ("--to", last)):
+        if name is not None and name not in names:
+            raise StageOrderError(f"{flag} {name}: no such stage; stages are {', '.join(names)}")
+    start = names.index(first) if first else 0
+    stop = names.index(last) if last else len(names) - 1
+    if start > stop:
+        raise StageOrderError(f"--from {first} comes after --to {last}; stages run in the order {', '.join(names)}")
+    missing = [n for n in names[:start] if n not in done]
+    if missing:
+        raise StageOrderError(
+            f"--from {first}: the earlier stages {', '.join(missing)} have not completed in this run directory; "
+            f"run them first (e.g. --to {missing[-1]}) or give the run directory that has them"
+        )
+    return start, stop
+
+
+def run_pipeline(
+    cfg: Config,
+    run_dir: Path,
+    stages: tuple[tuple[str, Stage], ...] = STAGES,
+    first: str | None = None,
+    last: str | None = None,
+) -> dict[str, Any]:
+    names = tuple(name for name, _ in stages)
+    manifest = read_manifest(run_dir).get("stages", {})
+    done = {name for name, entry in manifest.items() if entry.get("status") == "ok"}
+    start, stop = select(names, done, first, last)
+    if first is not None:  # redo from here: what follows is stale
+        drop_stages(run_dir, names[start:])
+        for name in names[start : stop + 1]:
+            _clear_checkpoints(cfg, run_dir, name)
+        done -= set(names[start:])
+    taxonomy = load_taxonomy(cfg.taxonomy.path)
+    record_run_info(run_dir, {"taxonomy_version": taxonomy.version, "teacher_prompt_version": prompt_version(taxonomy),
+                              "student_prompt_version": student_prompt_version(taxonomy)})  # fmt: skip
+    results: dict[str, Any] = {name: manifest[name] for name in names[:start] if name in done}
+    for name, stage in stages[start : stop + 1]:
+        if name in done:
             print(f"pipeline: {name}: already done in {run_dir}, skipped", file=sys.stderr, flush=True)
-            results[name] = done[name]
+            results[name] = manifest[name]
             continue
         print(f"pipeline: {name}: running", file=sys.stderr, flush=True)
         started = time.monotonic()
-        entry = {**stage(cfg, run_dir), "status": "ok", "seconds": round(time.monotonic() - started, 1)}
+        try:
+            out = stage(cfg, run_dir)
+        except BaseException as exc:  # recorded for the operator, then raised as is
+            failed = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000],
+                      "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+            record_stage(run_dir, name, failed, to_dict(cfg))
+            raise
+        entry = {**out, "status": "ok", "seconds": round(time.monotonic() - started, 1)}
         record_stage(run_dir, name, entry, to_dict(cfg))
         print(f"pipeline: {name}: done in {entry['seconds']}s", file=sys.stderr, flush=True)
         results[name] = entry
     return results
+
+
+def _clear_checkpoints(cfg: Config, run_dir: Path, name: str) -> None:
+    """A forced training stage starts afresh: Ray Train would otherwise restore the finished run."""
+    settings = {"train_sft": cfg.train_sft, "train_rl": cfg.train_rl}.get(name)
+    if settings is None:
+        return
+    import pyarrow.fs as pafs
+
+    storage = settings.storage_path or str((run_dir / "checkpoints").resolve())
+    fs, path = pafs.FileSystem.from_uri(storage if "://" in storage else Path(storage).resolve().as_uri())
+    target = f"{path.rstrip('/')}/{name}"
+    if fs.get_file_info(target).type != pafs.FileType.NotFound:
+        print(f"pipeline: {name}: dropping the checkpoints of its previous run in {target}", file=sys.stderr)
+        fs.delete_dir(target)

@@ -1,0 +1,89 @@
+"""The whole pipeline as users run it (`python -m jobs.pipeline`, quick profile on the tiny model): every
+input user ends in profiles/ or rejects/, the tables match the contract, a re-run resumes, --from/--to
+redo a range, and re-running a date replaces its partition."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from conf_profile.core.profiles import LONG_COLUMNS, profile_schema
+from conf_profile.core.taxonomy import load_taxonomy
+from conf_profile.infer import PROVENANCE
+from conf_profile.pipeline.runner import STAGE_NAMES
+
+ROOT = Path(__file__).resolve().parents[1]
+DATE = "2026-11-20"
+
+
+def _pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = ["--config", "jobs/configs/quick.yaml", "--run-dir", str(run_dir), "--set", f"models.cache_dir={cache}",
+            "--set", f"infer.date={DATE}", *extra]  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.pipeline", *args], cwd=ROOT, capture_output=True, text=True, timeout=1500
+    )
+
+
+@pytest.mark.slow
+def test_quick_pipeline_end_to_end(tmp_path) -> None:
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    first = _pipeline(run_dir, cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert [s for s in STAGE_NAMES if manifest["stages"][s]["status"] == "ok"] == list(STAGE_NAMES)
+    assert set(manifest["run"]) >= {"taxonomy_version", "teacher_prompt_version", "student_prompt_version"}
+    assert manifest["stages"]["label"]["teachers"]["t"]["rows"] == 12
+
+    # Conservation: every user of the raw logs is profiled or rejected with a reason.
+    raw = pads.dataset(run_dir / "input" / "logs").to_table(columns=["user_id"])
+    input_users = {u for u in raw.column("user_id").to_pylist() if u}
+    profiles = pq.read_table(run_dir / "profiles" / f"dt={DATE}")
+    rejects = pq.read_table(run_dir / "rejects")
+    profiled = profiles.column("user_id").to_pylist()
+    rejected_users = set(rejects.filter(rejects["reason"] == "no_usable_events").column("user_id").to_pylist())
+    assert len(profiled) == len(set(profiled))  # one row per user
+    assert input_users == set(profiled) | rejected_users and not set(profiled) & rejected_users
+    assert len(input_users) == 30 and manifest["stages"]["infer"]["users"] == len(profiled)
+    assert "every input user accounted for" in first.stdout
+
+    # The contract's schema (DESIGN.md 1.7), provenance included; the long form beside it.
+    taxonomy = load_taxonomy()
+    assert profiles.schema.remove_metadata() == profile_schema(taxonomy, PROVENANCE)
+    assert set(profiles.column("taxonomy_version").to_pylist()) == {taxonomy.version}
+    assert set(profiles.column("run_id").to_pylist()) == {run_dir.name}
+    attributes = pq.read_table(run_dir / "profile_attributes" / f"dt={DATE}")
+    assert set(LONG_COLUMNS) <= set(attributes.column_names)
+    assert attributes.num_rows == len(profiled) * len(taxonomy.attribute_names)
+    student = manifest["stages"]["infer"]["student"]
+    assert student in manifest["stages"]["evaluate"]["stages"]  # the student is in the report
+    assert (run_dir / "report" / "index.html").exists() and student in first.stdout
+
+    # A re-run resumes: nothing is redone.
+    second = _pipeline(run_dir, cache)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert all(f"{s}: already done" in second.stderr for s in STAGE_NAMES)
+
+    # --from infer --to infer: the same date again replaces the partition, never duplicates it.
+    third = _pipeline(run_dir, cache, "--from", "infer", "--to", "infer")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "pipeline: infer: running" in third.stderr and "label: already done" in third.stderr
+    assert "evaluate" not in third.stderr.split("pipeline: infer: running")[1]
+    again = pq.read_table(run_dir / "profiles" / f"dt={DATE}")
+    assert sorted(again.column("user_id").to_pylist()) == sorted(profiled)
+    assert [p.name for p in (run_dir / "profiles").iterdir()] == [f"dt={DATE}"]
+    assert "evaluate" not in json.loads((run_dir / "manifest.json").read_text())["stages"]  # stale: dropped
+
+
+def test_from_and_to_are_checked_before_any_work(tmp_path) -> None:
+    res = _pipeline(tmp_path / "run", tmp_path / "cache", "--from", "aggregate")
+    assert res.returncode == 2 and "earlier stages builtin_data, ingest" in res.stderr
+    res = _pipeline(tmp_path / "run", tmp_path / "cache", "--to", "nope")
+    assert res.returncode == 2 and "--to nope: no such stage" in res.stderr
+    res = _pipeline(tmp_path / "run", tmp_path / "cache", "--from", "infer", "--to", "label")
+    assert res.returncode == 2 and "comes after" in res.stderr
