@@ -40,40 +40,63 @@ def run_infer(
 ) -> dict[str, Any]:
     """Profile the run's documents with ``model``; product tables for ``date`` (today by default), or
     ``predictions/<eval_name>/`` when an evaluation name is given."""
+    started = time.monotonic()
+    cal_file = run_dir / "calibration.json"
+    calibration = json.loads(cal_file.read_text(encoding="utf-8")) if cal_file.exists() else None
+    profiles, entry = profile_users(cfg, _documents(run_dir, cfg), model, calibration, run_dir.name)
+    taxonomy = load_taxonomy(cfg.taxonomy.path)
+    if eval_name:
+        replace_folder(run_dir / "predictions" / eval_name, {"part-0.parquet": long_form(profiles, taxonomy)})
+        entry["predictions"] = str(run_dir / "predictions" / eval_name)
+    else:
+        date = date or datetime.now(UTC).date().isoformat()
+        entry.update({"date": date, "profiles": str(write_profiles(run_dir, date, profiles, taxonomy))})
+    entry["seconds"] = round(time.monotonic() - started, 1)
+    return entry
+
+
+def check_model(model: str) -> str:
+    if not (Path(model) / "config.json").exists():
+        raise FileNotFoundError(f"--model {model}: not a model folder (run jobs.train_sft or jobs.train_rl first)")
+    return str(Path(model).resolve())  # engine actors may run in another working directory
+
+
+def profile_users(
+    cfg: Config, docs: pa.Table, model: str, calibration: dict | None, run_id: str
+) -> tuple[pa.Table, dict[str, Any]]:
+    """The profile rows (one per user of ``docs``: user_id, document) and the manifest facts."""
     import ray
 
     from conf_profile.raycluster import init_ray
 
-    started = time.monotonic()
-    if not (Path(model) / "config.json").exists():
-        raise FileNotFoundError(f"--model {model}: not a model folder (run jobs.train_sft or jobs.train_rl first)")
-    model = str(Path(model).resolve())  # engine actors may run in another working directory
+    model = check_model(model)
     taxonomy = load_taxonomy(cfg.taxonomy.path)
-    docs = _documents(run_dir, cfg)
-    cal_file = run_dir / "calibration.json"
-    calibration = json.loads(cal_file.read_text(encoding="utf-8")) if cal_file.exists() else None
     init_ray(cfg.ray)
     device = engine_device(cfg.infer.engine, ray.cluster_resources())
-    provenance = {"model": str(model), "taxonomy_version": taxonomy.version, "run_id": run_dir.name,
+    provenance = {"model": model, "taxonomy_version": taxonomy.version, "run_id": run_id,
                   "generated_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
     profiles, n_outputs = _generate(docs, model, taxonomy, calibration, provenance, cfg, device)
     errors = int(pc.sum(pc.is_valid(profiles.column("error"))).as_py() or 0)
     cal_name = "calibration.json" if calibration else "none (confidence = level / 5)"
-    entry: dict[str, Any] = {"users": profiles.num_rows, "parse_errors": errors, "device": device, "model": str(model),
+    entry: dict[str, Any] = {"users": profiles.num_rows, "parse_errors": errors, "device": device, "model": model,
                              "calibration": cal_name, "samples": cfg.infer.samples, "outputs": n_outputs}  # fmt: skip
-    if eval_name:
-        _replace_folder(run_dir / "predictions" / eval_name, {"part-0.parquet": long_form(profiles, taxonomy)})
-        entry["predictions"] = str(run_dir / "predictions" / eval_name)
-    else:
-        date = date or datetime.now(UTC).date().isoformat()
-        _replace_folder(run_dir / "profiles" / f"dt={date}", {"part-0.parquet": profiles})
-        attributes = long_form(profiles, taxonomy)
-        for column in PROVENANCE:
-            attributes = attributes.append_column(column, pa.array([provenance[column]] * attributes.num_rows))
-        _replace_folder(run_dir / "profile_attributes" / f"dt={date}", {"part-0.parquet": attributes})
-        entry.update({"date": date, "profiles": str(run_dir / "profiles" / f"dt={date}")})
-    entry["seconds"] = round(time.monotonic() - started, 1)
-    return entry
+    return profiles, entry
+
+
+def write_profiles(root: Path, date: str, profiles: pa.Table, taxonomy: Taxonomy) -> Path:
+    """``root/profiles/dt=DATE/`` and ``root/profile_attributes/dt=DATE/`` (long form with provenance), each
+    replaced atomically."""
+    replace_folder(root / "profiles" / f"dt={date}", {"part-0.parquet": profiles})
+    attributes = long_form(profiles, taxonomy)
+    for column in PROVENANCE:
+        attributes = attributes.append_column(column, _repeat(profiles.column(column), taxonomy))
+    replace_folder(root / "profile_attributes" / f"dt={date}", {"part-0.parquet": attributes})
+    return root / "profiles" / f"dt={date}"
+
+
+def _repeat(column: pa.ChunkedArray, taxonomy: Taxonomy) -> pa.ChunkedArray:
+    """A per-user column aligned with long_form's rows (attribute-major)."""
+    return pa.chunked_array([chunk for _ in taxonomy.attribute_names for chunk in column.chunks], column.type)
 
 
 def _documents(run_dir: Path, cfg: Config) -> pa.Table:
@@ -153,7 +176,7 @@ def _profiles(
     return pa.Table.from_pylist(rows, schema=profile_schema(taxonomy, PROVENANCE))
 
 
-def _replace_folder(folder: Path, files: dict[str, pa.Table]) -> None:
+def replace_folder(folder: Path, files: dict[str, pa.Table]) -> None:
     """Write into a sibling temp folder, then swap it in (two renames: the partition is missing for that
     instant, never half-written or duplicated)."""
     tmp = folder.with_name(f".{folder.name}.tmp")

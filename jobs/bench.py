@@ -3,6 +3,7 @@
     python -m jobs.bench ingest --users 100000 [--seed 0] [--bad-fraction 0.02] [--data DIR]
     python -m jobs.bench ingest-grouping --users 100000   # hash partitioning vs Ray Data groupby
     python -m jobs.bench label --users 100 [--samples 1] [--model demo]   # Ray job vs raw vllm.LLM
+    python -m jobs.bench infer --users 100 [--model demo|DIR]             # Ray job vs raw vllm.LLM
 
 ingest: generates the built-in logs (cached under runs/bench/), runs the single-process pyarrow ingest and
 the Ray ingest job on the same files, each in its own process, checks that both wrote the same documents
@@ -153,8 +154,40 @@ def bench_label(args: argparse.Namespace) -> None:
     print(f"raw vLLM prefix-cache hit rate: {raw['prefix_cache_hit_rate']:.2f}")
 
 
+def bench_infer(args: argparse.Namespace) -> None:
+    """The infer job (Ray Data LLM, student prompt and schema, greedy) against plain vllm.LLM.chat on the same
+    prompts with the same engine settings, each in its own process; users/s over each whole run."""
+    from conf_profile.ingest_local import run_ingest_local
+    from conf_profile.models import resolve_model
+
+    work = Path("runs/bench") / f"infer-{args.users}"
+    shutil.rmtree(work, ignore_errors=True)
+    write_dataset(work / "in", args.users, seed=args.seed, bad_fraction=0.0, files=1)
+    run_ingest_local(IngestConfig(), str(work / "in" / "logs"), work)
+    model = str(resolve_model(args.model, None))
+    py = sys.executable
+    ray_run = run_measured([py, "-m", "jobs.infer", "--run-dir", str(work), "--model", model, "--date", "2000-01-01",
+                            *(f"--set={o}" for o in args.overrides)])  # fmt: skip
+    raw_run = run_measured([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
+                            "--kind", "infer"])  # fmt: skip
+    for name, m in (("ray job", ray_run), ("raw vllm", raw_run)):
+        if m.returncode != 0:
+            sys.exit(f"bench: {name} failed:\n{m.output[-3000:]}")
+    profiles = pq.read_table(work / "profiles" / "dt=2000-01-01", columns=["user_id", "error"])
+    raw = json.loads(raw_run.output.strip().splitlines()[-1])
+    print(f"\ninfer benchmark: {args.users} users, model {args.model} {args.overrides}")
+    print(f"{'':34s} {'seconds':>8s} {'users/s':>8s} {'out tokens':>10s}")
+    rows = (("ray job (jobs.infer), whole run", ray_run.seconds, "-"),
+            ("raw vllm.LLM, whole run", raw_run.seconds, raw["tokens"]),
+            ("raw vllm.LLM, generation only", raw["seconds"], raw["tokens"]))  # fmt: skip
+    for name, seconds, tokens in rows:
+        print(f"{name:34s} {seconds:8.1f} {args.users / seconds:8.2f} {tokens!s:>10s}")
+    print(f"ratio ray/raw users/s (whole runs): {raw_run.seconds / ray_run.seconds:.2f}")
+    print(f"profiles written: {profiles.num_rows}/{args.users} users, {profiles.column('error').null_count} parsed")
+
+
 def _raw_vllm(args: argparse.Namespace) -> None:
-    """Label the same documents with plain vllm.LLM (same settings as conf_profile.label on CPU)."""
+    """Label (or profile, --kind infer) the same documents with plain vllm.LLM (the jobs' settings on CPU)."""
     import os
     import time
 
@@ -164,24 +197,27 @@ def _raw_vllm(args: argparse.Namespace) -> None:
     from vllm.sampling_params import StructuredOutputsParams
 
     from conf_profile.core.labeling import output_schema, teacher_messages
-    from conf_profile.core.settings import EngineConfig, TeacherConfig
+    from conf_profile.core.settings import EngineConfig, InferConfig, TeacherConfig
+    from conf_profile.core.student import student_messages, student_schema
     from conf_profile.core.taxonomy import load_taxonomy
     from conf_profile.models import resolve_model
 
     taxonomy, engine, teacher = load_taxonomy(), EngineConfig(), TeacherConfig()
     docs = pq.read_table(args.run_dir / "documents", columns=["user_id", "document"]).sort_by("user_id")
-    conversations = [
-        teacher_messages(taxonomy, d) for d in docs.column("document").to_pylist() for _ in range(args.samples)
-    ]
+    messages, schema = (student_messages, student_schema) if args.kind == "infer" else (teacher_messages, output_schema)
+    conversations = [messages(taxonomy, d) for d in docs.column("document").to_pylist() for _ in range(args.samples)]
     llm = LLM(model=str(resolve_model(args.model, None)), max_model_len=engine.max_model_len, dtype="bfloat16",
               enforce_eager=engine.enforce_eager, enable_prefix_caching=True, seed=0, disable_log_stats=False,
               structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True})  # fmt: skip
-    params = SamplingParams(
-        temperature=teacher.temperature,
-        top_p=teacher.top_p,
-        max_tokens=teacher.max_tokens,
-        structured_outputs=StructuredOutputsParams(json=json.dumps(output_schema(taxonomy))),
-    )
+    structured = StructuredOutputsParams(json=json.dumps(schema(taxonomy)))
+    if args.kind == "infer":
+        infer = InferConfig()
+        params = SamplingParams(
+            temperature=infer.temperature, max_tokens=infer.max_tokens, structured_outputs=structured
+        )
+    else:
+        params = SamplingParams(temperature=teacher.temperature, top_p=teacher.top_p, max_tokens=teacher.max_tokens,
+                                structured_outputs=structured)  # fmt: skip
     started = time.monotonic()
     outputs = llm.chat(conversations, params, use_tqdm=False)
     seconds = time.monotonic() - started
@@ -242,11 +278,18 @@ def main(argv: list[str] | None = None) -> None:
     raw.add_argument("--run-dir", type=Path, required=True)
     raw.add_argument("--model", default="demo")
     raw.add_argument("--samples", type=int, default=1)
+    raw.add_argument("--kind", choices=("label", "infer"), default="label")
+    infer = sub.add_parser("infer", help="Ray infer job vs plain vllm.LLM on the same prompts")
+    infer.add_argument("--users", type=int, default=100)
+    infer.add_argument("--model", default="demo", help="demo, tiny, or a student model folder (e.g. runs/X/models/sft)")
+    infer.add_argument("--seed", type=int, default=0)
+    infer.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                       help="extra config for the Ray job, e.g. infer.engine.batch_size=32")  # fmt: skip
     variant = sub.add_parser("_groupby-variant", help=argparse.SUPPRESS)
     variant.add_argument("--logs", type=Path, required=True)
     variant.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    commands = {"ingest": bench_ingest, "ingest-grouping": bench_grouping, "label": bench_label,
+    commands = {"ingest": bench_ingest, "ingest-grouping": bench_grouping, "label": bench_label, "infer": bench_infer,
                 "_raw-vllm": _raw_vllm, "_groupby-variant": _groupby_variant}  # fmt: skip
     commands[args.what](args)
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -46,7 +47,7 @@ def test_quick_pipeline_end_to_end(tmp_path) -> None:
     profiles = pq.read_table(run_dir / "profiles" / f"dt={DATE}")
     rejects = pq.read_table(run_dir / "rejects")
     profiled = profiles.column("user_id").to_pylist()
-    rejected_users = set(rejects.filter(rejects["reason"] == "no_usable_events").column("user_id").to_pylist())
+    rejected_users = set(rejects.filter(pc.equal(rejects["reason"], "no_usable_events"))["user_id"].to_pylist())
     assert len(profiled) == len(set(profiled))  # one row per user
     assert input_users == set(profiled) | rejected_users and not set(profiled) & rejected_users
     assert len(input_users) == 30 and manifest["stages"]["infer"]["users"] == len(profiled)
@@ -72,8 +73,8 @@ def test_quick_pipeline_end_to_end(tmp_path) -> None:
     # --from infer --to infer: the same date again replaces the partition, never duplicates it.
     third = _pipeline(run_dir, cache, "--from", "infer", "--to", "infer")
     assert third.returncode == 0, third.stderr[-3000:]
-    assert "pipeline: infer: running" in third.stderr and "label: already done" in third.stderr
-    assert "evaluate" not in third.stderr.split("pipeline: infer: running")[1]
+    ran = [line.split(":")[1].strip() for line in third.stderr.splitlines() if line.endswith(": running")]
+    assert ran == ["infer"]
     again = pq.read_table(run_dir / "profiles" / f"dt={DATE}")
     assert sorted(again.column("user_id").to_pylist()) == sorted(profiled)
     assert [p.name for p in (run_dir / "profiles").iterdir()] == [f"dt={DATE}"]

@@ -293,6 +293,24 @@ class InferConfig:
 
 
 @dataclass
+class NightlyConfig:
+    """``jobs.nightly``: the refresh of users with new activity, published only when the quality gates pass."""
+
+    root: str = "nightly"  # the table store: profiles/, profile_attributes/, profiles_latest/, rejects/, watermark.json
+    max_parse_failure_rate: float = 0.05  # share of users whose output did not parse
+    max_abstain_rate: float = 0.95  # share of attribute cells left unknown (parsed users)
+    max_drift: float = 0.25  # total variation distance of any attribute's value distribution vs the previous night
+    min_users_for_drift: int = 50  # smaller nights (or previous nights) skip the drift gate: they move by chance
+
+    def validate(self) -> None:
+        for name in ("max_parse_failure_rate", "max_abstain_rate", "max_drift"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be in [0, 1]")
+        if self.min_users_for_drift < 1:
+            raise ValueError(f"min_users_for_drift={self.min_users_for_drift}: must be at least 1")
+
+
+@dataclass
 class RayConfig:
     """How to reach Ray. Under ``ray job submit`` (RAY_ADDRESS set) the job joins that cluster and these
     local settings are ignored; otherwise a local Ray starts on this machine with them."""
@@ -326,3 +344,4 @@ class Config:
     train_sft: TrainSftConfig = field(default_factory=TrainSftConfig)
     train_rl: TrainRlConfig = field(default_factory=TrainRlConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    nightly: NightlyConfig = field(default_factory=NightlyConfig)

@@ -1,0 +1,116 @@
+"""The nightly refresh's decisions: which activity is new (the watermark) and whether a partition may be
+published (quality gates).
+
+Watermark: the state file holds the newest event time of the last published night, the date it was
+published for and the watermark that night started from. A night selects the users whose newest event is
+later than the watermark. Re-running the last published date starts again from that date's own starting
+point (the same users, its partition replaced); a date before the last published one is refused.
+
+Quality gates: a partition is published only when its profiles pass.
+
+Stats of a partition: users, parse-failure rate (share of users whose output did not parse), abstain rate
+(share of attribute cells left ``unknown`` among parsed users) and, per attribute, the distribution of
+values (``unknown`` included). Drift between two partitions is the total variation distance of those
+distributions (half the L1 distance: 0 = identical, 1 = disjoint), the largest over attributes; it is
+checked only when both partitions have at least ``min_users_for_drift`` users, because small partitions
+move by chance.
+
+>>> cur = {"users": 4, "parse_failure_rate": 0.25, "abstain_rate": 0.5, "distribution": {"g": {"m": 1.0}}}
+>>> prev = {"users": 4, "parse_failure_rate": 0.0, "abstain_rate": 0.5, "distribution": {"g": {"f": 1.0}}}
+>>> check_gates(cur, prev, max_parse_failure_rate=0.1, max_abstain_rate=0.9, max_drift=0.3, min_users_for_drift=1)
+['parse-failure rate 0.250 > 0.100', 'label drift 1.000 > 0.300 (attribute g)']
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from conf_profile.core.taxonomy import UNKNOWN
+
+
+def partition_stats(rows: list[dict[str, Any]], attributes: tuple[str, ...]) -> dict[str, Any]:
+    """Stats of profile rows (the wide form: ``error`` and one column per attribute).
+
+    >>> partition_stats([{"error": None, "g": "m"}, {"error": None, "g": "unknown"}, {"error": "x", "g": "unknown"}],
+    ...                 ("g",))
+    {'users': 3, 'parse_failure_rate': 0.3333, 'abstain_rate': 0.5, 'distribution': {'g': {'m': 0.5, 'unknown': 0.5}}}
+    """
+    parsed = [r for r in rows if r.get("error") is None]
+    cells = len(parsed) * len(attributes)
+    abstained = sum(1 for r in parsed for a in attributes if r.get(a) == UNKNOWN)
+    distribution = {}
+    for a in attributes:
+        counts = Counter(r.get(a) for r in parsed)
+        distribution[a] = {v: round(c / len(parsed), 4) for v, c in sorted(counts.items())} if parsed else {}
+    return {
+        "users": len(rows),
+        "parse_failure_rate": round((len(rows) - len(parsed)) / len(rows), 4) if rows else 0.0,
+        "abstain_rate": round(abstained / cells, 4) if cells else 0.0,
+        "distribution": distribution,
+    }
+
+
+def drift(current: dict[str, dict[str, float]], previous: dict[str, dict[str, float]]) -> tuple[float, str | None]:
+    """(largest total variation distance over the attributes both have, that attribute).
+
+    >>> drift({"g": {"m": 0.5, "f": 0.5}}, {"g": {"m": 1.0}})
+    (0.5, 'g')
+    """
+    worst, where = 0.0, None
+    for a in sorted(set(current) & set(previous)):
+        p, q = current[a], previous[a]
+        if not p or not q:
+            continue
+        tv = round(sum(abs(p.get(v, 0.0) - q.get(v, 0.0)) for v in set(p) | set(q)) / 2, 4)
+        if tv > worst:
+            worst, where = tv, a
+    return worst, where
+
+
+def check_gates(
+    current: dict[str, Any],
+    previous: dict[str, Any] | None,
+    max_parse_failure_rate: float,
+    max_abstain_rate: float,
+    max_drift: float,
+    min_users_for_drift: int,
+) -> list[str]:
+    """The failed gates, each as a short reason (empty: publish). A partition without users passes."""
+    failures: list[str] = []
+    if current["users"] == 0:
+        return failures
+    if current["parse_failure_rate"] > max_parse_failure_rate:
+        failures.append(f"parse-failure rate {current['parse_failure_rate']:.3f} > {max_parse_failure_rate:.3f}")
+    if current["abstain_rate"] > max_abstain_rate:
+        failures.append(f"abstain rate {current['abstain_rate']:.3f} > {max_abstain_rate:.3f}")
+    if previous and min(current["users"], previous["users"]) >= min_users_for_drift:
+        tv, attribute = drift(current["distribution"], previous["distribution"])
+        if tv > max_drift:
+            failures.append(f"label drift {tv:.3f} > {max_drift:.3f} (attribute {attribute})")
+    return failures
+
+
+class WatermarkError(ValueError):
+    """The date cannot run against this watermark state (the message names the fix)."""
+
+
+def watermark_since(state: dict[str, Any] | None, date: str) -> str | None:
+    """The event time (ISO string) after which activity counts as new for ``date``; None = everything.
+
+    >>> state = {"date": "2026-11-02", "last_event_time": "2026-11-02T23:00", "since": "2026-11-01T22:00"}
+    >>> watermark_since(None, "2026-11-01") is None
+    True
+    >>> watermark_since(state, "2026-11-03"), watermark_since(state, "2026-11-02")
+    ('2026-11-02T23:00', '2026-11-01T22:00')
+    """
+    if not state:
+        return None
+    if date > state["date"]:
+        return state["last_event_time"]
+    if date == state["date"]:
+        return state.get("since")
+    raise WatermarkError(
+        f"--date {date} is before the last published date {state['date']}: the watermark has moved past it "
+        "(re-run the last date, or a later one; a backfill needs its own --out)"
+    )

@@ -1,0 +1,138 @@
+"""The nightly refresh: users with new activity since the watermark are profiled again, and their rows are
+published only when the quality gates pass (conf_profile.core.nightly).
+
+The table store (``nightly.root``) holds:
+- ``profiles/dt=DATE/``, ``profile_attributes/dt=DATE/``: the night's re-profiled users (as jobs.infer);
+- ``profiles_latest/``: the latest row of every user ever profiled;
+- ``rejects/dt=DATE/``: the night's unusable rows and users, with reasons (jobs.ingest);
+- ``watermark.json``: the newest event time published, the date, and where that night started from;
+- ``work/dt=DATE/``: the night's manifest and ``gates.json`` (the stats and the gate decision).
+
+Order of the publish: the date's partitions, then ``profiles_latest``, then the watermark; each is swapped in
+atomically. A night that dies in between is re-run for the same date: it starts from the same watermark,
+selects the same users and replaces what it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from conf_profile.core.config import to_dict
+from conf_profile.core.nightly import check_gates, partition_stats, watermark_since
+from conf_profile.core.settings import Config
+from conf_profile.core.taxonomy import load_taxonomy
+from conf_profile.infer import check_model, profile_users, replace_folder, write_profiles
+from conf_profile.runs import record_stage, write_text_atomic
+
+WATERMARK = "watermark.json"
+
+
+class GateFailure(RuntimeError):
+    """A quality gate failed: nothing was published."""
+
+
+def default_calibration(model: str) -> Path | None:
+    """The calibration.json of the run that trained ``model`` (``<run>/models/<name>``), when there is one."""
+    candidate = Path(model).resolve().parent.parent / "calibration.json"
+    return candidate if candidate.exists() else None
+
+
+def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file: str | None = None) -> dict[str, Any]:
+    started = time.monotonic()
+    root = Path(cfg.nightly.root)
+    state = _read_json(root / WATERMARK)
+    since = watermark_since(state, date)  # WatermarkError before any work
+    model = check_model(model)
+    cal_path = Path(calibration_file) if calibration_file else default_calibration(model)
+    if cal_path is not None and not cal_path.exists():
+        raise FileNotFoundError(f"--calibration {cal_path} does not exist")
+    calibration = _read_json(cal_path) if cal_path else None
+    taxonomy = load_taxonomy(cfg.taxonomy.path)
+    work = root / "work" / f"dt={date}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+
+    from conf_profile.ingest import run_ingest
+
+    ingest = run_ingest(cfg.ingest, logs, work, cfg.ray)
+    record_stage(work, "ingest", {**ingest, "status": "ok"}, to_dict(cfg))
+    docs = pq.read_table(work / "documents", columns=["user_id", "document", "last_event_time"]).sort_by("user_id")
+    newest = pc.max(docs.column("last_event_time")).as_py() if docs.num_rows else None
+    if since is not None:
+        cutoff = pa.scalar(datetime.fromisoformat(since), pa.timestamp("ms", tz="UTC"))
+        docs = docs.filter(pc.greater(docs.column("last_event_time"), cutoff))
+    _log(f"{date}: {docs.num_rows:,} of {ingest['users_out']:,} users have activity after "
+         f"{since or 'the beginning (first night)'}")  # fmt: skip
+
+    profiles, entry = profile_users(cfg, docs.select(["user_id", "document"]), model, calibration, f"nightly-{date}")
+    previous = _previous_partition(root, date)
+    columns = ["error", *taxonomy.attribute_names]
+    stats = partition_stats(profiles.select(columns).to_pylist(), taxonomy.attribute_names)
+    prev_stats = partition_stats(previous.select(columns).to_pylist(), taxonomy.attribute_names) if previous else None
+    n = cfg.nightly
+    failures = check_gates(stats, prev_stats, n.max_parse_failure_rate, n.max_abstain_rate, n.max_drift,
+                           n.min_users_for_drift)  # fmt: skip
+    gates = {"date": date, "since": since, "stats": stats, "previous": prev_stats, "failures": failures,
+             "thresholds": to_dict(n), "published": not failures}  # fmt: skip
+    write_text_atomic(work / "gates.json", json.dumps(gates, indent=2, default=str) + "\n")
+    if failures:
+        record_stage(work, "nightly", {**entry, "status": "gate_failed", "failures": failures}, to_dict(cfg))
+        raise GateFailure(f"{date}: quality gates failed, nothing published: {'; '.join(failures)} "
+                          f"(details in {work / 'gates.json'})")  # fmt: skip
+
+    write_profiles(root, date, profiles, taxonomy)
+    replace_folder(root / "rejects" / f"dt={date}", {"part-0.parquet": pq.read_table(work / "rejects")})
+    latest = _update_latest(root, profiles)
+    mark = state["last_event_time"] if state and date > state["date"] else since
+    if newest is not None and (mark is None or newest > datetime.fromisoformat(mark)):
+        mark = newest.isoformat()
+    watermark = {"date": date, "since": since, "last_event_time": mark, "users": profiles.num_rows,
+                 "published_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+    write_text_atomic(root / WATERMARK, json.dumps(watermark, indent=2) + "\n")
+    shutil.rmtree(work / "documents", ignore_errors=True)  # the night's copy of the documents is not kept
+    entry.update({"date": date, "since": since, "watermark": mark, "users_active": profiles.num_rows,
+                  "users_in_logs": ingest["users_out"], "users_rejected": ingest["users_rejected"],
+                  "latest_users": latest, "gates": stats, "root": str(root),
+                  "seconds": round(time.monotonic() - started, 1)})  # fmt: skip
+    record_stage(work, "nightly", {**entry, "status": "ok"}, to_dict(cfg))
+    return entry
+
+
+def _previous_partition(root: Path, date: str) -> pa.Table | None:
+    folder = root / "profiles"
+    dates = (
+        sorted(p.name for p in folder.glob("dt=*") if p.is_dir() and p.name < f"dt={date}") if folder.is_dir() else []
+    )
+    return pq.read_table(folder / dates[-1]) if dates else None
+
+
+def _update_latest(root: Path, profiles: pa.Table) -> int:
+    """profiles_latest = the previous latest rows of users not in this night, plus this night's rows."""
+    folder = root / "profiles_latest"
+    parts = [profiles]
+    if folder.is_dir():
+        old = pq.read_table(folder)
+        if old.schema.remove_metadata() != profiles.schema.remove_metadata():
+            raise ValueError(f"{folder} has another schema (taxonomy changed?): move it away to start a new table")
+        keep = pc.invert(pc.is_in(old.column("user_id"), value_set=profiles.column("user_id")))
+        parts.insert(0, old.filter(keep))
+    latest = pa.concat_tables(parts).sort_by("user_id")
+    replace_folder(folder, {"part-0.parquet": latest})
+    return latest.num_rows
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _log(message: str) -> None:
+    print(f"nightly: {message}", flush=True)

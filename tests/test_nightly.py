@@ -1,0 +1,130 @@
+"""The nightly refresh: the pure decisions (watermark, gates) and the job on the tiny model across nights."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from conf_profile.core.nightly import WatermarkError, check_gates, drift, partition_stats, watermark_since
+
+ROOT = Path(__file__).resolve().parents[1]
+GATES = {"max_parse_failure_rate": 0.1, "max_abstain_rate": 0.9, "max_drift": 0.3, "min_users_for_drift": 2}
+
+
+def test_stats_count_parse_failures_per_user_and_abstentions_per_parsed_cell() -> None:
+    rows = [{"error": None, "a": "x", "b": "unknown"}, {"error": None, "a": "y", "b": "unknown"},
+            {"error": "not_json", "a": "unknown", "b": "unknown"}]  # fmt: skip
+    stats = partition_stats(rows, ("a", "b"))
+    assert stats["users"] == 3 and stats["parse_failure_rate"] == 0.3333 and stats["abstain_rate"] == 0.5
+    assert stats["distribution"] == {"a": {"x": 0.5, "y": 0.5}, "b": {"unknown": 1.0}}
+    assert partition_stats([], ("a",)) == {"users": 0, "parse_failure_rate": 0.0, "abstain_rate": 0.0,
+                                           "distribution": {"a": {}}}  # fmt: skip
+
+
+def test_drift_is_the_largest_total_variation_over_shared_attributes() -> None:
+    assert drift({"a": {"x": 1.0}}, {"a": {"x": 1.0}}) == (0.0, None)
+    assert drift({"a": {"x": 0.6, "y": 0.4}, "b": {"z": 1.0}}, {"a": {"x": 0.4, "y": 0.6}, "b": {"w": 1.0}}) == (
+        1.0,
+        "b",
+    )
+    assert drift({"a": {"x": 1.0}}, {"c": {"x": 1.0}}) == (0.0, None)  # nothing in common: no evidence of drift
+
+
+def test_gates_pass_fail_and_skip_drift_on_small_partitions() -> None:
+    ok = {"users": 10, "parse_failure_rate": 0.1, "abstain_rate": 0.9, "distribution": {"a": {"x": 1.0}}}
+    assert check_gates(ok, None, **GATES) == []  # at the thresholds: pass
+    bad = {**ok, "parse_failure_rate": 0.2, "abstain_rate": 0.95, "distribution": {"a": {"y": 1.0}}}
+    assert check_gates(bad, ok, **GATES) == ["parse-failure rate 0.200 > 0.100", "abstain rate 0.950 > 0.900",
+                                             "label drift 1.000 > 0.300 (attribute a)"]  # fmt: skip
+    assert check_gates({**bad, "users": 1}, ok, **GATES)[-1].startswith("abstain")  # 1 user < 2: no drift gate
+    assert check_gates({**bad, "users": 0}, ok, **GATES) == []  # a night without new activity publishes nothing new
+
+
+def test_watermark_selection_for_next_same_and_earlier_dates() -> None:
+    state = {"date": "2026-11-02", "last_event_time": "2026-11-02T20:00:00+00:00", "since": None}
+    assert watermark_since(None, "2026-11-01") is None
+    assert watermark_since(state, "2026-11-03") == "2026-11-02T20:00:00+00:00"
+    assert watermark_since(state, "2026-11-02") is None  # the same date again: the same starting point
+    with pytest.raises(WatermarkError, match="before the last published date"):
+        watermark_since(state, "2026-11-01")
+
+
+def _nightly(out: Path, logs: Path, date: str, model: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = ["--logs", str(logs), "--date", date, "--model", str(model), "--out", str(out), "--set",
+            "infer.max_tokens=600", "--set", "nightly.max_parse_failure_rate=1", "--set", "nightly.max_abstain_rate=1",
+            "--set", "nightly.max_drift=1", *extra]  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "jobs.nightly", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def _day_two(day1: Path, day2: Path, users: list[str]) -> None:
+    """Day 1's logs plus one new event (a day after the newest) for each of ``users``."""
+    logs = pads.dataset(day1).to_table()
+    newest = max(t for t in logs.column("event_time").to_pylist() if t and t.startswith("20"))
+    later = newest[:8] + f"{int(newest[8:10]) + 1:02d}" + newest[10:] if newest[8:10] < "28" else newest
+    rows = []
+    for u in users:
+        row = next(r for r in logs.to_pylist() if r["user_id"] == u and r["event_type"] == "search")
+        rows.append({**row, "event_id": f"e_new_{u}", "event_time": later})
+    day2.mkdir(parents=True)
+    pq.write_table(logs, day2 / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=logs.schema), day2 / "part-1.parquet")
+
+
+@pytest.mark.slow
+def test_two_nights_reprofile_only_changed_users_and_a_failed_gate_publishes_nothing(tmp_path) -> None:
+    from conf_profile.models import tiny_model_dir
+    from conf_profile.synthetic.dataset import write_dataset
+
+    model = tiny_model_dir(tmp_path / "cache")
+    write_dataset(tmp_path / "data", users=8, seed=3, files=1)
+    day1, day2, out = tmp_path / "data" / "logs", tmp_path / "day2", tmp_path / "store"
+
+    first = _nightly(out, day1, "2026-11-01", model)
+    assert first.returncode == 0, first.stderr[-3000:]
+    night1 = pq.read_table(out / "profiles" / "dt=2026-11-01")
+    users = sorted(night1.column("user_id").to_pylist())
+    assert len(users) == 8 and pq.read_table(out / "profiles_latest").num_rows == 8
+    mark1 = json.loads((out / "watermark.json").read_text())
+
+    changed = users[:2]
+    _day_two(day1, day2, changed)
+    second = _nightly(out, day2, "2026-11-02", model)
+    assert second.returncode == 0, second.stderr[-3000:]
+    night2 = pq.read_table(out / "profiles" / "dt=2026-11-02")
+    assert sorted(night2.column("user_id").to_pylist()) == changed  # only users with new activity
+    latest = pq.read_table(out / "profiles_latest")
+    assert sorted(latest.column("user_id").to_pylist()) == users  # one row per user
+    runs = dict(zip(latest.column("user_id").to_pylist(), latest.column("run_id").to_pylist(), strict=True))
+    assert {u for u, r in runs.items() if r == "nightly-2026-11-02"} == set(changed)
+    mark2 = json.loads((out / "watermark.json").read_text())
+    assert mark2["last_event_time"] > mark1["last_event_time"] and mark2["since"] == mark1["last_event_time"]
+
+    # The same date again: the same users, the partition replaced (no duplicates), latest unchanged in size.
+    again = _nightly(out, day2, "2026-11-02", model)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(pq.read_table(out / "profiles" / "dt=2026-11-02").column("user_id").to_pylist()) == changed
+    assert pq.read_table(out / "profiles_latest").num_rows == 8
+
+    # A forced gate failure (outputs cut at 16 tokens never parse): exit 3, nothing published.
+    _day_two(day2, tmp_path / "day3", users[2:3])
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} | {
+        out / "watermark.json": (out / "watermark.json").stat().st_mtime_ns}  # fmt: skip
+    failed = _nightly(out, tmp_path / "day3", "2026-11-03", model, "--set", "infer.max_tokens=16", "--set",
+                      "nightly.max_parse_failure_rate=0.5")  # fmt: skip
+    assert failed.returncode == 3, failed.stderr[-3000:]
+    assert "parse-failure rate 1.000 > 0.500" in failed.stderr and "nothing published" in failed.stderr
+    assert not (out / "profiles" / "dt=2026-11-03").exists()
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    gates = json.loads((out / "work" / "dt=2026-11-03" / "gates.json").read_text())
+    assert gates["published"] is False and gates["stats"]["users"] == 1
+
+    earlier = _nightly(out, day2, "2026-11-01", model)  # before the watermark: refused before any work
+    assert earlier.returncode == 2 and "before the last published date" in earlier.stderr
