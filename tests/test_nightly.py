@@ -71,7 +71,7 @@ def _day_two(day1: Path, day2: Path, users: list[str]) -> None:
     later = newest[:8] + f"{int(newest[8:10]) + 1:02d}" + newest[10:] if newest[8:10] < "28" else newest
     rows = []
     for u in users:
-        row = next(r for r in logs.to_pylist() if r["user_id"] == u and r["event_type"] == "search")
+        row = next(r for r in logs.to_pylist() if r["user_id"] == u)
         rows.append({**row, "event_id": f"e_new_{u}", "event_time": later})
     day2.mkdir(parents=True)
     pq.write_table(logs, day2 / "part-0.parquet")

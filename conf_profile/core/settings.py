@@ -33,7 +33,7 @@ class InputConfig:
 class DataConfig:
     """The built-in synthetic data set (``jobs.make_logs``, and the demo's input)."""
 
-    users: int = 300
+    users: int = 200  # the demo profiles all of them on CPU; make_logs --users sets any size
     seed: int = 0
     bad_fraction: float = 0.02
     files: int = 4
@@ -150,7 +150,7 @@ class LabelConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     # Label only the first N users by user_id (0 = all). The default sizes the CPU demo; the student
     # profiles every user at inference. Production configs set 0 or the size of the distillation set.
-    max_users: int = 40
+    max_users: int = 24
     structured_output: bool = True  # vLLM constrains outputs to the taxonomy's JSON schema
 
     def validate(self) -> None:
@@ -225,6 +225,7 @@ class TrainSftConfig(TrainerSettings):
     """``jobs.train_sft``: Ray Train workers running TRL's SFTTrainer under DeepSpeed on sft/.
     The default global batch is 4 (1 x 2 x 2 workers): ~37 s a step for the demo model on 2 CPU cores."""
 
+    max_steps: int = 5  # the CPU demo's size (~1 epoch of its ~22 examples); production sets 0 (epochs)
     max_length: int = 2560  # tokens per example (prompt + target); longer ones are truncated
     lora: bool = False  # LoRA adapters (peft) instead of full fine-tuning, for large students
     lora_r: int = 16
@@ -245,7 +246,7 @@ class TrainRlConfig(TrainerSettings):
     # at a time (a 2k-token sequence's logits over a 49k vocabulary are ~0.4 GB in fp32).
     micro_batch_size: int = 1
     grad_accum: int = 4
-    max_steps: int = 3  # the CPU demo's size; production sets 0 (epochs) or its own count
+    max_steps: int = 1  # the CPU demo's size (~170 s a step on 2 cores); production sets 0 (epochs) or its own count
     learning_rate: float = 5e-6
     num_generations: int = 4  # G rollouts per prompt
     max_completion_length: int = 384  # a student output is ~250 tokens

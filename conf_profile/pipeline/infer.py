@@ -1,12 +1,15 @@
 """Stage: the final student (models/rl/, or models/sft/ when RL was skipped) profiles every user ->
-profiles/dt=DATE/ + profile_attributes/dt=DATE/, and the same rows as predictions/student_<rl|sft>/ so that
-evaluate reports the student beside the teacher stages."""
+profiles/dt=DATE/ + profile_attributes/dt=DATE/. The rows of the users the teacher did not label (the
+student never trained on them) also go to predictions/student_<rl|sft>/, so that evaluate reports the
+student on held-out users beside the teacher stages."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from conf_profile.core.settings import Config
 
@@ -19,14 +22,15 @@ def final_model(run_dir: Path) -> tuple[str, Path]:
 
 
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    from conf_profile.infer import run_infer
+    from conf_profile.infer import replace_folder, run_infer
 
     name, model = final_model(run_dir)
     entry = run_infer(cfg, run_dir, str(model), cfg.infer.date)
+    attributes = pq.read_table(run_dir / "profile_attributes" / f"dt={entry['date']}")
+    if (run_dir / "teacher_samples").is_dir():
+        labeled = pq.read_table(run_dir / "teacher_samples", columns=["user_id"]).column("user_id").unique()
+        attributes = attributes.filter(pc.invert(pc.is_in(attributes.column("user_id"), value_set=labeled)))
     predictions = run_dir / "predictions" / f"student_{name}"
-    tmp = predictions.with_name(f".{predictions.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(run_dir / "profile_attributes" / f"dt={entry['date']}", tmp)
-    shutil.rmtree(predictions, ignore_errors=True)
-    tmp.rename(predictions)
-    return {**entry, "student": f"student_{name}", "predictions": str(predictions)}
+    replace_folder(predictions, {"part-0.parquet": attributes})
+    held_out = len(attributes.column("user_id").unique())
+    return {**entry, "student": f"student_{name}", "predictions": str(predictions), "held_out_users": held_out}
