@@ -34,9 +34,9 @@ class DataConfig:
     """The built-in synthetic data set (``jobs.make_logs``, and the demo's input)."""
 
     users: int = 200  # the demo profiles all of them on CPU; make_logs --users sets any size
-    seed: int = 0
-    bad_fraction: float = 0.02
-    files: int = 4
+    seed: int = 0  # the same seed writes the same data set
+    bad_fraction: float = 0.02  # share of malformed rows mixed in (they must end in rejects/)
+    files: int = 4  # Parquet files the logs are split into
 
     def validate(self) -> None:
         if self.users < 1:
@@ -61,12 +61,12 @@ class IngestConfig:
 
     format: Literal["auto", "parquet", "jsonl"] = "auto"  # auto: by file extension
     token_budget: int = 1200  # the whole document (estimated tokens, see core.events.estimate_tokens)
-    source_budgets: dict[str, int] = field(default_factory=default_source_budgets)
+    source_budgets: dict[str, int] = field(default_factory=default_source_budgets)  # estimated tokens per source
     max_field_chars: int = 20_000  # a longer text field is rejected as oversize_text
     max_line_chars: int = 300  # one event's line in the document
     max_future_days: float = 1.0  # events later than the job's start plus this are clock-skewed
     buckets: int = 0  # hash buckets of users; 0 = one per bucket_mb of input
-    bucket_mb: int = 8
+    bucket_mb: int = 8  # input per hash bucket when buckets = 0
     block_mb: int = 32  # Ray Data's target block size
     split_mb: int = 64  # Parquet row groups read by one pass-1 task (compressed bytes)
     batch_rows: int = 8192  # rows per validation batch
@@ -91,16 +91,16 @@ class IngestConfig:
 class TeacherConfig:
     """One teacher LLM: its model, its vote weight and how it samples."""
 
-    name: str = "teacher"
+    name: str = "teacher"  # recorded in teacher_samples/; unique per teacher
     model: str = "demo"  # "demo", "tiny", a model folder, or a hub id on machines that reach a hub
-    weight: float = 1.0
+    weight: float = 1.0  # the teacher's weight in the vote
     samples: int = 3  # K samples per user (one row each, distinct seeds); 3 keeps the CPU demo short, use 5+
-    temperature: float = 0.8
-    top_p: float = 0.95
+    temperature: float = 0.8  # sampling temperature (> 0: the K samples differ)
+    top_p: float = 0.95  # nucleus sampling
     # The schema bounds an output to ~1,100 characters; degenerate outputs (emoji loops) take 2+ tokens per
     # character, so 768 cut 1 of 160 demo outputs short. Outputs stop at the schema bound, not here.
     max_tokens: int = 1536
-    seed: int = 0
+    seed: int = 0  # base of the per-sample seeds (GPU; vLLM on CPU draws from the engine's seed)
     # A hosted teacher: an OpenAI-compatible chat completions URL (then `model` is the served model's name).
     endpoint: str | None = None
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never from the config
@@ -126,12 +126,12 @@ class EngineConfig:
     """vLLM engine settings shared by the LLM stages (ray.data.llm on GPU or CPU)."""
 
     device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: gpu when the Ray cluster has GPUs
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int = 1  # GPUs per engine replica (a teacher larger than one GPU)
     replicas: int = 1  # engine actors (ray.data.llm concurrency)
-    batch_size: int = 16
-    max_concurrent_batches: int = 4
-    max_model_len: int = 4096
-    gpu_memory_utilization: float = 0.9
+    batch_size: int = 16  # rows per batch sent to an engine replica
+    max_concurrent_batches: int = 4  # batches in flight per replica (sequences in flight = this x batch_size)
+    max_model_len: int = 4096  # prompt + output tokens per sequence
+    gpu_memory_utilization: float = 0.9  # share of GPU memory vLLM may take (weights + KV cache)
     cpu_kv_cache_gb: int = 1  # VLLM_CPU_KVCACHE_SPACE on CPU
     enforce_eager: bool = True  # no torch.compile: on CPU it costs ~60 s of start-up for ~15% speed
 
@@ -189,21 +189,21 @@ class TrainerSettings:
 
     device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: gpu when the Ray cluster has GPUs
     workers: int = 2  # Ray Train workers (one process each; one GPU each on GPU)
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = 1.0  # CPUs reserved per worker
     zero_stage: int = 2  # DeepSpeed ZeRO stage: 2 or 3
     offload_optimizer: bool = False  # optimizer state in CPU memory (DeepSpeed CPU Adam, JIT-compiled on first use)
     offload_params: bool = False  # parameters in CPU memory (stage 3 only)
     micro_batch_size: int = 1  # per worker per step
-    grad_accum: int = 2
+    grad_accum: int = 2  # gradient accumulation steps
     global_batch_size: int | None = None  # when set, must equal micro_batch_size x grad_accum x workers
-    epochs: float = 1.0
+    epochs: float = 1.0  # passes over the set (when max_steps = 0)
     max_steps: int = 0  # > 0 overrides epochs
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-4  # peak learning rate
     save_steps: int = 10  # checkpoint every N optimizer steps (resume point after a failure)
     max_failures: int = 1  # Ray Train restarts from the last checkpoint this many times
     storage_path: str | None = None  # checkpoints: local folder or cloud URI; None = <run_dir>/checkpoints
     gradient_checkpointing: bool = False  # saves activation memory on large students, costs ~30% time
-    seed: int = 0
+    seed: int = 0  # data order and initialisation
 
     def validate(self) -> None:
         if self.zero_stage not in (2, 3):
@@ -228,8 +228,8 @@ class TrainSftConfig(TrainerSettings):
     max_steps: int = 5  # the CPU demo's size (~1 epoch of its ~22 examples); production sets 0 (epochs)
     max_length: int = 2560  # tokens per example (prompt + target); longer ones are truncated
     lora: bool = False  # LoRA adapters (peft) instead of full fine-tuning, for large students
-    lora_r: int = 16
-    lora_alpha: int = 32
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scaling
 
     def validate(self) -> None:
         super().validate()
@@ -245,9 +245,9 @@ class TrainRlConfig(TrainerSettings):
     # grad_accum) and scores them together, so that must hold whole groups; the loss then runs one rollout
     # at a time (a 2k-token sequence's logits over a 49k vocabulary are ~0.4 GB in fp32).
     micro_batch_size: int = 1
-    grad_accum: int = 4
+    grad_accum: int = 4  # TRL generates micro x grad_accum rollouts per worker: whole groups of G
     max_steps: int = 1  # the CPU demo's size (~170 s a step on 2 cores); production sets 0 (epochs) or its own count
-    learning_rate: float = 5e-6
+    learning_rate: float = 5e-6  # peak learning rate (small: RL from the SFT model)
     num_generations: int = 4  # G rollouts per prompt
     max_completion_length: int = 384  # a student output is ~250 tokens
     temperature: float = 0.7  # rollouts of a 135M student parse 75% of the time at 0.7, ~10% at 1.0
