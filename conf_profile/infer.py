@@ -43,7 +43,9 @@ def run_infer(
     started = time.monotonic()
     cal_file = run_dir / "calibration.json"
     calibration = json.loads(cal_file.read_text(encoding="utf-8")) if cal_file.exists() else None
-    profiles, entry = profile_users(cfg, _documents(run_dir, cfg), model, calibration, run_dir.name)
+    docs, total = _documents(run_dir, cfg)
+    profiles, entry = profile_users(cfg, docs, model, calibration, run_dir.name)
+    entry["left_out"] = total - docs.num_rows  # by infer.max_users / infer.exclude_labeled
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     if eval_name:
         replace_folder(run_dir / "predictions" / eval_name, {"part-0.parquet": long_form(profiles, taxonomy)})
@@ -99,12 +101,14 @@ def _repeat(column: pa.ChunkedArray, taxonomy: Taxonomy) -> pa.ChunkedArray:
     return pa.chunked_array([chunk for _ in taxonomy.attribute_names for chunk in column.chunks], column.type)
 
 
-def _documents(run_dir: Path, cfg: Config) -> pa.Table:
+def _documents(run_dir: Path, cfg: Config) -> tuple[pa.Table, int]:
+    """The documents to profile and the number of documents in the run."""
     docs = read_documents(run_dir, ["user_id", "document"])
+    total = docs.num_rows
     if cfg.infer.exclude_labeled and (run_dir / "teacher_samples").is_dir():
         labeled = pq.read_table(run_dir / "teacher_samples", columns=["user_id"]).column("user_id").unique()
         docs = docs.filter(pc.invert(pc.is_in(docs.column("user_id"), value_set=labeled)))
-    return docs.slice(0, cfg.infer.max_users) if cfg.infer.max_users else docs
+    return (docs.slice(0, cfg.infer.max_users) if cfg.infer.max_users else docs), total
 
 
 def _generate(

@@ -48,6 +48,7 @@ def default_calibration(model: str) -> Path | None:
 
 def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file: str | None = None) -> dict[str, Any]:
     started = time.monotonic()
+    job_start = datetime.now(UTC)
     root = Path(cfg.nightly.root)
     state = _read_json(root / WATERMARK)
     since = watermark_since(state, date)  # WatermarkError before any work
@@ -65,15 +66,18 @@ def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file:
 
     ingest = run_ingest(cfg.ingest, logs, work, cfg.ray)
     record_stage(work, "ingest", {**ingest, "status": "ok"}, to_dict(cfg))
-    docs = pq.read_table(work / "documents", columns=["user_id", "document", "last_event_time"]).sort_by("user_id")
+    docs = _documents(work)
     newest = pc.max(docs.column("last_event_time")).as_py() if docs.num_rows else None
     if since is not None:
-        cutoff = pa.scalar(datetime.fromisoformat(since), pa.timestamp("ms", tz="UTC"))
+        cutoff = pa.scalar(_utc(since), pa.timestamp("ms", tz="UTC"))
         docs = docs.filter(pc.greater(docs.column("last_event_time"), cutoff))
     _log(f"{date}: {docs.num_rows:,} of {ingest['users_out']:,} users have activity after "
          f"{since or 'the beginning (first night)'}")  # fmt: skip
 
+    latest_folder = root / "profiles_latest"
     profiles, entry = profile_users(cfg, docs.select(["user_id", "document"]), model, calibration, f"nightly-{date}")
+    if latest_folder.is_dir() and pq.read_schema(_first_file(latest_folder)).remove_metadata() != profiles.schema:
+        raise ValueError(f"{latest_folder} has another schema (taxonomy changed?): move it away to start a new table")
     previous = _previous_partition(root, date)
     columns = ["error", *taxonomy.attribute_names]
     stats = partition_stats(profiles.select(columns).to_pylist(), taxonomy.attribute_names)
@@ -92,8 +96,11 @@ def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file:
     write_profiles(root, date, profiles, taxonomy)
     replace_folder(root / "rejects" / f"dt={date}", {"part-0.parquet": pq.read_table(work / "rejects")})
     latest = _update_latest(root, profiles)
+    # The watermark never passes the job's start: an event stamped in the future (clock skew, accepted up to
+    # ingest.max_future_days) must not hide the activity that happens before that time.
     mark = state["last_event_time"] if state and date > state["date"] else since
-    if newest is not None and (mark is None or newest > datetime.fromisoformat(mark)):
+    newest = min(newest, job_start) if newest is not None else None
+    if newest is not None and (mark is None or newest > _utc(mark)):
         mark = newest.isoformat()
     watermark = {"date": date, "since": since, "last_event_time": mark, "users": profiles.num_rows,
                  "published_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
@@ -116,18 +123,42 @@ def _previous_partition(root: Path, date: str) -> pa.Table | None:
 
 
 def _update_latest(root: Path, profiles: pa.Table) -> int:
-    """profiles_latest = the previous latest rows of users not in this night, plus this night's rows."""
+    """profiles_latest = this night's rows, and the previous rows of every other user. A user whose output
+    did not parse tonight keeps a previous good row (tonight's row, with the error, is in the partition)."""
     folder = root / "profiles_latest"
     parts = [profiles]
     if folder.is_dir():
         old = pq.read_table(folder)
-        if old.schema.remove_metadata() != profiles.schema.remove_metadata():
-            raise ValueError(f"{folder} has another schema (taxonomy changed?): move it away to start a new table")
-        keep = pc.invert(pc.is_in(old.column("user_id"), value_set=profiles.column("user_id")))
-        parts.insert(0, old.filter(keep))
+        failed = profiles.filter(pc.is_valid(profiles.column("error")))
+        old_ok = old.filter(pc.is_null(old.column("error")))
+        keep_old = pc.is_in(old_ok.column("user_id"), value_set=failed.column("user_id"))
+        replaced_by_old = old_ok.filter(keep_old).column("user_id")
+        tonight = profiles.filter(pc.invert(pc.is_in(profiles.column("user_id"), value_set=replaced_by_old)))
+        others = old.filter(pc.invert(pc.is_in(old.column("user_id"), value_set=profiles.column("user_id"))))
+        parts = [others, old_ok.filter(keep_old), tonight]
     latest = pa.concat_tables(parts).sort_by("user_id")
     replace_folder(folder, {"part-0.parquet": latest})
     return latest.num_rows
+
+
+def _documents(work: Path) -> pa.Table:
+    columns = ["user_id", "document", "last_event_time"]
+    folder = work / "documents"
+    if not any(folder.glob("*.parquet")):  # every row rejected: an empty night, not an error
+        schema = pa.schema([("user_id", pa.string()), ("document", pa.string()),
+                            ("last_event_time", pa.timestamp("ms", tz="UTC"))])  # fmt: skip
+        return schema.empty_table()
+    return pq.read_table(folder, columns=columns).sort_by("user_id")
+
+
+def _first_file(folder: Path) -> Path:
+    return next(iter(sorted(folder.glob("*.parquet"))))
+
+
+def _utc(iso: str) -> datetime:
+    """An ISO time; one without a zone (a hand-edited watermark) is UTC."""
+    t = datetime.fromisoformat(iso)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

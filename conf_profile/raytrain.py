@@ -20,6 +20,7 @@ from typing import Any
 
 from conf_profile.core.settings import Config, TrainerSettings
 from conf_profile.core.training import deepspeed_config
+from conf_profile.runs import checkpoint_location
 
 
 def use_gpu(cfg: Config, settings: TrainerSettings) -> bool:
@@ -41,20 +42,20 @@ def fit(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     t = settings
-    storage = t.storage_path or str((run_dir / "checkpoints").resolve())
+    storage, name = checkpoint_location(t.storage_path, run_dir, stage)
     loop_config = {
         **loop_config, "gpu": gpu, "stage": stage,
         "deepspeed": deepspeed_config(t.zero_stage, t.micro_batch_size, t.grad_accum, t.workers, bf16=gpu,
                                       offload_optimizer=t.offload_optimizer, offload_params=t.offload_params),
     }  # fmt: skip
-    log(stage, f"{t.workers} {'GPU' if gpu else 'CPU'} workers, ZeRO-{t.zero_stage}, checkpoints in {storage}/{stage}")
+    log(stage, f"{t.workers} {'GPU' if gpu else 'CPU'} workers, ZeRO-{t.zero_stage}, checkpoints in {storage}/{name}")
     trainer = TorchTrainer(
         loop,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if gpu else {})}),
-        run_config=RunConfig(name=stage, storage_path=storage, checkpoint_config=CheckpointConfig(num_to_keep=2),
+        run_config=RunConfig(name=name, storage_path=storage, checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=t.max_failures)),
     )  # fmt: skip
     result = trainer.fit()

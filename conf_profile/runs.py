@@ -74,8 +74,18 @@ def record_stage(run_dir: str | Path, stage: str, entry: dict[str, Any], config:
 def drop_stages(run_dir: str | Path, stages: Sequence[str]) -> None:
     """Forget these stages' entries (they will run again)."""
     manifest = read_manifest(run_dir)
-    if any(manifest.get("stages", {}).pop(s, None) is not None for s in list(stages)):
+    entries = manifest.get("stages", {})
+    removed = [s for s in stages if entries.pop(s, None) is not None]  # every one: no short-circuit
+    if removed:
         _write(run_dir, manifest)
+
+
+def checkpoint_location(storage_path: str | None, run_dir: Path, stage: str) -> tuple[str, str]:
+    """(storage, run name) of a training stage's Ray Train checkpoints: ``<run_dir>/checkpoints/<stage>``, or
+    ``<storage_path>/<run_id>-<stage>`` on shared storage, so that runs never restore each other's."""
+    if storage_path:
+        return storage_path, f"{Path(run_dir).resolve().name}-{stage}"
+    return str((Path(run_dir) / "checkpoints").resolve()), stage
 
 
 def record_run_info(run_dir: str | Path, info: dict[str, Any]) -> None:

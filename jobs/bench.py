@@ -169,7 +169,7 @@ def bench_infer(args: argparse.Namespace) -> None:
     ray_run = run_measured([py, "-m", "jobs.infer", "--run-dir", str(work), "--model", model, "--date", "2000-01-01",
                             *(f"--set={o}" for o in args.overrides)])  # fmt: skip
     raw_run = run_measured([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
-                            "--kind", "infer"])  # fmt: skip
+                            "--kind", "infer", *(f"--set={o}" for o in args.overrides)])  # fmt: skip
     for name, m in (("ray job", ray_run), ("raw vllm", raw_run)):
         if m.returncode != 0:
             sys.exit(f"bench: {name} failed:\n{m.output[-3000:]}")
@@ -196,8 +196,9 @@ def _raw_vllm(args: argparse.Namespace) -> None:
     from vllm import LLM, SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
+    from conf_profile.core.config import build
     from conf_profile.core.labeling import output_schema, teacher_messages
-    from conf_profile.core.settings import EngineConfig, InferConfig, TeacherConfig
+    from conf_profile.core.settings import Config, EngineConfig, TeacherConfig
     from conf_profile.core.student import student_messages, student_schema
     from conf_profile.core.taxonomy import load_taxonomy
     from conf_profile.models import resolve_model
@@ -205,13 +206,15 @@ def _raw_vllm(args: argparse.Namespace) -> None:
     taxonomy, engine, teacher = load_taxonomy(), EngineConfig(), TeacherConfig()
     docs = pq.read_table(args.run_dir / "documents", columns=["user_id", "document"]).sort_by("user_id")
     messages, schema = (student_messages, student_schema) if args.kind == "infer" else (teacher_messages, output_schema)
-    conversations = [messages(taxonomy, d) for d in docs.column("document").to_pylist() for _ in range(args.samples)]
+    infer = build(Config, overrides=args.overrides).infer  # the infer job's settings, --set included
+    samples = infer.samples if args.kind == "infer" else args.samples
+    engine = infer.engine if args.kind == "infer" else engine
+    conversations = [messages(taxonomy, d) for d in docs.column("document").to_pylist() for _ in range(samples)]
     llm = LLM(model=str(resolve_model(args.model, None)), max_model_len=engine.max_model_len, dtype="bfloat16",
               enforce_eager=engine.enforce_eager, enable_prefix_caching=True, seed=0, disable_log_stats=False,
               structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True})  # fmt: skip
     structured = StructuredOutputsParams(json=json.dumps(schema(taxonomy)))
     if args.kind == "infer":
-        infer = InferConfig()
         params = SamplingParams(
             temperature=infer.temperature, max_tokens=infer.max_tokens, structured_outputs=structured
         )
@@ -279,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     raw.add_argument("--model", default="demo")
     raw.add_argument("--samples", type=int, default=1)
     raw.add_argument("--kind", choices=("label", "infer"), default="label")
+    raw.add_argument("--set", action="append", default=[], dest="overrides")
     infer = sub.add_parser("infer", help="Ray infer job vs plain vllm.LLM on the same prompts")
     infer.add_argument("--users", type=int, default=100)
     infer.add_argument("--model", default="demo", help="demo, tiny, or a student model folder (e.g. runs/X/models/sft)")

@@ -19,20 +19,34 @@ Exit status: 0 published, 2 bad input or configuration, 3 a quality gate failed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 from conf_profile.cli import fail, job_parser, load_config
 
 
-def main(argv: list[str] | None = None) -> None:
+def resolve_date(value: str) -> str:
+    """'today' and 'yesterday' (UTC) as YYYY-MM-DD; anything else as given."""
+    today = datetime.now(UTC).date()
+    return {"today": today, "yesterday": today - timedelta(days=1)}.get(value, value).__str__()
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = job_parser("python -m jobs.nightly", __doc__)
     parser.add_argument("--logs", required=True, metavar="PATH", help="Parquet/JSONL logs (file, folder or URI)")
-    parser.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the night's partition date")
+    parser.add_argument("--date", required=True, metavar="YYYY-MM-DD",
+                        help="the night's partition date, or today / yesterday (UTC), for schedulers")  # fmt: skip
     parser.add_argument("--model", required=True, metavar="DIR", help="the student model folder")
     parser.add_argument("--calibration", metavar="FILE", help="calibration.json (default: the model's run's)")
     parser.add_argument("--out", metavar="DIR", help="the table store (nightly.root, default ./nightly)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.date = resolve_date(args.date)
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
         fail(f"--date {args.date}: use YYYY-MM-DD")
     if args.run_dir is not None:

@@ -79,14 +79,18 @@ def summary(results: dict[str, dict[str, Any]], run_dir: Path) -> str:
             lines.append(f"train_rl:        {rl['global_step']} GRPO steps on {rl['users']} users, {reward}, "
                          f"{rl['seconds']:.0f}s; model in {rl['model']}")  # fmt: skip
     if inf := results.get("infer"):
-        lines.append(f"infer:           {inf['users']:,} users profiled by {inf['student']} "
+        lines.append(f"infer:           {inf['users']:,} users profiled by {inf.get('student', inf['model'])} "
                      f"({inf['parse_errors']:,} unparsed, kept with the reason), {inf['seconds']:.0f}s; "
                      f"tables in {inf['profiles']}")  # fmt: skip
         if ing:
-            rejected, total = ing["users_rejected"], ing["users_in"]
-            ok = "every input user accounted for" if inf["users"] + rejected == total else "USERS MISSING"
-            lines.append(f"conservation:    {inf['users']:,} profiled + {rejected:,} rejected = "
-                         f"{inf['users'] + rejected:,} of {total:,} input users ({ok})")  # fmt: skip
+            rejected, total, left = ing["users_rejected"], ing["users_in"], inf.get("left_out", 0)
+            counted = inf["users"] + rejected + left
+            ok = "USERS MISSING" if counted != total else "every input user accounted for"
+            if left and counted == total:
+                ok = f"{left:,} users not profiled, as infer.max_users / infer.exclude_labeled ask"
+            by_design = f" + {left:,} left out" if left else ""
+            lines.append(f"conservation:    {inf['users']:,} profiled + {rejected:,} rejected{by_design} = "
+                         f"{counted:,} of {total:,} input users ({ok})")  # fmt: skip
     if ev := results.get("evaluate"):
         if "stages" in ev:
             lines.append("evaluation:      stage               users  macro F1   ECE")

@@ -56,6 +56,35 @@ def test_watermark_selection_for_next_same_and_earlier_dates() -> None:
         watermark_since(state, "2026-11-01")
 
 
+def _rows(*rows: tuple[str, str, str | None]) -> pa.Table:
+    from conf_profile.core.profiles import profile_schema
+    from conf_profile.core.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    schema = profile_schema(taxonomy, ("run_id",))
+    return pa.Table.from_pylist([{"user_id": u, "gender": "male", "run_id": run, "error": err} for u, run, err in rows],
+                                schema=schema)  # fmt: skip
+
+
+def test_profiles_latest_takes_tonights_rows_but_keeps_a_good_row_over_a_failed_one(tmp_path) -> None:
+    from conf_profile.nightly import _update_latest
+
+    assert _update_latest(tmp_path, _rows(("a", "n1", None), ("b", "n1", None), ("c", "n1", "not_json"))) == 3
+    tonight = _rows(("a", "n2", None), ("b", "n2", "not_json"), ("c", "n2", "not_json"), ("d", "n2", "not_json"))
+    assert _update_latest(tmp_path, tonight) == 4
+    latest = {r["user_id"]: (r["run_id"], r["error"]) for r in pq.read_table(tmp_path / "profiles_latest").to_pylist()}
+    assert latest == {"a": ("n2", None), "b": ("n1", None),  # b's good row stays
+                      "c": ("n2", "not_json"), "d": ("n2", "not_json")}  # no good row to keep: tonight's  # fmt: skip
+
+
+def test_a_night_whose_rows_were_all_rejected_has_no_documents_not_an_error(tmp_path) -> None:
+    from conf_profile.nightly import _documents
+
+    (tmp_path / "documents").mkdir()
+    docs = _documents(tmp_path)
+    assert docs.num_rows == 0 and docs.column_names == ["user_id", "document", "last_event_time"]
+
+
 def _nightly(out: Path, logs: Path, date: str, model: Path, *extra: str) -> subprocess.CompletedProcess:
     args = ["--logs", str(logs), "--date", date, "--model", str(model), "--out", str(out), "--set",
             "infer.max_tokens=600", "--set", "nightly.max_parse_failure_rate=1", "--set", "nightly.max_abstain_rate=1",

@@ -56,21 +56,28 @@ def test_consensus_of_one_output_is_the_plain_profile_row() -> None:
     assert consensus_rows(["u"], [[text]], TAX, CAL) == [profile_row("u", text, TAX, CAL)]
 
 
-def test_consensus_votes_by_stated_level_and_maps_raw_confidence_through_the_calibrator() -> None:
+def test_consensus_votes_by_stated_level_and_combines_levels_on_the_calibrated_scale() -> None:
     levels = {"thresholds": [0.2, 0.4, 0.6, 0.8], "level_confidence": [0.1, 0.3, 0.5, 0.7, 0.9]}
     cal = {"attributes": {"gender": levels}}
     texts = [output(gender=("female", 2), occupation=("student", 3)), output(gender=("male", 5)),
              output(gender=("male", 4), occupation=("student", 3))]  # fmt: skip
     row = consensus_rows(["u"], [texts], TAX, cal)[0]
-    # gender: male 1.0 + 0.8 = 1.8 of 2.2 -> share 0.818, mean level 4.5 -> raw 0.736 -> level 4 (>= 0.6), conf 0.7
+    # gender: male 1.0 + 0.8 of 2.2 (share 0.818) x mean level 4.5 = 3.68 -> level 4 -> the calibrator's 0.7
     assert (row["gender"], row["gender_level"], row["gender_confidence"]) == ("male", 4, 0.7)
     assert row["gender_evidence"] == "ev gender"
-    # occupation: student 0.6 + 0.6 against one abstention at level 1 (0.2): share 0.857, raw 0.514;
-    # no calibrator entry -> confidence = raw, level = ceil(5 x raw) = 3
-    assert (row["occupation"], row["occupation_level"]) == ("student", 3)
-    assert row["occupation_confidence"] == round(1.2 / 1.4 * 3 / 5, 4)
+    # occupation: student 0.6 + 0.6 against one abstention at full weight 1.0: share 0.545 x 3 = 1.64 -> 2;
+    # no calibrator entry -> level / 5
+    assert (row["occupation"], row["occupation_level"], row["occupation_confidence"]) == ("student", 2, 0.4)
     assert row["age_group"] == "unknown" and row["age_group_level"] is None and row["age_group_confidence"] is None
     assert row["error"] is None and row["rationale"] == "why"
+
+
+def test_unanimous_outputs_keep_the_single_outputs_level_and_confidence() -> None:
+    cal = {"attributes": {"gender": {"level_confidence": [0.1, 0.3, 0.5, 0.7, 0.9]}}}
+    text = output(gender=("female", 3))
+    row = consensus_rows(["u"], [[text, text, text]], TAX, cal)[0]
+    single = profile_row("u", text, TAX, cal)
+    assert all(row[k] == single[k] for k in single)
 
 
 def test_consensus_keeps_users_whose_outputs_all_fail_and_ignores_the_failures_otherwise() -> None:
@@ -82,7 +89,8 @@ def test_consensus_keeps_users_whose_outputs_all_fail_and_ignores_the_failures_o
     assert table.num_rows == 2
 
 
-def test_consensus_abstains_when_the_abstentions_outweigh_the_winner() -> None:
-    texts = [output(gender=("female", 1)), output(gender=("unknown", 5)), output(gender=("unknown", 5))]
+def test_one_confident_answer_does_not_outvote_several_abstentions() -> None:
+    # the student states abstentions at level 1 (its training target); they still count in full
+    texts = [output(gender=("female", 5)), output(gender=("unknown", 1)), output(gender=("unknown", 1))]
     row = consensus_rows(["u"], [texts], TAX, None)[0]
     assert row["gender"] == "unknown" and row["gender_confidence"] is None and row["gender_evidence"] is None

@@ -32,3 +32,21 @@ def test_manifest_keeps_every_stage(tmp_path) -> None:
     assert manifest["config"] == {"data": {"users": 2}}
     assert "pyarrow" in manifest["versions"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
+def test_drop_stages_forgets_every_named_stage(tmp_path) -> None:
+    from conf_profile.runs import drop_stages
+
+    for stage in ("label", "aggregate", "train_sft"):
+        record_stage(tmp_path, stage, {"status": "ok"})
+    drop_stages(tmp_path, ["aggregate", "label", "train_sft", "never_ran"])
+    assert read_manifest(tmp_path)["stages"] == {}
+
+
+def test_checkpoints_are_per_run_on_shared_storage(tmp_path) -> None:
+    from conf_profile.runs import checkpoint_location
+
+    assert checkpoint_location(None, tmp_path / "r1", "train_sft") == (str((tmp_path / "r1" / "checkpoints").resolve()),
+                                                                      "train_sft")  # fmt: skip
+    assert checkpoint_location("s3://b/ckpt", tmp_path / "r1", "train_sft") == ("s3://b/ckpt", "r1-train_sft")
+    assert checkpoint_location("s3://b/ckpt", tmp_path / "r2", "train_sft")[1] == "r2-train_sft"

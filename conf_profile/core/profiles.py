@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from conf_profile.core import calibration as calib
 from conf_profile.core.student import parse_student_output
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy
 from conf_profile.core.voting import LINEAR_WEIGHTS, strongest, vote
@@ -60,19 +59,22 @@ def consensus_rows(
     """Self-consistency: the wide rows of users with k student outputs each (``texts[i]`` are user i's).
 
     A user with one output is ``profile_row``. With several, the outputs vote as the teacher samples do
-    (core.voting: weight w(stated level), ``unknown`` abstains); the raw confidence (share x mean supporter
-    level / 5) goes through the saved calibrator to a level and a confidence (without one: confidence = raw,
-    level = ceil(5 x raw)). Evidence comes from the strongest supporter; the rationale from the output that
-    supports the winners with the most weight. The user's error is None when any output parsed, else the
-    first output's error.
+    (core.voting: weight w(stated level)), except that an ``unknown`` counts with full weight: the student
+    states every abstention at level 1 (its training target), which would let one answer outweigh several
+    abstentions. The stated levels are already calibrated, so they are combined on the level scale, not
+    mapped through the calibrator's raw thresholds again: level = round(share x mean supporter level) (at
+    least 1), confidence = that level's confidence (``level_confidence``). Unanimous outputs therefore keep
+    the single output's level and confidence; disagreement lowers them. Evidence comes from the strongest
+    supporter; the rationale from the output that supports the winners with the most weight. The user's
+    error is None when any output parsed, else the first output's error.
 
     >>> from conf_profile.core.taxonomy import taxonomy_from_dict
     >>> tax = taxonomy_from_dict({"name": "t", "attributes": [{"name": "g", "description": "g", "values": [
     ...     {"name": "m", "definition": "m"}, {"name": "f", "definition": "f"}]}]})
     >>> out = lambda v, lv: '{"rationale": "%s", "g": {"value": "%s", "level": %d, "evidence": "e"}}' % (v, v, lv)
     >>> row = consensus_rows(["u"], [[out("m", 5), out("f", 2), out("m", 5)]], tax, None)[0]
-    >>> row["g"], row["g_confidence"], row["g_level"], row["rationale"]
-    ('m', 0.8333, 5, 'm')
+    >>> row["g"], row["g_level"], row["g_confidence"], row["rationale"]  # share 2 / 2.4 x level 5 = 4.17 -> 4
+    ('m', 4, 0.8, 'm')
     """
     rows: list[dict[str, Any]] = [{} for _ in user_ids]
     multi = [i for i, t in enumerate(texts) if len(t) != 1]
@@ -99,15 +101,11 @@ def consensus_rows(
             if jd is not None and jd.value in index:
                 pos.append(k)
                 val.append(index[jd.value])
-                lev.append(jd.confidence)
+                lev.append(5 if jd.value == UNKNOWN else jd.confidence)  # abstentions at full weight
         pos_a, val_a, lev_a = (np.array(x, dtype=np.int64) for x in (pos, val, lev))
         users = owner[pos_a]
         votes = vote(users, val_a, lev_a, np.ones(len(pos)), n, len(values), unknown, confidence_weights)
-        raw = votes.raw_confidence
-        if calibration is not None and attr in calibration.get("attributes", {}):
-            level, conf = calib.apply(calibration, attr, raw)
-        else:
-            level, conf = np.clip(np.ceil(raw * 5 - 1e-9), 1, 5).astype(np.int64), raw
+        level = np.clip(np.floor(votes.share * np.nan_to_num(votes.mean_confidence) + 0.5), 1, 5).astype(np.int64)
         agree = (val_a == votes.value[users]) & (val_a != unknown)
         w = np.asarray(confidence_weights, dtype=np.float64)[lev_a - 1]
         np.add.at(support, pos_a[agree], w[agree])
@@ -117,7 +115,7 @@ def consensus_rows(
             evidence = flat[pos_a[agree][best[j]]].judgements[attr].evidence if answered and best[j] >= 0 else None
             rows[i].update({
                 attr: values[votes.value[j]],
-                f"{attr}_confidence": round(float(conf[j]), 4) if answered else None,
+                f"{attr}_confidence": level_confidence(calibration, attr, int(level[j])) if answered else None,
                 f"{attr}_level": int(level[j]) if answered else None,
                 f"{attr}_evidence": evidence,
             })  # fmt: skip

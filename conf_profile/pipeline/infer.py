@@ -5,6 +5,7 @@ student on held-out users beside the teacher stages."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conf_profile.core.settings import Config
+from conf_profile.runs import read_manifest
 
 
 def final_model(run_dir: Path) -> tuple[str, Path]:
-    for name in ("rl", "sft"):
+    """models/rl when this run's train_rl trained it (not skipped, not left over from an earlier try), else
+    models/sft."""
+    stages = read_manifest(run_dir).get("stages", {})
+    rl = stages.get("train_rl", {})
+    use_rl = rl.get("status") == "ok" and "skipped" not in rl
+    for name in ("rl", "sft") if use_rl else ("sft",):
         if (run_dir / "models" / name / "config.json").exists():
             return name, run_dir / "models" / name
     raise FileNotFoundError(f"no trained student in {run_dir / 'models'} (run train_sft first)")
@@ -30,6 +37,8 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     if (run_dir / "teacher_samples").is_dir():
         labeled = pq.read_table(run_dir / "teacher_samples", columns=["user_id"]).column("user_id").unique()
         attributes = attributes.filter(pc.invert(pc.is_in(attributes.column("user_id"), value_set=labeled)))
+    for other in {"rl", "sft"} - {name}:  # the other student of an earlier try: the report shows this run's final one
+        shutil.rmtree(run_dir / "predictions" / f"student_{other}", ignore_errors=True)
     predictions = run_dir / "predictions" / f"student_{name}"
     replace_folder(predictions, {"part-0.parquet": attributes})
     held_out = len(attributes.column("user_id").unique())

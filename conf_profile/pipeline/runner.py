@@ -29,7 +29,7 @@ from conf_profile.pipeline import (
     train_rl,
     train_sft,
 )
-from conf_profile.runs import drop_stages, read_manifest, record_run_info, record_stage
+from conf_profile.runs import checkpoint_location, drop_stages, read_manifest, record_run_info, record_stage
 
 Stage = Callable[[Config, Path], dict[str, Any]]
 # Data-flow order.
@@ -86,7 +86,7 @@ def run_pipeline(
     start, stop = select(names, done, first, last)
     if first is not None:  # redo from here: what follows is stale
         drop_stages(run_dir, names[start:])
-        for name in names[start : stop + 1]:
+        for name in names[start:]:  # a later plain re-run must not restore a stale finished run either
             _clear_checkpoints(cfg, run_dir, name)
         done -= set(names[start:])
     taxonomy = load_taxonomy(cfg.taxonomy.path)
@@ -121,9 +121,9 @@ def _clear_checkpoints(cfg: Config, run_dir: Path, name: str) -> None:
         return
     import pyarrow.fs as pafs
 
-    storage = settings.storage_path or str((run_dir / "checkpoints").resolve())
+    storage, run_name = checkpoint_location(settings.storage_path, run_dir, name)
     fs, path = pafs.FileSystem.from_uri(storage if "://" in storage else Path(storage).resolve().as_uri())
-    target = f"{path.rstrip('/')}/{name}"
+    target = f"{path.rstrip('/')}/{run_name}"
     if fs.get_file_info(target).type != pafs.FileType.NotFound:
         print(f"pipeline: {name}: dropping the checkpoints of its previous run in {target}", file=sys.stderr)
         fs.delete_dir(target)
