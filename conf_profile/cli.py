@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,7 +53,15 @@ def load_config(args: argparse.Namespace, extra_overrides: Sequence[str] = ()) -
         load_taxonomy(cfg.taxonomy.path)
     except (ConfigError, TaxonomyError) as exc:
         fail(f"configuration error: {exc}")
+    if cfg.privacy.pseudonymize_ids and not os.environ.get(cfg.privacy.key_env):
+        fail(f"configuration error: privacy.pseudonymize_ids needs the key in the environment variable "
+             f"{cfg.privacy.key_env} (set it, or privacy.key_env to the variable that holds it)")  # fmt: skip
     return cfg
+
+
+def id_key(cfg: Config) -> bytes | None:
+    """The pseudonymization key (privacy.key_env), or None when ids are kept."""
+    return os.environ[cfg.privacy.key_env].encode("utf-8") if cfg.privacy.pseudonymize_ids else None
 
 
 def fail(message: str, status: int = 2) -> NoReturn:

@@ -25,7 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile.cli import id_key
 from conf_profile.core.labeling import sample_seed
+from conf_profile.core.privacy import pseudonymize
 from conf_profile.core.profiles import consensus_rows, long_form, profile_schema
 from conf_profile.core.settings import Config
 from conf_profile.core.student import student_schema, student_system_prompt
@@ -52,7 +54,11 @@ def run_infer(
         entry["predictions"] = str(run_dir / "predictions" / eval_name)
     else:
         date = date or datetime.now(UTC).date().isoformat()
-        entry.update({"date": date, "profiles": str(write_profiles(run_dir, date, profiles, taxonomy))})
+        key = id_key(cfg)
+        if key is not None:  # the product tables carry pseudonyms (privacy.pseudonymize_ids)
+            profiles = pseudonymize(profiles, key)
+        entry.update({"date": date, "profiles": str(write_profiles(run_dir, date, profiles, taxonomy)),
+                      "pseudonymized": key is not None})  # fmt: skip
     entry["seconds"] = round(time.monotonic() - started, 1)
     return entry
 

@@ -26,8 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile.cli import id_key
 from conf_profile.core.config import to_dict
 from conf_profile.core.nightly import check_gates, partition_stats, watermark_since
+from conf_profile.core.privacy import pseudonymize
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
 from conf_profile.infer import check_model, profile_users, replace_folder, write_profiles
@@ -93,6 +95,9 @@ def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file:
         raise GateFailure(f"{date}: quality gates failed, nothing published: {'; '.join(failures)} "
                           f"(details in {work / 'gates.json'})")  # fmt: skip
 
+    key = id_key(cfg)
+    if key is not None:  # privacy.pseudonymize_ids: every published table carries pseudonyms
+        profiles = pseudonymize(profiles, key)
     write_profiles(root, date, profiles, taxonomy)
     replace_folder(root / "rejects" / f"dt={date}", {"part-0.parquet": pq.read_table(work / "rejects")})
     latest = _update_latest(root, profiles)

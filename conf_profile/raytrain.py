@@ -150,10 +150,19 @@ def report_export(trainer: Any, metrics: dict[str, Any]) -> None:
     trainer.save_model(folder)
     metrics = {"global_step": trainer.state.global_step, "final": 1, "tokens_seen": trainer.state.num_input_tokens_seen,
                **{k: v for k, v in metrics.items() if v is not None}}  # fmt: skip
-    if ray.train.get_context().get_world_rank() == 0:
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
-    else:
-        ray.train.report(metrics)
+    try:
+        if ray.train.get_context().get_world_rank() == 0:
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))  # copied to storage here
+        else:
+            ray.train.report(metrics)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_scratch(trainer: Any) -> None:
+    """The worker's local HF output folder (intermediate checkpoints, ~2 GB for the demo model): Ray Train
+    has copied what it keeps to storage_path; without this every run leaves it in the temp folder."""
+    shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
 
 
 def step_means(history: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float]:

@@ -79,9 +79,11 @@ def _train_loop(config: dict[str, Any]) -> None:
     trainer = _trainer(
         t, config, model, tokenizer, data, reward_functions(taxonomy, settings), reward_weights(settings)
     )
-    if not raytrain.train_or_resume(trainer, STAGE):
-        return
-    raytrain.report_export(trainer, raytrain.step_means(trainer.state.log_history, LOGGED))
+    try:
+        if raytrain.train_or_resume(trainer, STAGE):
+            raytrain.report_export(trainer, raytrain.step_means(trainer.state.log_history, LOGGED))
+    finally:
+        raytrain.remove_scratch(trainer)
 
 
 def _trainer(t: TrainRlConfig, config: dict[str, Any], model: Any, tokenizer: Any, data: Any, rewards: list,

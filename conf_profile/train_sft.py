@@ -66,15 +66,18 @@ def _train_loop(config: dict[str, Any]) -> None:
     trainer = _trainer(t, config, model, tokenizer, train, evals)
     if len(trainer.train_dataset) == 0:  # TRL drops examples whose target was cut off entirely
         raise ValueError(f"no SFT example fits train_sft.max_length={t.max_length} tokens with its target; raise it")
-    if not raytrain.train_or_resume(trainer, STAGE):
-        return
-    final = trainer.evaluate() if evals is not None else {}
-    history = trainer.state.log_history
-    before = [h["eval_loss"] for h in history if "eval_loss" in h]
-    raytrain.report_export(trainer, {
-        "eval_loss_before": before[0] if before else None, "eval_loss_after": final.get("eval_loss"),
-        "train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
-    })  # fmt: skip
+    try:
+        if not raytrain.train_or_resume(trainer, STAGE):
+            return
+        final = trainer.evaluate() if evals is not None else {}
+        history = trainer.state.log_history
+        before = [h["eval_loss"] for h in history if "eval_loss" in h]
+        raytrain.report_export(trainer, {
+            "eval_loss_before": before[0] if before else None, "eval_loss_after": final.get("eval_loss"),
+            "train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
+        })  # fmt: skip
+    finally:
+        raytrain.remove_scratch(trainer)
 
 
 def _messages(path: str) -> list[list[dict[str, str]]]:

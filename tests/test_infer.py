@@ -84,3 +84,21 @@ def test_self_consistency_votes_k_outputs_into_one_row_per_user(run_dir) -> None
     assert predictions.group_by("user_id").aggregate([("attribute", "count")]).num_rows == 6
     answered = [r for r in predictions.to_pylist() if r["value"] != "unknown"]
     assert all(1 <= r["level"] <= 5 and 0.0 <= r["confidence"] <= 1.0 for r in answered)
+
+
+@pytest.mark.slow
+def test_pseudonymized_ids_in_the_product_tables(run_dir, monkeypatch) -> None:
+    from conf_profile.core.privacy import pseudonym
+    from conf_profile.infer import run_infer
+    from conf_profile.models import tiny_model_dir
+
+    monkeypatch.setenv("TEST_ID_KEY", "k3y-for-the-test")
+    cfg = build(Config, overrides=[f"models.cache_dir={run_dir / 'cache'}", "infer.max_tokens=64",
+                                   "privacy.pseudonymize_ids=true", "privacy.key_env=TEST_ID_KEY"])  # fmt: skip
+    entry = run_infer(cfg, run_dir, str(tiny_model_dir(run_dir / "cache")), date="2026-11-02")
+    raw = pq.read_table(run_dir / "documents", columns=["user_id"]).column("user_id").to_pylist()
+    expected = sorted(pseudonym(u, b"k3y-for-the-test") for u in raw)
+    for table in ("profiles", "profile_attributes"):
+        ids = pq.read_table(run_dir / table / "dt=2026-11-02").column("user_id").to_pylist()
+        assert sorted(set(ids)) == expected and not set(ids) & set(raw)
+    assert entry["pseudonymized"] is True and "k3y-for-the-test" not in json.dumps(entry)

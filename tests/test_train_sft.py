@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,8 +63,11 @@ def test_two_cpu_workers_train_and_export_a_loadable_model(tmp_path, stage, lora
     cache = tmp_path / "cache"
     settings = (f"train_sft.zero_stage={stage}", f"train_sft.lora={str(lora).lower()}", "train_sft.max_steps=3",
                 "train_sft.save_steps=2", *(["train_sft.learning_rate=0.01"] if lora else []))  # fmt: skip
+    scratch = set(Path(tempfile.gettempdir()).glob("train_sft-*")) | set(Path(tempfile.gettempdir()).glob("export-*"))
     res = subprocess.run(sft_job(tmp_path, cache, *settings), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
+    left = set(Path(tempfile.gettempdir()).glob("train_sft-*")) | set(Path(tempfile.gettempdir()).glob("export-*"))
+    assert left <= scratch, f"the workers left their scratch folders: {sorted(left - scratch)}"
     entry = json.loads((tmp_path / "manifest.json").read_text())["stages"]["train_sft"]
     assert entry["global_step"] == 3 and entry["workers"] == 2 and entry["zero_stage"] == stage
     assert 0 < entry["eval_loss_after"] < float("inf") and 0 < entry["eval_loss_before"] < float("inf")

@@ -312,6 +312,18 @@ class NightlyConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Data protection in the output tables."""
+
+    pseudonymize_ids: bool = False  # user_id in profiles/, profile_attributes/, profiles_latest/ = HMAC of the id
+    key_env: str = "CONF_PROFILE_ID_KEY"  # the environment variable holding the key (never the config itself)
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", self.key_env):
+            raise ValueError(f"key_env={self.key_env!r}: an environment variable name, e.g. CONF_PROFILE_ID_KEY")
+
+
+@dataclass
 class RayConfig:
     """How to reach Ray. Under ``ray job submit`` (RAY_ADDRESS set) the job joins that cluster and these
     local settings are ignored; otherwise a local Ray starts on this machine with them."""
@@ -346,3 +358,4 @@ class Config:
     train_rl: TrainRlConfig = field(default_factory=TrainRlConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)

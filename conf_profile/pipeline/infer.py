@@ -9,9 +9,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile.cli import id_key
+from conf_profile.core.privacy import pseudonym
 from conf_profile.core.settings import Config
 from conf_profile.runs import read_manifest
 
@@ -34,6 +37,11 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     name, model = final_model(run_dir)
     entry = run_infer(cfg, run_dir, str(model), cfg.infer.date)
     attributes = pq.read_table(run_dir / "profile_attributes" / f"dt={entry['date']}")
+    key = id_key(cfg)
+    if key is not None:  # the report joins on the real ids: map the pseudonyms back through the documents
+        ids = pq.read_table(run_dir / "documents", columns=["user_id"]).column("user_id").to_pylist()
+        real = {pseudonym(u, key): u for u in ids}
+        attributes = attributes.set_column(0, "user_id", pa.array([real[p] for p in attributes["user_id"].to_pylist()]))
     if (run_dir / "teacher_samples").is_dir():
         labeled = pq.read_table(run_dir / "teacher_samples", columns=["user_id"]).column("user_id").unique()
         attributes = attributes.filter(pc.invert(pc.is_in(attributes.column("user_id"), value_set=labeled)))
