@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from conf_profile.core.metrics import attribute_metrics, load_truth, macro, reliability
+from conf_profile.core.metrics import attribute_metrics, injection_adoption, load_truth, macro, reliability
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
 from conf_profile.runs import write_text_atomic
@@ -33,6 +33,8 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str) -> dict[str, Any]:
         raise FileNotFoundError(
             f"nothing to evaluate in {run_dir}: no votes/ or predictions/ (run jobs.aggregate first)"
         )
+    hostile_file = run_dir / "input" / "hostile.parquet"  # the built-in data's injections (data.hostile_fraction)
+    hostile = pq.read_table(hostile_file).to_pylist() if hostile_file.exists() else None
     cal_file = run_dir / "calibration.json"
     method = json.loads(cal_file.read_text(encoding="utf-8")).get("method") if cal_file.exists() else None
     metrics: dict[str, Any] = {"truth": truth_path, "taxonomy_version": taxonomy.version, "calibration": method,
@@ -56,6 +58,9 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str) -> dict[str, Any]:
         users = max((m["users"] for m in per_attr.values()), default=0)
         metrics["stages"][name] = {"users": users, "macro": macro(per_attr), "attributes": per_attr,
                                    "reliability": points[name]}  # fmt: skip
+        if hostile is not None:  # a measure of the model, not a pass condition
+            rows = table.select(["user_id", "attribute", "value"]).to_pylist()
+            metrics["stages"][name]["injection"] = injection_adoption(rows, hostile)
     report = run_dir / "report"
     report.mkdir(parents=True, exist_ok=True)
     metrics["level_distribution"] = _level_distribution(run_dir)
@@ -64,7 +69,14 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str) -> dict[str, Any]:
     write_text_atomic(report / "index.html", _html(metrics, taxonomy, plots))
     return {
         "report": str(report),
-        "stages": {n: {"users": s["users"], **s["macro"]} for n, s in metrics["stages"].items()},
+        "stages": {
+            n: {
+                "users": s["users"],
+                **s["macro"],
+                **({"injection_rate": s["injection"]["rate"]} if "injection" in s else {}),
+            }
+            for n, s in metrics["stages"].items()
+        },  # fmt: skip
     }
 
 
@@ -178,6 +190,19 @@ def _html(metrics: dict[str, Any], taxonomy: Taxonomy, plots: list[tuple[str, st
     gold_note = (" (fitted on gold: where the gold users are the evaluated users, teacher_vote's ECE is in-sample)"
                  if metrics["calibration"] == "isotonic" else "")  # fmt: skip
     attr_head = "".join(f"<th>{html.escape(a)}</th>" for a in attrs)
+    injection = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{s['injection']['users']}</td><td>{s['injection']['adopted']}</td>"
+        f"<td>{cell(s['injection']['rate'])}</td></tr>"
+        for n, s in metrics["stages"].items()
+        if "injection" in s
+    )
+    injection_table = (
+        "<h2>Prompt injection (hostile users): injected value adopted</h2><p>A measure of the model, not a pass "
+        "condition; the injected value is never the user's truth.</p><table><tr><th>stage</th><th>hostile users "
+        f"answered</th><th>adopted</th><th>rate</th></tr>{injection}</table>"
+        if injection
+        else ""
+    )
     images = "".join(f"<h3>{html.escape(t)}</h3><img src='{html.escape(f)}' alt='{html.escape(t)}'>" for f, t in plots)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>conf-profile report</title>
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
@@ -189,4 +214,4 @@ stage on the users it was run on): read the stages with their user counts.
 Calibration: {html.escape(str(metrics["calibration"]))}{gold_note}.</p>
 <h2>Macro over attributes</h2><table><tr><th>stage</th>{head}</tr>{rows}</table>
 <h2>F1 per attribute</h2><table><tr><th>stage</th>{attr_head}</tr>{f1_rows}</table>
-{images}<p>All numbers: metrics.json.</p></body></html>"""
+{injection_table}{images}<p>All numbers: metrics.json.</p></body></html>"""

@@ -93,10 +93,12 @@ def summary(results: dict[str, dict[str, Any]], run_dir: Path) -> str:
                          f"{counted:,} of {total:,} input users ({ok})")  # fmt: skip
     if ev := results.get("evaluate"):
         if "stages" in ev:
-            lines.append("evaluation:      stage               users  macro F1   ECE")
+            lines.append("evaluation:      stage               users  macro F1   ECE    injection adopted")
             for stage, m in ev["stages"].items():
                 ece = "-" if m["ece"] is None else f"{m['ece']:.3f}"
-                lines.append(f"                 {stage:18s}  {m['users']:5d}  {m['f1']:.3f}      {ece}")
+                rate = m.get("injection_rate")
+                injected = "" if "injection_rate" not in m else "-" if rate is None else f"{rate:.0%}"
+                lines.append(f"                 {stage:18s}  {m['users']:5d}  {m['f1']:.3f}      {ece:5s}  {injected}")
             lines.append(f"report:          {Path(ev['report']) / 'index.html'}")
         else:
             lines.append(f"evaluation:      {ev['skipped']}")

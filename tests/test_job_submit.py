@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -29,6 +30,9 @@ def _free_port() -> int:
 def test_the_quick_pipeline_runs_under_ray_job_submit(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this environment's
+    # Token authentication, as a shared cluster should run (Ray 2.59 turns it on for local clusters anyway):
+    # the head, the CLI and the job share the token through the environment.
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)})
     gcs, dashboard = _free_port(), _free_port()
     head = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"]  # fmt: skip
@@ -50,3 +54,4 @@ def test_the_quick_pipeline_runs_under_ray_job_submit(tmp_path) -> None:
     profiles = pq.read_table(run_dir / "profiles" / "dt=2026-11-21")
     assert profiles.num_rows == manifest["stages"]["ingest"]["users_out"] > 0
     assert "every input user accounted for" in res.stdout  # the job's own summary, streamed back by ray job submit
+    assert env["RAY_AUTH_TOKEN"] not in res.stdout + res.stderr  # the secret is never printed

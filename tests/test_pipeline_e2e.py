@@ -61,6 +61,11 @@ def test_quick_pipeline_end_to_end(tmp_path) -> None:
     attributes = pq.read_table(run_dir / "profile_attributes" / f"dt={DATE}")
     assert set(LONG_COLUMNS) <= set(attributes.column_names)
     assert attributes.num_rows == len(profiled) * len(taxonomy.attribute_names)
+    # Hostile content (quick.yaml: data.hostile_fraction): the users stay, the report measures adoption.
+    hostile = pq.read_table(run_dir / "input" / "hostile.parquet").column("user_id").to_pylist()
+    assert hostile and set(hostile) <= set(profiled)
+    report = json.loads((run_dir / "report" / "metrics.json").read_text())
+    assert all("injection" in s for s in report["stages"].values()) and "injection adopted" in first.stdout
     student = manifest["stages"]["infer"]["student"]
     assert student in manifest["stages"]["evaluate"]["stages"]  # the student is in the report
     assert (run_dir / "report" / "index.html").exists() and student in first.stdout

@@ -37,12 +37,15 @@ class DataConfig:
     seed: int = 0  # the same seed writes the same data set
     bad_fraction: float = 0.02  # share of malformed rows mixed in (they must end in rejects/)
     files: int = 4  # Parquet files the logs are split into
+    hostile_fraction: float = 0.05  # share of users given a prompt-injection comment (synthetic/hostile.py)
 
     def validate(self) -> None:
         if self.users < 1:
             raise ValueError(f"users={self.users}: must be at least 1")
         if not 0.0 <= self.bad_fraction < 1.0:
             raise ValueError(f"bad_fraction={self.bad_fraction}: must be in [0, 1), e.g. 0.02")
+        if not 0.0 <= self.hostile_fraction <= 1.0:
+            raise ValueError(f"hostile_fraction={self.hostile_fraction}: must be in [0, 1]")
         if not 1 <= self.files <= 4096:
             raise ValueError(f"files={self.files}: must be between 1 and 4096")
 

@@ -7,8 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from conf_profile.core.settings import Config
+from conf_profile.runs import write_text_atomic
 from conf_profile.synthetic.dataset import write_dataset
+from conf_profile.synthetic.hostile import hostile_events
 
 
 def logs_path(cfg: Config, run_dir: Path) -> str:
@@ -22,12 +27,22 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     d = cfg.data
     if (out / "dataset.json").exists():  # written last: the folder is complete (resume)
         summary = json.loads((out / "dataset.json").read_text())
-        if (summary["users"], summary["seed"], summary["bad_fraction"], summary["files"]) == (
-            d.users,
-            d.seed,
-            d.bad_fraction,
-            d.files,
-        ):
+        wanted = (d.users, d.seed, d.bad_fraction, d.files, d.hostile_fraction)
+        if tuple(summary.get(k, 0.0) for k in ("users", "seed", "bad_fraction", "files", "hostile_fraction")) == wanted:
             return {"logs": logs_path(cfg, run_dir), "builtin": True, **summary, "reused": True}
     summary = write_dataset(out, d.users, seed=d.seed, bad_fraction=d.bad_fraction, files=d.files, overwrite=True)
+    if d.hostile_fraction > 0:
+        summary = _add_hostile(out, d.hostile_fraction, d.seed, summary)
     return {"logs": logs_path(cfg, run_dir), "builtin": True, **summary}
+
+
+def _add_hostile(out: Path, fraction: float, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """Append the injection events as one more log file and record them in hostile.parquet."""
+    truth = pq.read_table(out / "truth.parquet").to_pylist()
+    events, targets = hostile_events(truth, fraction, seed, when="2026-03-01T12:00:00Z")
+    logs = pq.read_table(next((out / "logs").glob("*.parquet")))
+    pq.write_table(pa.Table.from_pylist(events, schema=logs.schema), out / "logs" / "part-hostile.parquet")
+    pq.write_table(pa.Table.from_pylist(targets), out / "hostile.parquet")
+    summary = {**summary, "hostile_fraction": fraction, "hostile_users": len(targets)}
+    write_text_atomic(out / "dataset.json", json.dumps(summary, indent=2) + "\n")  # last: the folder is complete
+    return summary
