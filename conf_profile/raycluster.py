@@ -20,4 +20,6 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**common)
         return
-    ray.init(num_cpus=cfg.local_num_cpus, object_store_memory=cfg.local_object_store_mb * 2**20, **common)
+    # address="local": a new Ray of this job's own, never another one running on this machine (ray start)
+    ray.init(address="local", num_cpus=cfg.local_num_cpus, object_store_memory=cfg.local_object_store_mb * 2**20,
+             **common)  # fmt: skip

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -135,6 +136,41 @@ def test_partly_unreadable_input_rejects_the_file_and_reads_the_rest(ray_local, 
     assert entry["rows_read"] == pq.read_metadata(first).num_rows
     rejects = pq.read_table(tmp_path / "run" / "rejects").filter(pc.field("reason") == "unreadable_file")
     assert "broken.parquet" in rejects.column("raw")[0].as_py()
+
+
+def test_bad_input_corpus_conserves_every_row_and_user(ray_local, tmp_path) -> None:
+    """Wrong column types, empty files, one user with 100k events, a user whose only row is bad, gigantic
+    and invalid-unicode text, duplicates and clock skew, in one folder: nothing crashes, every row is used or
+    rejected with a reason, every user ends in documents or rejects."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    ok = lambda i, uid, **kw: {"event_id": f"e{uid}-{i}", "user_id": uid, "event_time": "2026-02-01T10:00:00Z",  # noqa: E731
+                               "event_type": "search", "payload": json.dumps({"query": f"q {i}"}), **kw}  # fmt: skip
+    heavy = [ok(i, "heavy", event_time=f"2026-02-{1 + i % 28:02d}T{i % 24:02d}:00:00Z") for i in range(100_000)]
+    pq.write_table(pa.Table.from_pylist(heavy), folder / "heavy.parquet")
+    odd = [ok(0, "fine"), ok(0, "fine"),  # duplicate delivery
+           ok(1, "only_bad", event_time="not a time"),  # this user's only row
+           ok(2, "fine", payload=json.dumps({"query": "x" * 50_000})),  # gigantic text
+           ok(3, "fine", payload=json.dumps({"query": "broken \udcff surrogate"})),
+           ok(4, "fine", event_time="2099-01-01T00:00:00Z")]  # clock skew  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(odd), folder / "odd.parquet")
+    typed = pa.table({"event_id": [1, 2], "user_id": [7, 8], "event_time": pa.array([1_767_225_600_000] * 2),
+                      "event_type": ["search", "watch"], "payload": ['{"query": "ints"}', '{"title": 5}']})  # fmt: skip
+    pq.write_table(typed, folder / "typed.parquet")  # integer ids and epoch-ms times: other column types
+    pq.write_table(pa.Table.from_pylist(heavy[:1]).schema.empty_table(), folder / "empty.parquet")
+    entry = run_ingest(IngestConfig(), str(folder), tmp_path / "run")
+    assert entry["rows_read"] == 100_000 + len(odd) + 2
+    assert entry["rows_used"] + entry["rows_rejected"] == entry["rows_read"]
+    reasons = entry["rows_rejected_by_reason"]
+    assert {"duplicate_event", "bad_timestamp", "oversize_text", "timestamp_out_of_range"} <= set(reasons)
+    docs = pq.read_table(tmp_path / "run" / "documents")
+    rejected = pq.read_table(tmp_path / "run" / "rejects").to_pylist()
+    users = set(docs.column("user_id").to_pylist())
+    lost = {"heavy", "fine", "only_bad", "7", "8"} - users - {r["user_id"] for r in rejected if r["reason"] ==
+                                                               "no_usable_events"}  # fmt: skip
+    assert not lost, lost
+    heavy_doc = next(d for d in docs.to_pylist() if d["user_id"] == "heavy")
+    assert heavy_doc["n_events"] == 100_000 and heavy_doc["est_tokens"] <= IngestConfig().token_budget
 
 
 def _job(*args: str) -> subprocess.CompletedProcess:
