@@ -37,11 +37,16 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args)
     if args.first and args.run_dir is None:
         fail("--from needs --run-dir: the run whose earlier stages are done")
+    for key, path in (("input.logs", cfg.input.logs), ("input.truth", cfg.input.truth)):
+        if path and "://" not in path and not Path(path).exists():  # before any work (cloud URIs: at ingest)
+            fail(f"configuration error: {key}={path} does not exist")
     run_dir = open_run_dir(args.run_dir, cfg.run.runs_root)
     try:
         results = run_pipeline(cfg, run_dir, first=args.first, last=args.last)
     except StageOrderError as exc:
         fail(str(exc))
+    except (FileNotFoundError, ValueError) as exc:  # bad input found by a stage: recorded as failed
+        fail(f"{exc} (the manifest in {run_dir} records the failed stage; fix and re-run with --run-dir)")
     print(summary(results, run_dir))
 
 

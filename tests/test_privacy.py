@@ -1,4 +1,4 @@
-"""Pseudonymous ids (pure) and the key check before any work."""
+"""Pseudonymous ids (pure), and the checks that stop a job before any work (missing key, missing inputs)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,12 @@ def test_a_missing_key_stops_the_job_before_any_work_and_names_the_variable(tmp_
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     assert res.returncode == 2 and "CONF_PROFILE_ID_KEY" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_missing_input_paths_stop_the_pipeline_before_any_work(tmp_path) -> None:
+    run_dir = tmp_path / "r"
+    for key in ("input.logs", "input.truth"):
+        cmd = [sys.executable, "-m", "jobs.pipeline", "--run-dir", str(run_dir), "--set", f"{key}={tmp_path / 'nope'}"]
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        assert res.returncode == 2 and f"{key}=" in res.stderr and "does not exist" in res.stderr
+    assert not run_dir.exists()
