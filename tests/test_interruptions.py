@@ -72,7 +72,7 @@ def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_pa
     ref, got = tmp_path / "ref", run
     for folder, columns, key in (
         ("documents", ["user_id", "content_hash"], ["user_id"]),
-        ("teacher_samples", ["user_id", "sample", "generated_text"], ["user_id", "sample"]),
+        ("teacher_samples", ["user_id", "sample", "raw_text"], ["user_id", "sample"]),
         ("votes", ["user_id", "attribute", "value", "raw_confidence"], ["user_id", "attribute"]),
         (f"profiles/dt={DATE}", ["user_id"], ["user_id"]),
     ):
