@@ -111,10 +111,17 @@ def _documents(run_dir: Path, cfg: Config) -> tuple[pa.Table, int]:
     """The documents to profile and the number of documents in the run."""
     docs = read_documents(run_dir, ["user_id", "document"])
     total = docs.num_rows
-    if cfg.infer.exclude_labeled and (run_dir / "teacher_samples").is_dir():
-        labeled = pq.read_table(run_dir / "teacher_samples", columns=["user_id"]).column("user_id").unique()
-        docs = docs.filter(pc.invert(pc.is_in(docs.column("user_id"), value_set=labeled)))
+    if cfg.infer.exclude_labeled:
+        docs = without_labeled(docs, run_dir)
     return (docs.slice(0, cfg.infer.max_users) if cfg.infer.max_users else docs), total
+
+
+def without_labeled(table: pa.Table, run_dir: Path) -> pa.Table:
+    """The rows of users the teacher did not label in this run (held out from the student's training)."""
+    if not (run_dir / "teacher_samples").is_dir():
+        return table
+    labeled = pq.read_table(run_dir / "teacher_samples", columns=["user_id"]).column("user_id").unique()
+    return table.filter(pc.invert(pc.is_in(table.column("user_id"), value_set=labeled)))
 
 
 def _generate(

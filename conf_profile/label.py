@@ -34,6 +34,7 @@ from conf_profile.core.labeling import (
 )
 from conf_profile.core.settings import Config, EngineConfig, TeacherConfig
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
+from conf_profile.ingest import DOCUMENT_SCHEMA
 from conf_profile.runs import new_run_id
 
 SMALL_CPUS = 0.1  # the tokenizer/template/pre/post stages are light; whole CPUs for them starve the engine
@@ -71,6 +72,8 @@ def read_documents(run_dir: Path, columns: list[str]) -> pa.Table:
     folder = run_dir / "documents"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist; run the ingest stage first (python -m jobs.ingest)")
+    if not any(folder.glob("*.parquet")):  # ingest rejected every row: no documents, not an error
+        return DOCUMENT_SCHEMA.empty_table().select(columns)
     return pq.read_table(folder, columns=columns).sort_by("user_id")
 
 

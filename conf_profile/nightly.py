@@ -33,6 +33,7 @@ from conf_profile.core.privacy import pseudonymize
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
 from conf_profile.infer import check_model, profile_users, replace_folder, write_profiles
+from conf_profile.label import read_documents
 from conf_profile.runs import record_stage, write_text_atomic
 
 WATERMARK = "watermark.json"
@@ -68,7 +69,7 @@ def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file:
 
     ingest = run_ingest(cfg.ingest, logs, work, cfg.ray)
     record_stage(work, "ingest", {**ingest, "status": "ok"}, to_dict(cfg))
-    docs = _documents(work)
+    docs = read_documents(work, ["user_id", "document", "last_event_time"])
     newest = pc.max(docs.column("last_event_time")).as_py() if docs.num_rows else None
     if since is not None:
         cutoff = pa.scalar(_utc(since), pa.timestamp("ms", tz="UTC"))
@@ -144,16 +145,6 @@ def _update_latest(root: Path, profiles: pa.Table) -> int:
     latest = pa.concat_tables(parts).sort_by("user_id")
     replace_folder(folder, {"part-0.parquet": latest})
     return latest.num_rows
-
-
-def _documents(work: Path) -> pa.Table:
-    columns = ["user_id", "document", "last_event_time"]
-    folder = work / "documents"
-    if not any(folder.glob("*.parquet")):  # every row rejected: an empty night, not an error
-        schema = pa.schema([("user_id", pa.string()), ("document", pa.string()),
-                            ("last_event_time", pa.timestamp("ms", tz="UTC"))])  # fmt: skip
-        return schema.empty_table()
-    return pq.read_table(folder, columns=columns).sort_by("user_id")
 
 
 def _first_file(folder: Path) -> Path:

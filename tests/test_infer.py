@@ -9,26 +9,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from conf_profile.core.config import build
-from conf_profile.core.settings import Config, IngestConfig
+from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
-from conf_profile.ingest import run_ingest
-from conf_profile.synthetic.dataset import write_dataset
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    import ray
-
-    root = tmp_path_factory.mktemp("infer")
-    write_dataset(root / "in", users=6, seed=5, files=1)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    run_ingest(IngestConfig(), str(root / "in" / "logs"), root)
+def run_dir(ingested_run) -> Path:
+    root = ingested_run("infer", users=6, seed=5)
     cal = {
         "attributes": {"gender": {"thresholds": [0.1, 0.2, 0.3, 0.4], "level_confidence": [0.1, 0.3, 0.5, 0.7, 0.9]}}
     }
     (root / "calibration.json").write_text(json.dumps(cal))
-    yield root
-    ray.shutdown()
+    return root
 
 
 @pytest.mark.slow

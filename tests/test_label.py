@@ -8,11 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conf_profile.core.config import build
-from conf_profile.core.settings import Config, IngestConfig
+from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
-from conf_profile.ingest import run_ingest
 from conf_profile.label import run_label, samples_schema
-from conf_profile.synthetic.dataset import write_dataset
 
 SMALL_TAXONOMY = """name: small
 attributes:
@@ -30,17 +28,11 @@ attributes:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(ingested_run) -> Path:
     """Documents of 5 built-in users, ingested with a local Ray that the label stage then reuses."""
-    import ray
-
-    root = tmp_path_factory.mktemp("label")
-    write_dataset(root / "in", users=5, seed=11, files=1)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    run_ingest(IngestConfig(), str(root / "in" / "logs"), root)
+    root = ingested_run("label", users=5, seed=11)
     (root / "taxonomy.yaml").write_text(SMALL_TAXONOMY)
-    yield root
-    ray.shutdown()
+    return root
 
 
 def _config(run_dir: Path, *overrides: str) -> Config:

@@ -78,10 +78,10 @@ def test_profiles_latest_takes_tonights_rows_but_keeps_a_good_row_over_a_failed_
 
 
 def test_a_night_whose_rows_were_all_rejected_has_no_documents_not_an_error(tmp_path) -> None:
-    from conf_profile.nightly import _documents
+    from conf_profile.label import read_documents
 
     (tmp_path / "documents").mkdir()
-    docs = _documents(tmp_path)
+    docs = read_documents(tmp_path, ["user_id", "document", "last_event_time"])
     assert docs.num_rows == 0 and docs.column_names == ["user_id", "document", "last_event_time"]
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conf_profile.cli import id_key
@@ -32,7 +31,7 @@ def final_model(run_dir: Path) -> tuple[str, Path]:
 
 
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    from conf_profile.infer import replace_folder, run_infer
+    from conf_profile.infer import replace_folder, run_infer, without_labeled
 
     name, model = final_model(run_dir)
     entry = run_infer(cfg, run_dir, str(model), cfg.infer.date)
@@ -42,9 +41,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         ids = pq.read_table(run_dir / "documents", columns=["user_id"]).column("user_id").to_pylist()
         real = {pseudonym(u, key): u for u in ids}
         attributes = attributes.set_column(0, "user_id", pa.array([real[p] for p in attributes["user_id"].to_pylist()]))
-    if (run_dir / "teacher_samples").is_dir():
-        labeled = pq.read_table(run_dir / "teacher_samples", columns=["user_id"]).column("user_id").unique()
-        attributes = attributes.filter(pc.invert(pc.is_in(attributes.column("user_id"), value_set=labeled)))
+    attributes = without_labeled(attributes, run_dir)
     for other in {"rl", "sft"} - {name}:  # the other student of an earlier try: the report shows this run's final one
         shutil.rmtree(run_dir / "predictions" / f"student_{other}", ignore_errors=True)
     predictions = run_dir / "predictions" / f"student_{name}"
