@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup demo test test-fast lint bench-ingest clean
+.PHONY: setup demo test test-fast lint bench-ingest movielens clean
 
 setup:  ## create .venv with the pinned stack (CPU; CONF_PROFILE_TARGET=gpu for CUDA machines)
 	bash scripts/setup.sh
@@ -23,6 +23,16 @@ lint: setup  ## ruff on everything, mypy on the pure core
 
 bench-ingest: setup  ## Ray ingest vs single-process baseline (USERS=100000 by default)
 	$(PY) -m jobs.bench ingest --users $(or $(USERS),100000)
+
+ML_DATA ?= data/movielens
+ML_RUN ?= runs/movielens
+movielens: setup  ## MovieLens 100K benchmark: import (ML_SOURCE=ml-100k.zip, or the recbole wheel), pipeline, references, report
+	$(PY) -m jobs.import_movielens --out $(ML_DATA) --overwrite $(if $(ML_SOURCE),--source $(ML_SOURCE))
+	$(PY) -m jobs.pipeline --config jobs/configs/movielens.yaml --run-dir $(ML_RUN) \
+		--set input.logs=$(ML_DATA)/logs --set input.truth=$(ML_DATA)/truth.parquet $(ARGS)
+	$(PY) -m jobs.references --config jobs/configs/movielens.yaml --run-dir $(ML_RUN) --truth $(ML_DATA)/truth.parquet
+	$(PY) -m jobs.evaluate --config jobs/configs/movielens.yaml --run-dir $(ML_RUN) --truth $(ML_DATA)/truth.parquet \
+		--users $(ML_RUN)/references/test_users.parquet --report report_test
 
 clean:  ## remove runs/ (keeps .venv and the model cache)
 	rm -rf runs

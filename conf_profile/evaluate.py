@@ -25,20 +25,30 @@ from conf_profile.runs import write_text_atomic
 PREDICTION_COLUMNS = ("user_id", "attribute", "value", "confidence", "level")
 
 
-def run_evaluate(cfg: Config, run_dir: Path, truth_path: str) -> dict[str, Any]:
+def run_evaluate(cfg: Config, run_dir: Path, truth_path: str, users_path: str | None = None,
+                 report_name: str = "report") -> dict[str, Any]:  # fmt: skip
+    """Score every stage; with ``users_path`` (Parquet with user_id) only those users, and stages without
+    any of them are left out (e.g. the teacher's on the references' test users)."""
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     truth = load_truth(truth_path, taxonomy, "--truth")
     stages = stage_predictions(run_dir)
+    if users_path is not None:
+        if not Path(users_path).is_file():
+            raise FileNotFoundError(f"--users {users_path}: no such file")
+        only = pq.read_table(users_path, columns=["user_id"]).column("user_id").combine_chunks()
+        stages = {n: t.filter(pc.is_in(t.column("user_id"), value_set=only)) for n, t in stages.items()}
+        stages = {n: t for n, t in stages.items() if t.num_rows}
     if not stages:
         raise FileNotFoundError(
             f"nothing to evaluate in {run_dir}: no votes/ or predictions/ (run jobs.aggregate first)"
+            + (f", or none of the users in {users_path}" if users_path else "")
         )
     hostile_file = run_dir / "input" / "hostile.parquet"  # the built-in data's injections (data.hostile_fraction)
     hostile = pq.read_table(hostile_file).to_pylist() if hostile_file.exists() else None
     cal_file = run_dir / "calibration.json"
     method = json.loads(cal_file.read_text(encoding="utf-8")).get("method") if cal_file.exists() else None
-    metrics: dict[str, Any] = {"truth": truth_path, "taxonomy_version": taxonomy.version, "calibration": method,
-                               "stages": {}}  # fmt: skip
+    metrics: dict[str, Any] = {"truth": truth_path, "users": users_path, "taxonomy_version": taxonomy.version,
+                               "calibration": method, "stages": {}}  # fmt: skip
     points: dict[str, list[dict[str, float]]] = {}
     for name, table in stages.items():
         per_attr, conf, correct = {}, [], []
@@ -61,7 +71,7 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str) -> dict[str, Any]:
         if hostile is not None:  # a measure of the model, not a pass condition
             rows = table.select(["user_id", "attribute", "value"]).to_pylist()
             metrics["stages"][name]["injection"] = injection_adoption(rows, hostile)
-    report = run_dir / "report"
+    report = run_dir / report_name
     report.mkdir(parents=True, exist_ok=True)
     metrics["level_distribution"] = _level_distribution(run_dir)
     plots = _plots(metrics, taxonomy, report)
@@ -177,6 +187,7 @@ def _html(metrics: dict[str, Any], taxonomy: Taxonomy, plots: list[tuple[str, st
         return "" if x is None else html.escape(f"{x:.3f}" if isinstance(x, float) else str(x))
 
     keys = ("f1", "precision", "recall", "coverage", "ece", "brier")
+    only = f"; only the users in {html.escape(metrics['users'])}" if metrics.get("users") else ""
     head = "<th>users</th>" + "".join(f"<th>{k}</th>" for k in keys)
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{s['users']}</td>" + "".join(
         f"<td>{cell(s['macro'][k])}</td>" for k in keys) + "</tr>" for n, s in metrics["stages"].items())  # fmt: skip
@@ -207,7 +218,7 @@ def _html(metrics: dict[str, Any], taxonomy: Taxonomy, plots: list[tuple[str, st
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>conf-profile report</title>
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
 </head><body><h1>conf-profile evaluation</h1>
-<p>truth: {html.escape(metrics["truth"])}; taxonomy {html.escape(metrics["taxonomy_version"])}.
+<p>truth: {html.escape(metrics["truth"])}{only}; taxonomy {html.escape(metrics["taxonomy_version"])}.
 Precision is over answered users, recall over all users with a truth value; ECE and Brier over answered users.
 Each stage is scored on the users it profiled (the teacher stages on the users the teacher labeled, a student
 stage on the users it was run on): read the stages with their user counts.

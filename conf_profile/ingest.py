@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conf_profile.core.documents import DocumentBudget
-from conf_profile.core.events import SOURCES, Limits
+from conf_profile.core.events import SOURCES, Limits, parse_time_ms
 from conf_profile.core.ingest import NO_USER_BUCKET, group_bucket, validate_rows
 from conf_profile.core.settings import IngestConfig, RayConfig
 from conf_profile.logs import LogInput, LogInputError, resolve_input
@@ -72,7 +72,9 @@ STAGED_SCHEMA = pa.schema(
 
 def limits_for(cfg: IngestConfig, started: datetime) -> Limits:
     max_time = started + timedelta(days=cfg.max_future_days)
-    return Limits(cfg.max_field_chars, cfg.max_line_chars, int(max_time.timestamp() * 1000))
+    min_time = parse_time_ms(cfg.min_event_time)
+    assert min_time is not None  # IngestConfig.validate checked it
+    return Limits(cfg.max_field_chars, cfg.max_line_chars, int(max_time.timestamp() * 1000), min_time)
 
 
 def budget_for(cfg: IngestConfig) -> DocumentBudget:

@@ -41,6 +41,7 @@ def row(**kw):
         ("search", {"query": "best  strollers\n2026"}, "best strollers 2026"),
         ("watch", {"title": "Vlog", "tags": ["a", "b"], "watch_seconds": 600}, "Vlog [tags: a, b] (watched 10 min)"),
         ("watch", {"title": "Vlog"}, "Vlog"),
+        ("watch", {"title": "Heat (1995)", "tags": ["Action"], "rating": 4}, "Heat (1995) [tags: Action] (rated 4/5)"),
         ("follow", {"account": "news", "account_bio": "daily"}, "news — daily"),
     ],
 )
@@ -121,6 +122,19 @@ def test_parse_time_ms(value, expected) -> None:
 
 def test_min_time_is_2000() -> None:
     assert parse_time_ms("2000-01-01T00:00:00Z") == MIN_TIME_MS
+
+
+def test_an_earlier_min_time_admits_older_events() -> None:
+    old = row(event_time="1997-09-20T03:05:10Z")
+    assert parse_event(old) == "timestamp_out_of_range"
+    ev = parse_event(old, Limits(min_time_ms=parse_time_ms("1990-01-01")))
+    assert isinstance(ev, Event) and ev.ts_ms == parse_time_ms("1997-09-20T03:05:10Z")
+
+
+@pytest.mark.parametrize("rating", [0, 6, -1, True, "4", 4.0])
+def test_a_rating_off_the_1_to_5_scale_is_wrong_type(rating) -> None:
+    bad = row(event_type="watch", payload=json.dumps({"title": "Heat", "rating": rating}))
+    assert parse_event(bad) == "wrong_type"
 
 
 def test_user_text_cannot_form_tags_or_chat_tokens() -> None:

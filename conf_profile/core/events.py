@@ -26,7 +26,7 @@ REJECT_REASONS = (
     "missing_user_id",  # null, empty, or not a string/integer
     "missing_event_id",
     "bad_timestamp",  # unparseable, or an impossible date
-    "timestamp_out_of_range",  # before MIN_TIME or after the ingest's reference time (clock skew)
+    "timestamp_out_of_range",  # before Limits.min_time_ms or after the ingest's reference time (clock skew)
     "unknown_event_type",
     "malformed_payload",  # not JSON, or JSON that is not an object
     "wrong_type",  # a payload field of the wrong type
@@ -45,7 +45,7 @@ _FIELDS: dict[str, tuple[tuple[str, type, bool], ...]] = {
     "profile": (("bio", str, False), ("nickname", str, False)),
     "comment": (("text", str, True), ("on", str, False)),
     "search": (("query", str, True),),
-    "watch": (("title", str, True), ("tags", list, False), ("watch_seconds", int, False)),
+    "watch": (("title", str, True), ("tags", list, False), ("watch_seconds", int, False), ("rating", int, False)),
     "follow": (("account", str, True), ("account_bio", str, False)),
 }
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
@@ -57,6 +57,7 @@ class Limits:
     max_field_chars: int = 20_000  # a text field longer than this is rejected as oversize_text
     max_line_chars: int = 300  # one event's line in the document is cut to this (deterministically)
     max_time_ms: int | None = None  # events after this are clock-skewed (None: no upper bound)
+    min_time_ms: int = MIN_TIME_MS  # events before this are rejected as timestamp_out_of_range
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def parse_event(row: dict[str, Any], limits: Limits = Limits()) -> Event | str:
     ts = parse_time_ms(row.get("event_time"))
     if ts is None:
         return "bad_timestamp"
-    if ts < MIN_TIME_MS or (limits.max_time_ms is not None and ts > limits.max_time_ms):
+    if ts < limits.min_time_ms or (limits.max_time_ms is not None and ts > limits.max_time_ms):
         return "timestamp_out_of_range"
     source = row.get("event_type")
     if source not in _FIELDS:
@@ -202,6 +203,8 @@ def _render(source: str, payload: dict[str, Any], limits: Limits) -> str:
                 if len(text) > limits.max_field_chars:
                     return "oversize_text"
         values[name] = value
+    if not 1 <= values.get("rating", 1) <= 5:
+        return "wrong_type"  # a rating is on a 1-5 scale
     line = normalize_text(_LINE[source](values))
     return cut(line, limits.max_line_chars) if line else "empty_text"
 
@@ -217,7 +220,8 @@ def _valid_utf8(text: str) -> bool:
 def _watch(v: dict[str, Any]) -> str:
     tags = f" [tags: {', '.join(v['tags'])}]" if v.get("tags") else ""
     watched = f" (watched {max(1, round(v['watch_seconds'] / 60))} min)" if v.get("watch_seconds") else ""
-    return f"{v['title']}{tags}{watched}"
+    rated = f" (rated {v['rating']}/5)" if v.get("rating") is not None else ""
+    return f"{v['title']}{tags}{watched}{rated}"
 
 
 _LINE = {

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from conf_profile.core.documents import default_source_budgets
-from conf_profile.core.events import SOURCES
+from conf_profile.core.events import SOURCES, parse_time_ms
 
 
 @dataclass
@@ -68,6 +68,7 @@ class IngestConfig:
     max_field_chars: int = 20_000  # a longer text field is rejected as oversize_text
     max_line_chars: int = 300  # one event's line in the document
     max_future_days: float = 1.0  # events later than the job's start plus this are clock-skewed
+    min_event_time: str = "2000-01-01"  # events before this date (ISO 8601, UTC) are timestamp_out_of_range
     buckets: int = 0  # hash buckets of users; 0 = one per bucket_mb of input
     bucket_mb: int = 8  # input per hash bucket when buckets = 0
     block_mb: int = 32  # Ray Data's target block size
@@ -86,6 +87,8 @@ class IngestConfig:
         for name in ("max_field_chars", "max_line_chars", "bucket_mb", "block_mb", "split_mb", "batch_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
+        if parse_time_ms(self.min_event_time) is None:
+            raise ValueError(f"min_event_time={self.min_event_time!r}: must be an ISO 8601 date, e.g. 1990-01-01")
         if self.buckets < 0 or not 0 < self.cpus_per_task <= 64:
             raise ValueError("buckets must be >= 0 and cpus_per_task in (0, 64]")
 

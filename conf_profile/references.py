@@ -1,0 +1,100 @@
+"""Two simple references that the report scores beside the LLM stages, with the same evaluation code.
+
+Users are split in halves by crc32 of their id: the references learn from the ``train`` half with its
+*true* labels and predict the ``test`` half. The test users are that half without the users the teacher
+labeled (the student was distilled from those), so the student and the references are scored on the same
+users: ``python -m jobs.evaluate --users <run>/references/test_users.parquet --report report_test``.
+
+- ``ref_majority``: the most frequent true value of the train half, for everyone (confidence: its share).
+- ``ref_logreg``: a logistic regression per attribute on TF-IDF word and bigram features of the same
+  documents the LLMs read (on MovieLens: titles with years, genres and ratings), confidence = the predicted
+  class probability. It needs scikit-learn (the ``dev`` extra, which ``make setup`` installs).
+
+Predictions go to ``predictions/ref_majority`` and ``predictions/ref_logreg`` in the long form the student
+stages write, so every report of the run includes them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from conf_profile.core.metrics import load_truth
+from conf_profile.core.settings import Config
+from conf_profile.core.taxonomy import load_taxonomy
+from conf_profile.infer import replace_folder
+from conf_profile.label import read_documents
+
+PREDICTION_SCHEMA = pa.schema([("user_id", pa.string()), ("attribute", pa.string()), ("value", pa.string()),
+                               ("confidence", pa.float64()), ("level", pa.int64())])  # fmt: skip
+
+
+def half(user_id: str) -> str:
+    """``train`` or ``test``: a stable split of users in halves (crc32 of the id, the same in every run)."""
+    return "train" if zlib.crc32(user_id.encode("utf-8")) % 2 == 0 else "test"
+
+
+def majority(values: list[str]) -> tuple[str, float]:
+    """The most frequent value (ties: the first in sorted order) and its share."""
+    counts = Counter(values)
+    best = min(counts, key=lambda v: (-counts[v], v))
+    return best, counts[best] / len(values)
+
+
+def run_references(cfg: Config, run_dir: Path, truth_path: str, seed: int = 0) -> dict[str, Any]:
+    try:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        raise ValueError("the logistic-regression reference needs scikit-learn: pip install scikit-learn") from None
+    taxonomy = load_taxonomy(cfg.taxonomy.path)
+    truth = load_truth(truth_path, taxonomy, "--truth")
+    docs = read_documents(run_dir, ["user_id", "document"]).to_pylist()
+    labeled = _teacher_labeled(run_dir)
+    train = [d for d in docs if half(d["user_id"]) == "train"]
+    test = [d for d in docs if half(d["user_id"]) == "test" and d["user_id"] not in labeled]
+    if not train or not test:
+        raise ValueError(f"{run_dir}: {len(train)} train and {len(test)} test users; the references need both")
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    x_train = vectorizer.fit_transform([d["document"] for d in train])
+    x_test = vectorizer.transform([d["document"] for d in test])
+    test_ids = [d["user_id"] for d in test]
+    rows: dict[str, list[dict[str, Any]]] = {"ref_majority": [], "ref_logreg": []}
+    fitted: dict[str, Any] = {}
+    for attr in taxonomy.attributes:
+        known = [(i, truth[attr.name].get(d["user_id"])) for i, d in enumerate(train)]
+        known = [(i, v) for i, v in known if v is not None]
+        if not known:
+            raise ValueError(f"--truth {truth_path}: no train-half user has a value for {attr.name}")
+        value, share = majority([v for _, v in known])
+        rows["ref_majority"] += [_row(u, attr.name, value, share) for u in test_ids]
+        model = LogisticRegression(max_iter=2000, C=4.0, random_state=seed)
+        model.fit(x_train[[i for i, _ in known]], [v for _, v in known])
+        proba = model.predict_proba(x_test)
+        best = proba.argmax(axis=1)
+        rows["ref_logreg"] += [_row(u, attr.name, str(model.classes_[b]), float(proba[j, b]))
+                               for j, (u, b) in enumerate(zip(test_ids, best, strict=True))]  # fmt: skip
+        fitted[attr.name] = {"train_users": len(known), "classes": len(model.classes_), "majority": value}
+    for stage, stage_rows in rows.items():
+        replace_folder(run_dir / "predictions" / stage,
+                       {"part-00000.parquet": pa.Table.from_pylist(stage_rows, schema=PREDICTION_SCHEMA)})  # fmt: skip
+    replace_folder(
+        run_dir / "references", {"test_users.parquet": pa.table({"user_id": pa.array(test_ids, pa.string())})}
+    )
+    return {"train_users": len(train), "test_users": len(test), "features": len(vectorizer.vocabulary_),
+            "attributes": fitted, "test_users_file": str(run_dir / "references" / "test_users.parquet")}  # fmt: skip
+
+
+def _teacher_labeled(run_dir: Path) -> set[str]:
+    votes = run_dir / "votes"
+    return set(pq.read_table(votes, columns=["user_id"]).column("user_id").to_pylist()) if votes.is_dir() else set()
+
+
+def _row(user_id: str, attribute: str, value: str, confidence: float) -> dict[str, Any]:
+    return {"user_id": user_id, "attribute": attribute, "value": value, "confidence": round(confidence, 6),
+            "level": None}  # fmt: skip
