@@ -185,11 +185,15 @@ def processor_config(model: str, engine: EngineConfig, device: str, structured: 
     # vLLM's CPU backend keeps one core for itself when it runs the engine in its own process (as under
     # Ray); on a small node that halves the engine's cores, so reserve none.
     env = {"VLLM_CPU_KVCACHE_SPACE": str(engine.cpu_kv_cache_gb), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    custom = dict(engine.resources)  # pins the engines to the nodes that declare these resources
+    tp = engine.tensor_parallel_size
     if device == "gpu":
         engine_kwargs["gpu_memory_utilization"] = engine.gpu_memory_utilization
+        if custom:
+            extra["placement_group_config"] = {"bundles": [{"GPU": 1, "CPU": 1, **custom}] * tp}
     else:
         # vLLM on CPU: one CPU bundle per engine (DESIGN.md 3); no GPU placement.
-        extra["placement_group_config"] = {"bundles": [{"CPU": 1}] * engine.tensor_parallel_size}
+        extra["placement_group_config"] = {"bundles": [{"CPU": 1, **custom}] * tp}
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", env["VLLM_CPU_KVCACHE_SPACE"])
     return vLLMEngineProcessorConfig(
         model_source=model,

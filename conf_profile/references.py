@@ -16,8 +16,6 @@ stages write, so every report of the run includes them.
 
 from __future__ import annotations
 
-import zlib
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conf_profile.core.metrics import load_truth
+from conf_profile.core.references import half, majority
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
 from conf_profile.infer import replace_folder
@@ -32,18 +31,6 @@ from conf_profile.label import read_documents
 
 PREDICTION_SCHEMA = pa.schema([("user_id", pa.string()), ("attribute", pa.string()), ("value", pa.string()),
                                ("confidence", pa.float64()), ("level", pa.int64())])  # fmt: skip
-
-
-def half(user_id: str) -> str:
-    """``train`` or ``test``: a stable split of users in halves (crc32 of the id, the same in every run)."""
-    return "train" if zlib.crc32(user_id.encode("utf-8")) % 2 == 0 else "test"
-
-
-def majority(values: list[str]) -> tuple[str, float]:
-    """The most frequent value (ties: the first in sorted order) and its share."""
-    counts = Counter(values)
-    best = min(counts, key=lambda v: (-counts[v], v))
-    return best, counts[best] / len(values)
 
 
 def run_references(cfg: Config, run_dir: Path, truth_path: str, seed: int = 0) -> dict[str, Any]:
@@ -73,13 +60,17 @@ def run_references(cfg: Config, run_dir: Path, truth_path: str, seed: int = 0) -
             raise ValueError(f"--truth {truth_path}: no train-half user has a value for {attr.name}")
         value, share = majority([v for _, v in known])
         rows["ref_majority"] += [_row(u, attr.name, value, share) for u in test_ids]
-        model = LogisticRegression(max_iter=2000, C=4.0, random_state=seed)
-        model.fit(x_train[[i for i, _ in known]], [v for _, v in known])
-        proba = model.predict_proba(x_test)
-        best = proba.argmax(axis=1)
-        rows["ref_logreg"] += [_row(u, attr.name, str(model.classes_[b]), float(proba[j, b]))
-                               for j, (u, b) in enumerate(zip(test_ids, best, strict=True))]  # fmt: skip
-        fitted[attr.name] = {"train_users": len(known), "classes": len(model.classes_), "majority": value}
+        classes = sorted({v for _, v in known})
+        if len(classes) == 1:  # nothing to learn: every train user has this value
+            rows["ref_logreg"] += [_row(u, attr.name, value, 1.0) for u in test_ids]
+        else:
+            model = LogisticRegression(max_iter=2000, C=4.0, random_state=seed)
+            model.fit(x_train[[i for i, _ in known]], [v for _, v in known])
+            proba = model.predict_proba(x_test)
+            best = proba.argmax(axis=1)
+            rows["ref_logreg"] += [_row(u, attr.name, str(model.classes_[b]), float(proba[j, b]))
+                                   for j, (u, b) in enumerate(zip(test_ids, best, strict=True))]  # fmt: skip
+        fitted[attr.name] = {"train_users": len(known), "classes": len(classes), "majority": value}
     for stage, stage_rows in rows.items():
         replace_folder(run_dir / "predictions" / stage,
                        {"part-00000.parquet": pa.Table.from_pylist(stage_rows, schema=PREDICTION_SCHEMA)})  # fmt: skip

@@ -195,3 +195,17 @@ def test_hosted_teacher_over_http_with_a_key_from_the_environment(run_dir, opena
     for r in rows:
         assert r["error"] is None, r["raw_text"]
         assert r["model"] == "tiny-hosted" and r["input_tokens"] > 0 and r["output_tokens"] > 0
+
+
+def test_engine_resources_pin_the_engines_to_the_nodes_that_declare_them() -> None:
+    from conf_profile.core.settings import EngineConfig
+    from conf_profile.label import processor_config
+
+    cpu = processor_config("/m", EngineConfig(resources={"teacher_node": 1}), "cpu").placement_group_config
+    assert [b["teacher_node"] for b in cpu["bundles"]] == [1] and cpu["bundles"][0]["CPU"] == 1
+    gpu = processor_config("/m", EngineConfig(resources={"teacher_node": 1}, tensor_parallel_size=2), "gpu")
+    assert [(b["GPU"], b["teacher_node"]) for b in gpu.placement_group_config["bundles"]] == [(1, 1), (1, 1)]
+    assert processor_config("/m", EngineConfig(), "gpu").placement_group_config is None  # ray.data.llm's default
+    for bad in ({"GPU": 1}, {"teacher_node": 0}):
+        with pytest.raises(ValueError, match="custom resources only"):
+            build(Config, {"label": {"engine": {"resources": bad}}})

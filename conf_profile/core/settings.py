@@ -140,8 +140,13 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9  # share of GPU memory vLLM may take (weights + KV cache)
     cpu_kv_cache_gb: int = 1  # VLLM_CPU_KVCACHE_SPACE on CPU
     enforce_eager: bool = True  # no torch.compile: on CPU it costs ~60 s of start-up for ~15% speed
+    # Custom Ray resources each engine bundle asks for, to pin the engines to a node type that declares
+    # them (e.g. {teacher_gpu: 1} with `resources: {teacher_gpu: 8}` on that node type in cluster.yaml).
+    resources: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
+        if {"CPU", "GPU", "memory"} & set(self.resources) or any(v <= 0 for v in self.resources.values()):
+            raise ValueError(f"resources={self.resources}: custom resources only (not CPU/GPU/memory), each > 0")
         if min(self.tensor_parallel_size, self.replicas, self.batch_size, self.max_concurrent_batches) < 1:
             raise ValueError("tensor_parallel_size, replicas, batch_size and max_concurrent_batches must be >= 1")
         if not 0.05 <= self.gpu_memory_utilization <= 0.98:
