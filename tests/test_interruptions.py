@@ -1,8 +1,9 @@
-"""Interruptions: the pipeline driver is killed (SIGKILL, with its local Ray) in the middle of labeling; the
-same command again resumes, and the final tables hold the same users and keys as an uninterrupted run's,
-without duplicates or gaps. Documents are deterministic and must be equal; the rows labeled before the kill
-are kept as they were. Greedy teacher outputs are compared too, but vLLM on CPU is not bit-reproducible
-between runs (a measured difference, not a resume bug), so that comparison is printed, not asserted."""
+"""Interruptions: the pipeline driver is killed (SIGKILL, with its local Ray) in the middle of labeling, and
+later in the middle of inference; the same command again resumes, and the final tables hold the same users
+and keys as an uninterrupted run's, without duplicates or gaps. Documents are deterministic and must be
+equal; the rows labeled before the kill are kept as they were. Greedy teacher outputs are compared too, but
+vLLM on CPU is not bit-reproducible between runs (a measured difference, not a resume bug), so that
+comparison is printed, not asserted."""
 
 from __future__ import annotations
 
@@ -95,3 +96,28 @@ def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_pa
                       ["user_id", "sample", "raw_text"], ["user_id", "sample"])}  # fmt: skip
     same = sum(final[k] == reference_text[k] for k in final)
     print(f"greedy teacher outputs equal to the uninterrupted run's: {same}/{len(final)}")
+
+    # Killed again, mid-inference this time (--from infer redoes that stage): nothing is half-published; the
+    # plain command then finishes the run with the same profiles as before.
+    published = _table(got / f"profiles/dt={DATE}", ["user_id"], ["user_id"])
+    redo = subprocess.Popen([*_cmd(run, cache), "--from", "infer"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    in_infer = engine_seen = False
+    deadline = time.monotonic() + 900
+    for line in redo.stderr:
+        in_infer = in_infer or "pipeline: infer: running" in line
+        engine_seen = in_infer and "vLLMEngineStageUDF" in line  # the engine has work
+        if engine_seen or time.monotonic() > deadline:
+            break
+    os.killpg(redo.pid, signal.SIGKILL)
+    redo.wait(timeout=60)
+    assert engine_seen, "not killed mid-inference"
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert "infer" not in stages and "evaluate" not in stages and stages["train_rl"]["status"] == "ok"
+    assert _table(got / f"profiles/dt={DATE}", ["user_id"], ["user_id"]) == published  # the old partition, whole
+    assert not [p for p in (run / "profiles").iterdir() if p.name != f"dt={DATE}"], "a half-written partition"
+    finished = subprocess.run(_cmd(run, cache), cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "train_rl: already done" in finished.stderr and "infer: done" in finished.stderr
+    again = _table(got / f"profiles/dt={DATE}", ["user_id"], ["user_id"])
+    assert again == published == _table(ref / f"profiles/dt={DATE}", ["user_id"], ["user_id"])

@@ -115,6 +115,43 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path) -> None:
     assert entry["global_step"] == 120
 
 
+@pytest.mark.slow
+def test_a_training_worker_killed_mid_run_restarts_from_the_last_checkpoint(tmp_path) -> None:
+    """Not the driver: one Ray Train worker process dies (SIGKILL, as an OOM kill would); Ray Train's failure
+    policy (train_sft.max_failures) restarts the worker group from the run's last checkpoint, in one job."""
+    write_sft_set(tmp_path, n=12)
+    cache = tmp_path / "cache"
+    cmd = sft_job(tmp_path, cache, "train_sft.max_steps=120", "train_sft.save_steps=5", "train_sft.max_failures=1")
+    log = open(tmp_path / "job.log", "w")  # noqa: SIM115 (closed below)
+    job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    storage = tmp_path / "checkpoints" / "train_sft"
+    deadline = time.monotonic() + 600
+    killed: list[int] = []
+    try:
+        while time.monotonic() < deadline and job.poll() is None and not killed:
+            if any((d / "checkpoint").is_dir() for d in storage.glob("checkpoint_*")):
+                time.sleep(3)  # let Ray Train record the checkpoint
+                workers = subprocess.run(["pgrep", "-f", "ray::RayTrainWorker"], capture_output=True, text=True)
+                pids = [int(p) for p in workers.stdout.split()]
+                assert pids, "no Ray Train worker process found"
+                os.kill(pids[-1], signal.SIGKILL)  # one worker of the group
+                killed.append(pids[-1])
+            time.sleep(1)
+        assert killed, (tmp_path / "job.log").read_text()[-3000:]
+        assert job.wait(timeout=900) == 0, (tmp_path / "job.log").read_text()[-4000:]
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        log.close()
+    text = (tmp_path / "job.log").read_text()
+    assert "resuming from" in text, text[-3000:]
+    after = text.split("resuming from", 1)[1]
+    steps = [int(line.split("step ")[1].split("/")[0]) for line in after.splitlines() if "train_sft: step " in line]
+    assert steps and min(steps) > 1 and max(steps) == 120, steps  # continued after the checkpoint, not from step 1
+    entry = json.loads((tmp_path / "manifest.json").read_text())["stages"]["train_sft"]
+    assert entry["global_step"] == 120
+
+
 def test_bad_batch_arithmetic_fails_before_any_work(tmp_path) -> None:
     res = subprocess.run(sft_job(tmp_path, tmp_path, "train_sft.global_batch_size=6", "train_sft.grad_accum=2"),
                          capture_output=True, text=True, timeout=120)  # fmt: skip
