@@ -11,13 +11,14 @@ from conf_profile.core.reference import config_reference, field_comments
 from conf_profile.core.settings import Config
 
 ROOT = Path(__file__).resolve().parents[1]
+MAPPING_KEYS = ("source_budgets", "resources")  # settings whose value is a mapping, not a section
 
 
 def _keys(d: dict, prefix: str = "") -> list[str]:
     out = []
     for k, v in d.items():
         name = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict) and k != "source_budgets":
+        if isinstance(v, dict) and k not in MAPPING_KEYS:
             out += _keys(v, name)
         elif isinstance(v, list) and v and isinstance(v[0], dict):
             out += _keys(v[0], f"{name}[]")
