@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from conf_profile.core.metrics import load_truth
 from conf_profile.core.references import half, majority
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
-from conf_profile.infer import replace_folder
+from conf_profile.infer import replace_folder, without_labeled
 from conf_profile.label import read_documents
 
 PREDICTION_SCHEMA = pa.schema([("user_id", pa.string()), ("attribute", pa.string()), ("value", pa.string()),
@@ -41,10 +40,9 @@ def run_references(cfg: Config, run_dir: Path, truth_path: str, seed: int = 0) -
         raise ValueError("the logistic-regression reference needs scikit-learn: pip install scikit-learn") from None
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     truth = load_truth(truth_path, taxonomy, "--truth")
-    docs = read_documents(run_dir, ["user_id", "document"]).to_pylist()
-    labeled = _teacher_labeled(run_dir)
-    train = [d for d in docs if half(d["user_id"]) == "train"]
-    test = [d for d in docs if half(d["user_id"]) == "test" and d["user_id"] not in labeled]
+    docs = read_documents(run_dir, ["user_id", "document"])
+    train = [d for d in docs.to_pylist() if half(d["user_id"]) == "train"]
+    test = [d for d in without_labeled(docs, run_dir).to_pylist() if half(d["user_id"]) == "test"]
     if not train or not test:
         raise ValueError(f"{run_dir}: {len(train)} train and {len(test)} test users; the references need both")
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
@@ -79,11 +77,6 @@ def run_references(cfg: Config, run_dir: Path, truth_path: str, seed: int = 0) -
     )
     return {"train_users": len(train), "test_users": len(test), "features": len(vectorizer.vocabulary_),
             "attributes": fitted, "test_users_file": str(run_dir / "references" / "test_users.parquet")}  # fmt: skip
-
-
-def _teacher_labeled(run_dir: Path) -> set[str]:
-    votes = run_dir / "votes"
-    return set(pq.read_table(votes, columns=["user_id"]).column("user_id").to_pylist()) if votes.is_dir() else set()
 
 
 def _row(user_id: str, attribute: str, value: str, confidence: float) -> dict[str, Any]:

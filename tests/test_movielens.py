@@ -210,6 +210,8 @@ def _references_run(tmp_path: Path, users: int = 120) -> tuple[Path, Path]:
     for col in ("single_confidence", "majority_share", "raw_confidence", "confidence", "mean_confidence"):
         labeled[col] = [0.6] * 10
     pq.write_table(pa.table(labeled), run / "votes" / "part-00000.parquet")
+    (run / "teacher_samples").mkdir()
+    pq.write_table(pa.table({"user_id": ids[:10]}), run / "teacher_samples" / "part-00000.parquet")
     truth = tmp_path / "truth.parquet"
     pq.write_table(pa.table({"user_id": ids, "gender": gender, "age_group": ["age_25_34"] * users,
                              "occupation": ["student"] * users}), truth)  # fmt: skip
