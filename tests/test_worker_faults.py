@@ -4,7 +4,8 @@ The head node (1 CPU) runs the driver; a worker node (2 CPUs) declares the custo
 which ``label.engine.resources`` / ``infer.engine.resources`` ask for, so the vLLM engine always runs
 there. In the middle of labeling, and again in the middle of inference, that node is killed hard
 (``allow_graceful=False``: its raylet and every process on it die, as when a cloud VM is reclaimed) and a
-fresh node joins. Each job must complete with the same set of users, no duplicates and no gaps.
+fresh node joins. The engines take one batch at a time, so most of the work is still to do when the node
+dies. Each job must complete with the same set of users, no duplicates and no gaps.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from conf_profile.core.settings import Config, IngestConfig
 
 NODE = {"num_cpus": 2, "resources": {"engine_node": 1}}
 ENGINE_ACTOR = "vLLMEngineStageUDF"
+LABELED = 12  # users the teacher labels (x 2 samples); inference profiles all 24
 
 
 class NodeLoss:
@@ -75,17 +77,23 @@ def test_labeling_and_inference_survive_losing_the_engine_node(tmp_path) -> None
     from conf_profile.models import tiny_model_dir
     from conf_profile.synthetic.dataset import write_dataset
 
-    write_dataset(tmp_path / "in", users=12, seed=7, files=1)
+    write_dataset(tmp_path / "in", users=24, seed=7, files=1)
     run_dir = tmp_path / "run"
     run_ingest_local(IngestConfig(), str(tmp_path / "in" / "logs"), run_dir)
     users = set(pq.read_table(run_dir / "documents", columns=["user_id"]).column("user_id").to_pylist())
+    labeled = set(sorted(users)[:LABELED])  # label.max_users: the first users by user_id
     cache = tmp_path / "cache"
     model = str(tiny_model_dir(cache))
     pin = "{engine_node: 1}"
+    # One batch in flight per engine: the engine works through the batches one by one, so when the node dies
+    # most of the work is still to do (with several batches in flight, all of them could finish before the
+    # kill on a fast machine, and no engine would be needed on the new node).
     cfg = build(Config, overrides=[
-        f"models.cache_dir={cache}", "label.max_users=0", "label.engine.batch_size=2", f"label.engine.resources={pin}",
+        f"models.cache_dir={cache}", f"label.max_users={LABELED}", "label.engine.batch_size=2",
+        "label.engine.max_concurrent_batches=1", f"label.engine.resources={pin}",
         "label.teachers=[{name: t, model: tiny, samples: 2, max_tokens: 400}]",
-        "infer.engine.batch_size=2", "infer.max_tokens=400", f"infer.engine.resources={pin}"])  # fmt: skip
+        "infer.engine.batch_size=1", "infer.engine.max_concurrent_batches=1", "infer.max_tokens=400",
+        f"infer.engine.resources={pin}"])  # fmt: skip
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True})
     node = cluster.add_node(**NODE)
     cluster.wait_for_nodes()
@@ -99,8 +107,8 @@ def test_labeling_and_inference_survive_losing_the_engine_node(tmp_path) -> None
         samples = pq.read_table(out, columns=["user_id", "sample", "error"])
         keys = list(zip(samples.column("user_id").to_pylist(), samples.column("sample").to_pylist(), strict=True))
         assert len(keys) == len(set(keys)), "duplicate samples"
-        assert set(keys) == {(u, k) for u in users for k in range(2)}, "missing samples"
-        assert entry["teachers"]["t"]["rows"] == 2 * len(users)
+        assert set(keys) == {(u, k) for u in labeled for k in range(2)}, "missing samples"
+        assert entry["teachers"]["t"]["rows"] == 2 * len(labeled)
         engines = _engine_actors()
         assert loss.node.node_id in {a.node_id for a in engines}, "no engine ran on the replacement node"
         print(
