@@ -9,8 +9,6 @@ committed, and ``out`` should stay outside the repository (``data/`` is ignored)
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,6 +31,7 @@ from conf_profile.core.movielens import (
     truth_row,
 )
 from conf_profile.models import default_cache_dir
+from conf_profile.runs import write_data_folder
 from conf_profile.synthetic.generator import LOG_SCHEMA  # the project's one log schema
 
 WHEEL = "recbole-1.2.1-py3-none-any.whl"
@@ -45,23 +44,16 @@ TRUTH_SCHEMA = pa.schema([(n, pa.string()) for n in ("user_id", "gender", "age_g
 def import_movielens(out: str | Path, source: str | None = None, cache_dir: str | None = None,
                      overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
     """Read the data set from ``source`` (or the cached wheel) and write it under ``out``; returns the summary."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
-    path = Path(source) if source else fetch_wheel(Path(cache_dir) if cache_dir else default_cache_dir())
-    if not path.exists():
-        raise FileNotFoundError(f"--source {path}: no such file or folder (ml-100k.zip, its folder, or {WHEEL})")
-    users, ratings, movies = read_source(path)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "logs").mkdir(parents=True)
-    summary = write_tables(staging, users, ratings, movies)
-    summary["source"] = str(path)
-    (staging / "dataset.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return summary
+
+    def fill(staging: Path) -> dict[str, Any]:
+        path = Path(source) if source else fetch_wheel(Path(cache_dir) if cache_dir else default_cache_dir())
+        if not path.exists():
+            raise FileNotFoundError(f"--source {path}: no such file or folder (ml-100k.zip, its folder, or {WHEEL})")
+        summary = write_tables(staging, *read_source(path))
+        summary["source"] = str(path)
+        return summary
+
+    return write_data_folder(out, fill, overwrite)
 
 
 def fetch_wheel(cache_dir: Path) -> Path:

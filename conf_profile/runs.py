@@ -11,8 +11,9 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -105,6 +106,30 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_data_folder(
+    out: str | Path, fill: Callable[[Path], dict[str, Any]], overwrite: bool = False
+) -> dict[str, Any]:
+    """Write a data set folder whole or not at all: ``fill(staging)`` writes ``staging/logs/...`` and returns
+    the summary, saved as ``dataset.json``; then ``<out>.partial`` is renamed to ``out``. A non-empty ``out``
+    is refused unless ``overwrite``; if ``fill`` fails, the staging folder is removed and ``out`` is untouched."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "logs").mkdir(parents=True)
+    try:
+        summary = fill(staging)
+        (staging / "dataset.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return summary
 
 
 def package_versions() -> dict[str, str]:

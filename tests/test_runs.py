@@ -3,7 +3,9 @@ from __future__ import annotations
 import json
 import os
 
-from conf_profile.runs import new_run_id, open_run_dir, read_manifest, record_stage
+import pytest
+
+from conf_profile.runs import new_run_id, open_run_dir, read_manifest, record_stage, write_data_folder
 
 
 def test_new_run_dirs_and_latest_link(tmp_path) -> None:
@@ -50,3 +52,28 @@ def test_checkpoints_are_per_run_on_shared_storage(tmp_path) -> None:
                                                                       "train_sft")  # fmt: skip
     assert checkpoint_location("s3://b/ckpt", tmp_path / "r1", "train_sft") == ("s3://b/ckpt", "r1-train_sft")
     assert checkpoint_location("s3://b/ckpt", tmp_path / "r2", "train_sft")[1] == "r2-train_sft"
+
+
+def test_a_data_folder_appears_whole_or_not_at_all(tmp_path) -> None:
+    out = tmp_path / "data"
+
+    def fill(staging):
+        (staging / "logs" / "part-0.parquet").write_bytes(b"rows")
+        return {"users": 3}
+
+    assert write_data_folder(out, fill) == {"users": 3}
+    assert json.loads((out / "dataset.json").read_text()) == {"users": 3}
+    assert (out / "logs" / "part-0.parquet").read_bytes() == b"rows"
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_data_folder(out, fill)
+
+    def broken(staging):
+        (staging / "logs" / "part-0.parquet").write_bytes(b"half")
+        raise ValueError("source line 7: bad row")
+
+    with pytest.raises(ValueError, match="line 7"):
+        write_data_folder(out, broken, overwrite=True)
+    assert (out / "logs" / "part-0.parquet").read_bytes() == b"rows"  # the old folder is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging folder left
+    write_data_folder(out, lambda staging: {"users": 0}, overwrite=True)
+    assert list((out / "logs").iterdir()) == [] and json.loads((out / "dataset.json").read_text()) == {"users": 0}

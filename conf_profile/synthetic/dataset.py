@@ -7,8 +7,6 @@ The whole folder appears at once: it is written under ``<out>.partial`` and rena
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from conf_profile.runs import write_data_folder
 from conf_profile.synthetic.generator import (
     BAD_KINDS,
     BAD_ROWS_SCHEMA,
@@ -34,22 +33,16 @@ def write_dataset(
     out: str | Path, users: int, seed: int = 0, bad_fraction: float = 0.0, files: int = 4, overwrite: bool = False
 ) -> dict[str, Any]:
     """Generate and write the data set; returns the summary also saved as ``<out>/dataset.json``."""
-    out = Path(out)
     if files < 1:
         raise ValueError(f"files must be >= 1, got {files}")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "logs").mkdir(parents=True)
-    started = time.monotonic()
-    summary = _write_all(partial, users, seed, bad_fraction, files, started)
-    summary["seconds"] = round(time.monotonic() - started, 1)
-    (partial / "dataset.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
-    return summary
+
+    def fill(staging: Path) -> dict[str, Any]:
+        started = time.monotonic()
+        summary = _write_all(staging, users, seed, bad_fraction, files, started)
+        summary["seconds"] = round(time.monotonic() - started, 1)
+        return summary
+
+    return write_data_folder(out, fill, overwrite)
 
 
 def _write_all(root: Path, users: int, seed: int, bad_fraction: float, files: int, started: float) -> dict[str, Any]:
