@@ -75,9 +75,28 @@ def test_quick_pipeline_end_to_end(tmp_path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     assert all(f"{s}: already done" in second.stderr for s in STAGE_NAMES)
 
-    # --from infer --to infer: the same date again replaces the partition, never duplicates it.
+    # Side jobs on the finished run: the references and a report on their test users.
+    common = ["--config", "jobs/configs/quick.yaml", "--run-dir", str(run_dir), "--truth",
+              str(run_dir / "input" / "truth.parquet")]  # fmt: skip
+    for job in (
+        ["jobs.references"],
+        ["jobs.evaluate", "--users", str(run_dir / "references" / "test_users.parquet"), "--report", "test"],
+    ):
+        side = subprocess.run([sys.executable, "-m", *job, *common], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+        assert side.returncode == 0, side.stderr[-3000:]
+    assert {"ref_majority", "ref_logreg"} <= {p.name for p in (run_dir / "predictions").iterdir()}
+    assert (run_dir / "test" / "metrics.json").exists()
+
+    # --from infer --to infer: the same date again replaces the partition, never duplicates it. The side
+    # jobs' entries and outputs, computed from the old outputs, are removed.
     third = _pipeline(run_dir, cache, "--from", "infer", "--to", "infer")
     assert third.returncode == 0, third.stderr[-3000:]
+    assert "removed the stale outputs of evaluate_test, references" in third.stderr
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    assert not {"references", "evaluate_test"} & set(stages)
+    assert not (run_dir / "test").exists() and not (run_dir / "references").exists()
+    assert not {"ref_majority", "ref_logreg"} & {p.name for p in (run_dir / "predictions").iterdir()}
     ran = [line.split(":")[1].strip() for line in third.stderr.splitlines() if line.endswith(": running")]
     assert ran == ["infer"]
     again = pq.read_table(run_dir / "profiles" / f"dt={DATE}")

@@ -5,7 +5,14 @@ import os
 
 import pytest
 
-from conf_profile.runs import new_run_id, open_run_dir, read_manifest, record_stage, write_data_folder
+from conf_profile.runs import (
+    drop_derived,
+    new_run_id,
+    open_run_dir,
+    read_manifest,
+    record_stage,
+    write_data_folder,
+)
 
 
 def test_new_run_dirs_and_latest_link(tmp_path) -> None:
@@ -77,3 +84,20 @@ def test_a_data_folder_appears_whole_or_not_at_all(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging folder left
     write_data_folder(out, lambda staging: {"users": 0}, overwrite=True)
     assert list((out / "logs").iterdir()) == [] and json.loads((out / "dataset.json").read_text()) == {"users": 0}
+
+
+def test_a_redo_drops_the_side_jobs_run_on_the_old_outputs(tmp_path) -> None:
+    run = tmp_path / "run"
+    for folder in ("predictions/ref_a", "predictions/student_rl", "report_test", "report"):
+        (run / folder).mkdir(parents=True)
+    (tmp_path / "keep").mkdir()
+    record_stage(run, "infer", {"status": "ok", "outputs": ["report"]})  # a pipeline stage: left alone
+    record_stage(run, "make_logs", {"status": "ok", "out": "data"})  # upstream of the run, no outputs
+    record_stage(run, "references", {"status": "ok", "outputs": ["predictions/ref_a"]})
+    record_stage(run, "evaluate_report_test", {"status": "ok", "outputs": ["report_test", "../keep", "."]})
+    assert drop_derived(run, ["infer", "evaluate"]) == ["evaluate_report_test", "references"]
+    assert set(read_manifest(run)["stages"]) == {"infer", "make_logs"}
+    assert sorted(p.name for p in (run / "predictions").iterdir()) == ["student_rl"]
+    assert not (run / "report_test").exists() and (run / "report").is_dir()
+    assert (tmp_path / "keep").is_dir() and run.is_dir()  # nothing outside the run directory, nor the run itself
+    assert drop_derived(run, ["infer", "evaluate"]) == []

@@ -29,7 +29,14 @@ from conf_profile.pipeline import (
     train_rl,
     train_sft,
 )
-from conf_profile.runs import checkpoint_location, drop_stages, read_manifest, record_run_info, record_stage
+from conf_profile.runs import (
+    checkpoint_location,
+    drop_derived,
+    drop_stages,
+    read_manifest,
+    record_run_info,
+    record_stage,
+)
 
 Stage = Callable[[Config, Path], dict[str, Any]]
 # Data-flow order.
@@ -86,6 +93,10 @@ def run_pipeline(
     start, stop = select(names, done, first, last)
     if first is not None:  # redo from here: what follows is stale
         drop_stages(run_dir, names[start:])
+        stale = drop_derived(run_dir, names)
+        if stale:
+            print(f"pipeline: removed the stale outputs of {', '.join(stale)} (computed from the stages being redone;"
+                  " run those jobs again)", file=sys.stderr, flush=True)  # fmt: skip
         for name in names[start:]:  # a later plain re-run must not restore a stale finished run either
             _clear_checkpoints(cfg, run_dir, name)
         done -= set(names[start:])
