@@ -79,7 +79,7 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str, users_path: str | 
     write_text_atomic(report / "index.html", _html(metrics, taxonomy, plots))
     return {
         "report": str(report),
-        "outputs": [report_name],  # in the run directory
+        "written": [report_name],  # in the run directory (runs.drop_derived)
         "stages": {
             n: {
                 "users": s["users"],

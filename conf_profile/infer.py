@@ -51,7 +51,7 @@ def run_infer(
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     if eval_name:
         replace_folder(run_dir / "predictions" / eval_name, {"part-0.parquet": long_form(profiles, taxonomy)})
-        entry.update({"predictions": str(run_dir / "predictions" / eval_name), "outputs": [f"predictions/{eval_name}"]})
+        entry.update({"predictions": str(run_dir / "predictions" / eval_name), "written": [f"predictions/{eval_name}"]})
     else:
         date = date or datetime.now(UTC).date().isoformat()
         key = id_key(cfg)

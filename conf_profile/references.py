@@ -77,7 +77,7 @@ def run_references(cfg: Config, run_dir: Path, truth_path: str, seed: int = 0) -
     )
     return {"train_users": len(train), "test_users": len(test), "features": len(vectorizer.vocabulary_),
             "attributes": fitted, "test_users_file": str(run_dir / "references" / "test_users.parquet"),
-            "outputs": [f"predictions/{stage}" for stage in rows] + ["references"]}  # fmt: skip
+            "written": [f"predictions/{stage}" for stage in rows] + ["references"]}  # fmt: skip
 
 
 def _row(user_id: str, attribute: str, value: str, confidence: float) -> dict[str, Any]:

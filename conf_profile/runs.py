@@ -83,15 +83,15 @@ def drop_stages(run_dir: str | Path, stages: Sequence[str]) -> None:
 
 def drop_derived(run_dir: str | Path, stages: Sequence[str]) -> list[str]:
     """Forget the side jobs run on this run's outputs and remove what they wrote (a redo makes them stale):
-    the entries not named in ``stages`` that list ``outputs`` (paths in the run directory), e.g.
+    the entries not named in ``stages`` that list what they ``written`` (paths in the run directory), e.g.
     ``jobs.references`` and ``jobs.evaluate --report NAME``. Returns their names."""
     root = Path(run_dir).resolve()
     manifest = read_manifest(run_dir)
     entries = manifest.get("stages", {})
-    stale = sorted(name for name, entry in entries.items() if name not in stages and entry.get("outputs"))
+    stale = sorted(name for name, entry in entries.items() if name not in stages and entry.get("written"))
     for name in stale:
-        for output in entries.pop(name)["outputs"]:
-            path = (root / output).resolve()
+        for written in entries.pop(name)["written"]:
+            path = (root / str(written)).resolve()
             if path != root and path.is_relative_to(root):  # never anything outside the run directory
                 shutil.rmtree(path, ignore_errors=True)
     if stale:

@@ -91,10 +91,10 @@ def test_a_redo_drops_the_side_jobs_run_on_the_old_outputs(tmp_path) -> None:
     for folder in ("predictions/ref_a", "predictions/student_rl", "report_test", "report"):
         (run / folder).mkdir(parents=True)
     (tmp_path / "keep").mkdir()
-    record_stage(run, "infer", {"status": "ok", "outputs": ["report"]})  # a pipeline stage: left alone
+    record_stage(run, "infer", {"status": "ok", "written": ["report"]})  # a pipeline stage: left alone
     record_stage(run, "make_logs", {"status": "ok", "out": "data"})  # upstream of the run, no outputs
-    record_stage(run, "references", {"status": "ok", "outputs": ["predictions/ref_a"]})
-    record_stage(run, "evaluate_report_test", {"status": "ok", "outputs": ["report_test", "../keep", "."]})
+    record_stage(run, "references", {"status": "ok", "written": ["predictions/ref_a"]})
+    record_stage(run, "evaluate_report_test", {"status": "ok", "written": ["report_test", "../keep", "."]})
     assert drop_derived(run, ["infer", "evaluate"]) == ["evaluate_report_test", "references"]
     assert set(read_manifest(run)["stages"]) == {"infer", "make_logs"}
     assert sorted(p.name for p in (run / "predictions").iterdir()) == ["student_rl"]
