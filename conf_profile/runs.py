@@ -83,7 +83,7 @@ def drop_stages(run_dir: str | Path, stages: Sequence[str]) -> None:
 
 def drop_derived(run_dir: str | Path, stages: Sequence[str]) -> list[str]:
     """Forget the side jobs run on this run's outputs and remove what they wrote (a redo makes them stale):
-    the entries not named in ``stages`` that list what they ``written`` (paths in the run directory), e.g.
+    the entries not named in ``stages`` that have a ``written`` list (paths in the run directory), e.g.
     ``jobs.references`` and ``jobs.evaluate --report NAME``. Returns their names."""
     root = Path(run_dir).resolve()
     manifest = read_manifest(run_dir)

@@ -92,14 +92,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path) -> None:
     cmd = sft_job(tmp_path, cache, "train_sft.max_steps=120", "train_sft.save_steps=5")
     log = open(tmp_path / "first.log", "w")  # noqa: SIM115 (closed below)
     first = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    storage = tmp_path / "checkpoints" / "train_sft"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and first.poll() is None:
-        if any((d / "checkpoint").is_dir() for d in storage.glob("checkpoint_*")):
-            time.sleep(3)  # let Ray Train record the checkpoint
-            break
-        time.sleep(1)
-    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    assert _wait_for_a_checkpoint(first, tmp_path), (tmp_path / "first.log").read_text()[-3000:]
     os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
     first.wait()
     log.close()
@@ -107,12 +100,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path) -> None:
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-4000:]
     assert "resuming from" in second.stderr
-    steps = [
-        int(line.split("step ")[1].split("/")[0]) for line in second.stderr.splitlines() if "train_sft: step " in line
-    ]
-    assert steps and min(steps) > 1 and max(steps) == 120, steps  # continued after the checkpoint, not from step 1
-    entry = json.loads((tmp_path / "manifest.json").read_text())["stages"]["train_sft"]
-    assert entry["global_step"] == 120
+    _assert_continued_to_step_120(second.stderr, tmp_path)
 
 
 @pytest.mark.slow
@@ -124,20 +112,12 @@ def test_a_training_worker_killed_mid_run_restarts_from_the_last_checkpoint(tmp_
     cmd = sft_job(tmp_path, cache, "train_sft.max_steps=120", "train_sft.save_steps=5", "train_sft.max_failures=1")
     log = open(tmp_path / "job.log", "w")  # noqa: SIM115 (closed below)
     job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    storage = tmp_path / "checkpoints" / "train_sft"
-    deadline = time.monotonic() + 600
-    killed: list[int] = []
     try:
-        while time.monotonic() < deadline and job.poll() is None and not killed:
-            if any((d / "checkpoint").is_dir() for d in storage.glob("checkpoint_*")):
-                time.sleep(3)  # let Ray Train record the checkpoint
-                workers = subprocess.run(["pgrep", "-f", "ray::RayTrainWorker"], capture_output=True, text=True)
-                pids = [int(p) for p in workers.stdout.split()]
-                assert pids, "no Ray Train worker process found"
-                os.kill(pids[-1], signal.SIGKILL)  # one worker of the group
-                killed.append(pids[-1])
-            time.sleep(1)
-        assert killed, (tmp_path / "job.log").read_text()[-3000:]
+        assert _wait_for_a_checkpoint(job, tmp_path), (tmp_path / "job.log").read_text()[-3000:]
+        workers = subprocess.run(["pgrep", "-f", "ray::RayTrainWorker"], capture_output=True, text=True)
+        pids = [int(p) for p in workers.stdout.split()]
+        assert pids, "no Ray Train worker process found"
+        os.kill(pids[-1], signal.SIGKILL)  # one worker of the group
         assert job.wait(timeout=900) == 0, (tmp_path / "job.log").read_text()[-4000:]
     finally:
         if job.poll() is None:
@@ -145,11 +125,28 @@ def test_a_training_worker_killed_mid_run_restarts_from_the_last_checkpoint(tmp_
         log.close()
     text = (tmp_path / "job.log").read_text()
     assert "resuming from" in text, text[-3000:]
-    after = text.split("resuming from", 1)[1]
-    steps = [int(line.split("step ")[1].split("/")[0]) for line in after.splitlines() if "train_sft: step " in line]
-    assert steps and min(steps) > 1 and max(steps) == 120, steps  # continued after the checkpoint, not from step 1
-    entry = json.loads((tmp_path / "manifest.json").read_text())["stages"]["train_sft"]
-    assert entry["global_step"] == 120
+    _assert_continued_to_step_120(text.split("resuming from", 1)[1], tmp_path)
+
+
+def _wait_for_a_checkpoint(job: subprocess.Popen, run_dir: Path) -> bool:
+    """Wait (up to 10 minutes) until the SFT run has saved its first checkpoint and Ray Train has recorded it;
+    whether the job is still running then (the kill lands mid-run)."""
+    storage = run_dir / "checkpoints" / "train_sft"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and job.poll() is None:
+        if any((d / "checkpoint").is_dir() for d in storage.glob("checkpoint_*")):
+            time.sleep(3)  # let Ray Train record the checkpoint
+            return job.poll() is None
+        time.sleep(1)
+    return False
+
+
+def _assert_continued_to_step_120(log: str, run_dir: Path) -> None:
+    """Every step in ``log`` continues after the checkpoint (none restarts from step 1) and the run ends at
+    step 120, as its manifest says."""
+    steps = [int(line.split("step ")[1].split("/")[0]) for line in log.splitlines() if "train_sft: step " in line]
+    assert steps and min(steps) > 1 and max(steps) == 120, steps
+    assert json.loads((run_dir / "manifest.json").read_text())["stages"]["train_sft"]["global_step"] == 120
 
 
 def test_bad_batch_arithmetic_fails_before_any_work(tmp_path) -> None:
