@@ -7,6 +7,7 @@ comparison is printed, not asserted."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,6 +29,26 @@ def _cmd(run_dir: Path, cache: Path) -> list[str]:
             "--set", f"models.cache_dir={cache}", "--set", teacher, "--set", f"infer.date={DATE}",
             "--set", "label.engine.batch_size=1", "--set", "label.engine.max_concurrent_batches=1"]  # fmt: skip
     # one sequence at a time: batch composition cannot change the greedy outputs
+
+
+def _kill_session(driver: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process of the Ray it started, as a lost machine would. Ray's workers have
+    process groups of their own (a killpg alone leaves them to die a moment later, and one may still finish
+    writing a file then), but they share the driver's session: kill every live process of it."""
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while True:
+        ps = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True, check=True).stdout
+        left = [int(pid) for pid, sid, stat in (line.split()[:3] for line in ps.splitlines() if line.strip())
+                if int(sid) == driver.pid and not stat.startswith("Z")]  # fmt: skip
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"processes of the killed run still alive: {left}"
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
 
 
 def _readable_rows(folder: Path) -> dict[tuple[str, int], str]:
@@ -64,8 +85,7 @@ def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_pa
             break
         if time.monotonic() > deadline:
             break
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, as a lost machine would
-    proc.wait(timeout=60)
+    _kill_session(proc)
     assert killed_in == "label"
     manifest = json.loads((run / "manifest.json").read_text())
     assert "label" not in manifest["stages"] and manifest["stages"]["ingest"]["status"] == "ok"
@@ -109,8 +129,7 @@ def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_pa
         engine_seen = in_infer and "vLLMEngineStageUDF" in line  # the engine has work
         if engine_seen or time.monotonic() > deadline:
             break
-    os.killpg(redo.pid, signal.SIGKILL)
-    redo.wait(timeout=60)
+    _kill_session(redo)
     assert engine_seen, "not killed mid-inference"
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert "infer" not in stages and "evaluate" not in stages and stages["train_rl"]["status"] == "ok"
