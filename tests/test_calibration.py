@@ -65,3 +65,13 @@ def test_gold_fit_maps_raw_confidence_to_accuracy() -> None:
     cal = fit_gold({"g": raw}, {"g": raw}, {"g": correct})
     _, conf = apply(cal, "g", np.array([0.3, 0.9]))
     assert cal["method"] == "isotonic" and conf == pytest.approx([0.09, 0.81], abs=0.08)
+
+
+def test_gold_fit_gives_each_level_its_fitted_confidence() -> None:
+    # levels of 0.1..1.0 are pairs; the gold says the lower half is always wrong, the upper half always right
+    raw = np.arange(1, 11) / 10.0
+    cal = fit_gold({"g": raw}, {"g": raw}, {"g": (raw > 0.5).astype(float)})
+    assert cal["attributes"]["g"]["level_confidence"] == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.0])
+    from conf_profile.core.profiles import level_confidence
+
+    assert [level_confidence(cal, "g", k) for k in (1, 3, 5)] == [0.0, 0.5, 1.0]  # what the profile tables write

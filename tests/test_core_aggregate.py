@@ -63,11 +63,20 @@ def test_votes_weighted_majority_single_evidence_rationale() -> None:
     # young: 1.0 + 0.8 = 1.8; abstain 2.0 x 0.2 = 0.4 -> young; evidence from the most confident supporter
     assert a["value"] == "young" and a["vote_share"] == pytest.approx(1.8 / 2.2) and a["evidence"] == "a0 young"
     assert a["mean_confidence"] == pytest.approx(4.5)
-    # rationale: the sample with the most weight behind winning values (b0: 2.0 for gender; a0: 1.0 for age)
-    assert g["rationale"] == "b0"
+    # rationale: no sample names both winners (a0/a1 say male, b0 abstains on age), so it is composed from the
+    # winners' evidence and cannot argue for a losing value
+    assert g["rationale"] == "gender female: b0 female; age young: a0 young."
     u2 = votes[("u2", "gender")]
     assert u2["value"] == "female" and u2["valid"] == 1 and u2["samples"] == 2 and u2["single_value"] == "unknown"
     assert u2["single_confidence"] is None and u2["rationale"] == "only"
+
+
+def test_rationale_comes_from_the_strongest_sample_that_names_every_winner() -> None:
+    rows = [sample("u1", "a", 0, "male", 5, "young", 5, rationale="agrees, strong"),
+            sample("u1", "a", 1, "male", 3, "young", 3, rationale="agrees, weak"),
+            sample("u1", "a", 2, "female", 5, "young", 5, rationale="argues female")]  # fmt: skip
+    votes = vote_samples(pa.Table.from_pylist(rows), TAXONOMY, "a").to_pylist()
+    assert votes[0]["value"] == "male" and {r["rationale"] for r in votes} == {"agrees, strong"}
 
 
 def test_current_samples_keeps_this_prompt_and_document_once() -> None:

@@ -89,8 +89,11 @@ def test_consensus_keeps_users_whose_outputs_all_fail_and_ignores_the_failures_o
     assert table.num_rows == 2
 
 
-def test_one_confident_answer_does_not_outvote_several_abstentions() -> None:
-    # the student states abstentions at level 1 (its training target); they still count in full
+def test_several_abstentions_lower_the_level_of_one_confident_answer() -> None:
+    # the student states abstentions at level 1 (its training target); they still count in full, so the one
+    # answer wins (the vote abstains only when no output names a value) at share 1/3: level round(5/3) = 2
     texts = [output(gender=("female", 5)), output(gender=("unknown", 1)), output(gender=("unknown", 1))]
     row = consensus_rows(["u"], [texts], TAX, None)[0]
-    assert row["gender"] == "unknown" and row["gender_confidence"] is None and row["gender_evidence"] is None
+    assert row["gender"] == "female" and row["gender_level"] == 2 and row["gender_confidence"] == 0.4
+    silent = consensus_rows(["u"], [[output(gender=("unknown", 1))] * 3], TAX, None)[0]
+    assert silent["gender"] == "unknown" and silent["gender_confidence"] is None and silent["gender_evidence"] is None

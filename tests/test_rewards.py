@@ -52,20 +52,41 @@ def test_confidence_breaks_what_counting_would_not() -> None:
     assert s.accuracy[0] == pytest.approx(1.0 / (1 / 1.4 + 1.0))
 
 
-def test_abstentions_win_when_the_group_abstains() -> None:
+def test_one_named_value_outweighs_a_group_abstention() -> None:
     group = [out(("unknown", 1), ("y", 2)), out(("unknown", 1), ("y", 2)), out(("m", 1), ("y", 2))]
     s = score(group)
-    # g: abstain mass 0.4 >= m's 0.2 -> pseudo-label unknown; abstaining rollouts agree on g
-    assert s.accuracy[0] == pytest.approx(1.0) and s.accuracy[2] == pytest.approx(1.0 / (2 / 3 + 1.0))
-    # calibration skips unanswered attributes: rollout 0 is scored on a only (level 2 -> 0.4, right)
-    assert s.calibration[0] == pytest.approx(1.0 - 0.6**2)
+    # g: m (0.2) against abstain mass 0.4 -> pseudo-label m at share 0.2 / 0.6; a: y at share 1
+    assert s.accuracy[0] == pytest.approx((0 + 1.0) / (1 / 3 + 1.0)) and s.accuracy[2] == pytest.approx(1.0)
+    # calibration over {answered} | {a value on the table} = {g, a}: rollout 0 answered only a (0.4, right)
+    assert s.calibration[0] == pytest.approx((1.0 - 0.6**2) / 2)
+    assert s.calibration[2] == pytest.approx(((1.0 - 0.8**2) + (1.0 - 0.6**2)) / 2)
 
 
-def test_a_rollout_that_answers_nothing_is_not_miscalibrated() -> None:
+def test_a_rollout_that_answers_nothing_earns_no_calibration_where_values_are_on_the_table() -> None:
     s = score([out(("unknown", 1), ("unknown", 1)), out(("m", 1), ("y", 1))])
-    assert s.calibration[0] == 1.0  # no stated confidence; accuracy judges the abstention
-    # the group abstains on both (abstain 0.2 ties m 0.2 and y 0.2): rollout 1 stated 0.2 twice, wrong twice
-    assert s.calibration[1] == pytest.approx(1.0 - 0.2**2)
+    # the group's only named values win: g -> m, a -> y (share 0.5 each)
+    assert s.accuracy == pytest.approx([0.0, 1.0])
+    assert s.calibration[0] == 0.0 and s.calibration[1] == pytest.approx(1.0 - 0.8**2)
+    nothing = score([out(("unknown", 1), ("unknown", 1))] * 2)  # nobody names anything: abstaining is right
+    assert nothing.accuracy == [1.0, 1.0] and nothing.calibration == [1.0, 1.0]
+
+
+def reward(scores, k: int, calibration_weight: float = 0.5) -> float:
+    return scores.format_ok[k] * (scores.accuracy[k] + calibration_weight * scores.calibration[k])
+
+
+def test_an_all_unknown_group_scores_below_a_group_that_agrees_with_the_teacher() -> None:
+    votes, shares = {"g": ["f"] * 4, "a": ["o"] * 4}, {"g": [0.8] * 4, "a": [0.6] * 4}
+    silent = [out(("unknown", 1), ("unknown", 1))] * 4
+    agreeing = [out(("f", 4), ("o", 4))] * 4
+    for weight in (1.0, 0.0):  # the teacher voting, and the teacher only known (no vote weight)
+        s_silent = score(silent, votes=votes, shares=shares, teacher_voter_weight=weight)
+        s_agree = score(agreeing, votes=votes, shares=shares, teacher_voter_weight=weight)
+        assert [reward(s_silent, k) for k in range(4)] == [0.0] * 4
+        assert reward(s_agree, 0) == pytest.approx(1.0 + 0.5 * (1.0 - 0.2**2))
+        assert reward(s_agree, 0) > reward(s_silent, 0)
+    # with the teacher voting, the pseudo-label is its value: f at 0.8 / (0.8 + 4 x 0.2)
+    assert score(silent, votes=votes, shares=shares).teacher_agreement == [1.0] * 4
 
 
 def test_malformed_outputs_get_nothing_and_do_not_vote() -> None:
@@ -83,7 +104,7 @@ def test_groups_are_scored_separately() -> None:
 def test_teacher_vote_as_an_extra_voter_and_agreement() -> None:
     group = [out(("m", 2), ("y", 2)), out(("f", 2), ("y", 2))]  # g tied 0.4 : 0.4 on its own -> m
     votes, shares = {"g": ["f", "f"], "a": ["o", "o"]}, {"g": [0.9, 0.9], "a": [0.6, 0.6]}
-    alone = score(group, votes=votes, shares=shares)
+    alone = score(group, votes=votes, shares=shares, teacher_voter_weight=0.0)
     assert alone.accuracy[0] == pytest.approx(1.0) and alone.teacher_agreement == [0.0, 0.0]
     # with weight 1, the teacher adds 0.9 to f (g -> f) and 0.6 to o (a stays y: 0.8 > 0.6)
     joined = score(group, votes=votes, shares=shares, teacher_voter_weight=1.0)

@@ -34,16 +34,29 @@ def test_teacher_weights_scale_votes() -> None:
     assert v.value[0] == B and v.share[0] == pytest.approx(0.75)
 
 
-def test_abstentions_add_to_total_mass_and_can_win() -> None:
-    v = one_user([A, UNK, UNK], [4, 2, 2])  # a: 0.8, abstain: 0.8 -> abstain wins ties
-    assert v.value[0] == UNK and v.share[0] == pytest.approx(0.5) and v.supporters[0] == 2
-    v = one_user([A, UNK], [5, 2])  # a: 1.0, abstain 0.4
-    assert v.value[0] == A and v.share[0] == pytest.approx(1.0 / 1.4)
+def test_abstentions_lower_the_share_but_never_outvote_a_value() -> None:
+    v = one_user([A, UNK, UNK], [4, 2, 2])  # a: 0.8, abstain: 0.8 -> a answers at share 0.5
+    assert v.value[0] == A and v.share[0] == pytest.approx(0.5) and v.supporters[0] == 1
+    assert v.raw_confidence[0] == pytest.approx(0.5 * 4 / 5)
+    v = one_user([A, UNK, UNK, UNK], [1, 5, 5, 5])  # a: 0.2 against 3.0 abstaining -> a, share 0.2 / 3.2
+    assert v.value[0] == A and v.share[0] == pytest.approx(0.2 / 3.2)
+    v = one_user([UNK, UNK], [5, 1])  # nobody names a value: the user abstains, the share is the abstain mass
+    assert v.value[0] == UNK and v.share[0] == pytest.approx(1.0) and v.supporters[0] == 2
 
 
-def test_abstention_ties_survive_float_rounding() -> None:
-    # a: 0.2 + 0.4 = 0.6000000000000001 in floating point; abstain: 0.6 -> a tie, so the user abstains
-    assert one_user([A, A, UNK], [1, 2, 3]).value[0] == UNK
+def test_more_samples_never_answer_less() -> None:
+    # Every user has the same per-sample behaviour: abstain with probability 0.8, else a (0.15) or b (0.05).
+    rng = np.random.default_rng(0)
+    n = 4000
+    coverage = []
+    for k in (1, 3, 5):
+        users = np.repeat(np.arange(n), k)
+        values = rng.choice([A, B, UNK], size=n * k, p=[0.15, 0.05, 0.8])
+        v = vote(users, values, rng.integers(1, 6, n * k), np.ones(n * k), n, 3, UNK)
+        coverage.append(float(np.mean(v.value != UNK)))
+    # expected 1 - 0.8^k: 0.2, 0.488, 0.672
+    assert coverage == pytest.approx([0.2, 0.488, 0.672], abs=0.03)
+    assert coverage[0] < coverage[1] < coverage[2]
 
 
 def test_ties_go_to_more_supporters_then_taxonomy_order() -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from conf_profile.core.labeling import MAX_RATIONALE_CHARS
 from conf_profile.core.student import student_messages, student_target
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy
 from conf_profile.core.voting import LINEAR_WEIGHTS, UNIFORM_WEIGHTS, strongest, vote
@@ -58,6 +59,7 @@ def vote_samples(
     primary = (pc.equal(samples.column("teacher"), primary_teacher).to_numpy(zero_copy_only=False)
                & (samples.column("sample").to_numpy(zero_copy_only=False) == 0))  # fmt: skip
     support_score = np.zeros(samples.num_rows)  # per sample: weight behind the winning values, for the rationale
+    consistent = np.ones(samples.num_rows, dtype=bool)  # per sample: names every winning value
     columns: dict[str, list[Any]] = {c: [] for c in VOTE_COLUMNS if c not in ("user_id", "rationale")}
     per_attribute = []
     for attr in taxonomy.attributes:
@@ -76,13 +78,14 @@ def vote_samples(
         row_w = weights * np.asarray(confidence_weights, dtype=np.float64)[c - 1]
         supports = valid & (v == weighted.value[u]) & (weighted.value[u] != unknown)
         support_score += np.where(supports, row_w, 0.0)
+        consistent &= supports | (weighted.value[u] == unknown)
         positions = np.flatnonzero(supports)
         best = strongest(u[positions], row_w[positions], n)
         evidence_col = samples.column(f"{attr.name}_evidence").to_pylist()
         evidence = [evidence_col[positions[b]] or "" if b >= 0 else "" for b in best]
         single_value, single_conf = _single(u, v, c, valid & primary, n, names)
         per_attribute.append((attr.name, names, weighted, majority, evidence, single_value, single_conf))
-    rationale = _rationales(u, support_score, samples.column("rationale").to_pylist(), n)
+    rationale = _rationales(u, support_score, consistent, samples.column("rationale").to_pylist(), per_attribute, n)
     total = np.bincount(u, minlength=n)
     for name, names, weighted, majority, evidence, single_value, single_conf in per_attribute:
         columns["attribute"].append(np.full(n, name, dtype=object))
@@ -120,9 +123,30 @@ def _single(u: np.ndarray, v: np.ndarray, c: np.ndarray, mask: np.ndarray, n: in
     return value, conf
 
 
-def _rationales(u: np.ndarray, score: np.ndarray, rationales: list[str | None], n: int) -> list[str]:
-    best = strongest(u, score, n)
-    return [(rationales[b] or "") if b >= 0 else "" for b in best]
+def _rationales(
+    u: np.ndarray, score: np.ndarray, consistent: np.ndarray, rationales: list[str | None], per_attribute: list,
+    n: int,
+) -> list[str]:  # fmt: skip
+    """Per user: the rationale of the strongest sample that names every winning value (so it never argues for
+    a value that lost the vote); without such a sample, one composed from the winners' evidence."""
+    positions = np.flatnonzero(consistent)
+    best = strongest(u[positions], score[positions], n)
+    out = []
+    for user, b in enumerate(best.tolist()):
+        text = (rationales[positions[b]] or "") if b >= 0 else ""
+        out.append(text or composed_rationale([(a[0], a[1][a[2].value[user]], a[4][user]) for a in per_attribute]))
+    return out
+
+
+def composed_rationale(winners: list[tuple[str, str, str]]) -> str:
+    """A rationale from (attribute, winning value, evidence) triples: the winners and what supports them.
+
+    >>> composed_rationale([("gender", "female", "stroller search"), ("age_group", "unknown", "")])
+    'gender female: stroller search.'
+    """
+    parts = [f"{name} {value}: {evidence}" if evidence else f"{name} {value}"
+             for name, value, evidence in winners if value != UNKNOWN]  # fmt: skip
+    return ("; ".join(parts) + "." if parts else "No attribute is supported by the log.")[:MAX_RATIONALE_CHARS]
 
 
 def split_of(user_id: str, eval_percent: int) -> str:

@@ -5,7 +5,9 @@ takes the level of its mid-rank (a tie group is never split, so rank order is ke
 distribution lands in the middle level instead of the top one); the stored thresholds are the smallest raw
 value of each level 2..5. The confidence of a level is the mean raw confidence of its members.
 With a gold set: the confidence is an isotonic (pool-adjacent-violators) fit of correctness on raw
-confidence; the levels stay equal-frequency.
+confidence; the levels stay equal-frequency, and the confidence of a level becomes the mean fitted
+confidence of its members, so that what states only a level (the student) gets the gold-fitted confidence
+too, not the raw one.
 
 A fitted calibrator is a plain dict (calibration.json) that later runs apply without refitting.
 
@@ -70,6 +72,10 @@ def fit_gold(
         gold_raw = np.asarray(gold_raw_by_attribute.get(name, np.zeros(0)), dtype=np.float64)
         x, y = isotonic(gold_raw, correct_by_attribute.get(name, np.zeros(0)))
         entry.update({"isotonic_x": x.tolist(), "isotonic_y": y.tolist(), "gold": int(gold_raw.size)})
+        raw = np.asarray(raw_by_attribute[name], dtype=np.float64)
+        lv, fitted = levels(entry["thresholds"], raw), np.interp(raw, x, y)
+        entry["level_confidence"] = [float(fitted[lv == k].mean()) if np.any(lv == k) else None
+                                     for k in range(1, LEVELS + 1)]  # fmt: skip
     return cal
 
 

@@ -1,15 +1,24 @@
 """Confidence-guided rewards for GRPO, with TRL's reward-function signature.
 
 For each prompt (one user), the G rollouts of the policy vote: per attribute, a confidence-weighted vote
-over the rollouts' (value, level), optionally with the teacher vote as one more voter, gives the
-pseudo-label and its vote share (the quasi-ground truth). A rollout's reward is
+over the rollouts' (value, level), with the teacher vote as one more voter (weight ``teacher_voter_weight``
+x the teacher's vote share), gives the pseudo-label and its vote share (the quasi-ground truth). A rollout's
+reward is
 
     format gate x (accuracy + calibration_weight x calibration)
 
 - format gate: 1 when the output parses as a student output, else 0 (and the whole reward is 0);
 - accuracy: agreement with the pseudo-labels, each attribute weighted by the pseudo-label's vote share;
-- calibration: 1 - Brier score of the stated levels (level / 5) against agreement, over answered attributes
-  (1 when the rollout answers nothing).
+- calibration: 1 - Brier score of the stated levels (level / 5) against agreement, summed over the answered
+  attributes and divided by the attributes that are answered or carry a value (in the pseudo-label or the
+  teacher vote); 1 when neither the rollout, the group nor the teacher names any value.
+
+Consensus on ``unknown`` is the cheapest consensus, and vote-based self-rewards collapse into it (TTRL-style
+rewards; DistriTTRL, arXiv 2603.16500). Three rules keep it from paying: the vote abstains only when no
+voter names a value (core.voting), so one rollout or the teacher naming a value makes the pseudo-label that
+value; where the teacher names a value, agreeing on ``unknown`` earns no accuracy even when the teacher does
+not vote (``teacher_voter_weight`` 0); and an abstention where a value is on the table earns no calibration.
+An all-``unknown`` group therefore scores 0 wherever the teacher carries values.
 
 TRL gets one function per component, so each is logged on its own (``rewards/<name>/mean``); the format
 gate and the pseudo-label agreement with the teacher vote are logged with weight 0.
@@ -41,7 +50,7 @@ Reward = Callable[..., list[float | None]]
 @dataclass(frozen=True)
 class RewardSettings:
     confidence_weights: tuple[float, ...] = LINEAR_WEIGHTS  # vote weight of a rollout per stated level 1..5
-    teacher_voter_weight: float = 0.0  # > 0: the teacher vote joins the rollouts' vote with this weight
+    teacher_voter_weight: float = 1.0  # the teacher vote joins the rollouts' vote with this weight x its share
     calibration_weight: float = 0.5
 
 
@@ -72,12 +81,14 @@ def score_rollouts(
                                         settings) for a in taxonomy.attributes}  # fmt: skip
         with_teacher = [a for a in taxonomy.attribute_names if a in teacher_votes]
         agreement = float(np.mean([labels[a][0] == teacher_votes[a][members[0]] for a in with_teacher] or [0.0]))
+        teacher_named = {a: a in teacher_votes and teacher_votes[a][members[0]] not in (None, UNKNOWN)
+                         for a in taxonomy.attribute_names}  # fmt: skip
         for i in members:
             agree[i] = agreement
             if parsed[i].error is not None:
                 continue
             fmt[i] = 1.0
-            acc[i], cal[i] = _accuracy_and_calibration(parsed[i].judgements, labels)
+            acc[i], cal[i] = _accuracy_and_calibration(parsed[i].judgements, labels, teacher_named)
     return Scores(fmt, acc, cal, agree)
 
 
@@ -107,16 +118,23 @@ def _pseudo_label(
     return names[int(result.value[0])], float(result.share[0])
 
 
-def _accuracy_and_calibration(judgements: dict[str, Any], labels: dict[str, tuple[str, float]]) -> tuple[float, float]:
-    shares = np.array([labels[a][1] for a in labels])
-    agree = np.array([judgements[a] is not None and judgements[a].value == labels[a][0] for a in labels], dtype=float)
+def _accuracy_and_calibration(
+    judgements: dict[str, Any], labels: dict[str, tuple[str, float]], teacher_named: dict[str, bool]
+) -> tuple[float, float]:
+    names = list(labels)
+    shares = np.array([labels[a][1] for a in names])
+    value_on_table = np.array([labels[a][0] != UNKNOWN or teacher_named[a] for a in names])
+    said = [judgements[a].value if judgements[a] is not None else None for a in names]
+    agree = np.array([s == labels[a][0] and (s != UNKNOWN or not teacher_named[a]) for s, a in zip(said, names,
+                                                                                            strict=True)], dtype=float)
     accuracy = float((shares * agree).sum() / shares.sum()) if shares.sum() > 0 else 0.0
-    answered = [(judgements[a].confidence / 5.0, agree[k]) for k, a in enumerate(labels)
-                if judgements[a] is not None and judgements[a].value != UNKNOWN]  # fmt: skip
-    if not answered:  # no stated confidence, nothing miscalibrated (accuracy judges the abstentions)
+    answered = np.array([s not in (None, UNKNOWN) for s in said])
+    scored = int((answered | value_on_table).sum())
+    if scored == 0:  # nobody names a value: abstaining is right, and nothing is miscalibrated
         return accuracy, 1.0
-    stated, correct = np.array(answered).T
-    return accuracy, float(1.0 - np.mean((stated - correct) ** 2))
+    stated = np.array([judgements[a].confidence / 5.0 if answered[k] else 0.0 for k, a in enumerate(names)])
+    brier_terms = np.where(answered, 1.0 - (stated - agree) ** 2, 0.0)
+    return accuracy, float(brier_terms.sum() / scored)
 
 
 def reward_functions(taxonomy: Taxonomy, settings: RewardSettings) -> list[Reward]:

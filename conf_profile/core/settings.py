@@ -264,7 +264,7 @@ class TrainRlConfig(TrainerSettings):
     temperature: float = 0.7  # rollouts of a 135M student parse 75% of the time at 0.7, ~10% at 1.0
     beta: float = 0.04  # KL coefficient against the SFT model (0: no reference model, no KL)
     use_vllm: Literal["auto", "on", "off"] = "auto"  # auto: vLLM colocate on GPU, transformers on CPU
-    teacher_voter_weight: float = 0.0  # > 0: the teacher vote joins the rollouts' vote with this weight
+    teacher_voter_weight: float = 1.0  # the teacher vote joins the rollouts' vote with this weight x its share (0: not)
     calibration_weight: float = 0.5  # weight of the calibration reward (1 - Brier)
 
     def validate(self) -> None:

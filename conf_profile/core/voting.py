@@ -3,8 +3,16 @@
 Each valid judgement votes for its value with weight ``teacher_weight * w(confidence)``; ``w`` is a table of
 five weights, one per confidence level (default linear: c/5). ``unknown`` judgements are abstentions: their
 weight is the abstain mass. The winner is the value with the largest mass; ties (within float rounding) go
-to the value with more supporters, then to the value listed first in the taxonomy. The user abstains when
-the abstain mass is at least the winner's mass, or when there is no valid judgement at all.
+to the value with more supporters, then to the value listed first in the taxonomy.
+
+The user abstains only when no valid judgement names a value (every judgement abstained, or there is none).
+Abstentions do not compete with one value for the win: they lower the vote share, and so the confidence, of
+whatever value wins. Comparing the abstain mass with the winner's mass made the answer depend on K: with more
+samples the value mass splits over values while the abstain mass does not, so more samples abstained more
+and lowered coverage and F1 below a single sample. With this rule a vote over K samples answers whenever any
+of them does (coverage 1 - p^K for a per-sample abstention rate p, never below a single sample's 1 - p), and
+how much of the evidence abstained is what the confidence says: the risk-coverage curve, not a fixed rule,
+decides where to stop answering.
 
 Recorded per user x attribute: value, vote share (winning mass / total mass, abstentions included), mean
 confidence of the supporters, samples valid / supporting, entropy (nats) of the mass over values and
@@ -14,6 +22,10 @@ abstention, and the raw confidence = share x mean supporter confidence / 5.
 ...              n_users=1, n_values=3, unknown=2)
 >>> int(votes.value[0]), round(float(votes.share[0]), 3), float(votes.mean_confidence[0])
 (0, 0.545, 3.0)
+>>> abstaining = vote(users=[0, 0, 0], values=[2, 2, 1], confidences=[5, 5, 2], teacher_weights=[1.0] * 3,
+...                   n_users=1, n_values=3, unknown=2)
+>>> int(abstaining.value[0]), round(float(abstaining.share[0]), 3)  # b answers, at a low share
+(1, 0.167)
 """
 
 from __future__ import annotations
@@ -70,11 +82,8 @@ def vote(
     winner = _winner(mass, count, unknown)
     total = mass.sum(axis=1)
     rows = np.arange(n_users)
-    abstain_mass, winner_mass = mass[:, unknown], mass[rows, winner]
-    abstain = (
-        (abstain_mass >= winner_mass) | np.isclose(abstain_mass, winner_mass, rtol=1e-9, atol=1e-12) | (total <= 0)
-    )
-    value = np.where(abstain, unknown, winner)
+    named = count.sum(axis=1) - count[:, unknown]  # judgements that name a value
+    value = np.where(named > 0, winner, unknown)
     share = np.divide(mass[rows, value], total, out=np.zeros(n_users), where=total > 0)
     supporters = count[rows, value]
     mean_conf = np.divide(conf_sum[rows, value], supporters, out=np.full(n_users, np.nan), where=supporters > 0)
