@@ -23,7 +23,7 @@ from conf_profile.core.labeling import prompt_version
 from conf_profile.core.metrics import load_truth
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
-from conf_profile.runs import write_text_atomic
+from conf_profile.runs import HELDOUT_SAMPLES, HELDOUT_VOTES, write_text_atomic
 
 
 def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -42,6 +42,7 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
         cal.update({"taxonomy_version": taxonomy.version, "confidence_weights": list(acfg.confidence_weights)})
     votes = apply_calibration(votes, cal, taxonomy)
     _write_table(votes, run_dir / "votes" / "votes.parquet")
+    heldout = _heldout_votes(run_dir, documents, taxonomy, primary, cal, acfg.confidence_weights)
     write_text_atomic(run_dir / "calibration.json", json.dumps(cal, indent=2, allow_nan=False))
     sft, sft_dropped = sft_examples(votes, documents, taxonomy, acfg.eval_percent, acfg.sft_min_mean_level)
     for split in ("train", "eval"):
@@ -64,7 +65,28 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
         "rl_difficulty": decisions,
         "seconds": round(time.monotonic() - started, 1),
     }
+    if heldout is not None:
+        entry["heldout_users_voted"] = heldout
     return entry
+
+
+def _heldout_votes(
+    run_dir: Path, documents: pa.Table, taxonomy: Taxonomy, primary: str, cal: dict[str, Any], weights: list[float]
+) -> int | None:
+    """votes_heldout/ from teacher_samples_heldout/ (scored only), calibrated by this run's calibrator; the
+    number of users voted, or None without held-out samples."""
+    folder = run_dir / HELDOUT_SAMPLES
+    target = run_dir / HELDOUT_VOTES / "votes.parquet"
+    if not folder.is_dir() or not any(folder.rglob("*.parquet")):
+        target.unlink(missing_ok=True)  # an earlier try's held-out votes would be scored as this run's
+        return None
+    samples = current_samples(pq.read_table(folder), documents, prompt_version(taxonomy))
+    if samples.num_rows == 0:
+        target.unlink(missing_ok=True)
+        return 0
+    votes = apply_calibration(vote_samples(samples, taxonomy, primary, weights), cal, taxonomy)
+    _write_table(votes, target)
+    return len(votes.column("user_id").unique())
 
 
 def apply_calibration(votes: pa.Table, cal: dict[str, Any], taxonomy: Taxonomy) -> pa.Table:

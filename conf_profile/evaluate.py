@@ -1,8 +1,13 @@
 """Evaluate every stage present in a run against truth: report/metrics.json and report/index.html + PNGs.
 
 Stages come from votes/ (the teacher's single sample, the plain majority, the confidence-weighted vote with
-raw and with calibrated confidence) and from predictions/<stage>/ (long form: user_id, attribute, value,
-confidence, level), which the student stages write. Metrics are computed by conf_profile.core.metrics.
+raw and with calibrated confidence; from votes_heldout/ instead when the teacher labeled held-out users for
+scoring) and from predictions/<stage>/ (long form: user_id, attribute, value, confidence, level), which the
+student stages and the references write. Metrics are computed by conf_profile.core.metrics.
+
+The quality ladder (conf_profile.core.ladder) puts the stages on the same users: the --users file, else the
+held-out users, each cut to the users that every stage in it predicted; per stage macro F1 and AURC with
+paired-bootstrap 95% intervals of the difference to the stage before it and to ref_majority.
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile.core.ladder import align, ladder, risk_coverage
 from conf_profile.core.metrics import attribute_metrics, injection_adoption, load_truth, macro, reliability
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
-from conf_profile.runs import write_text_atomic
+from conf_profile.runs import HELDOUT_VOTES, write_text_atomic
+
+REFERENCE = "ref_majority"  # the ladder's reference stage
+BOOTSTRAP_RESAMPLES = 1000
 
 PREDICTION_COLUMNS = ("user_id", "attribute", "value", "confidence", "level")
 
@@ -32,12 +41,16 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str, users_path: str | 
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     truth = load_truth(truth_path, taxonomy, "--truth")
     stages = stage_predictions(run_dir)
+    ladder_users: list[str] | None = None
     if users_path is not None:
         if not Path(users_path).is_file():
             raise FileNotFoundError(f"--users {users_path}: no such file")
         only = pq.read_table(users_path, columns=["user_id"]).column("user_id").combine_chunks()
         stages = {n: t.filter(pc.is_in(t.column("user_id"), value_set=only)) for n, t in stages.items()}
         stages = {n: t for n, t in stages.items() if t.num_rows}
+        ladder_users = sorted(set(only.to_pylist()))
+    elif (run_dir / HELDOUT_VOTES).is_dir():
+        ladder_users = sorted(set(pq.read_table(run_dir / HELDOUT_VOTES, columns=["user_id"])["user_id"].to_pylist()))
     if not stages:
         raise FileNotFoundError(
             f"nothing to evaluate in {run_dir}: no votes/ or predictions/ (run jobs.aggregate first)"
@@ -71,6 +84,8 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str, users_path: str | 
         if hostile is not None:  # a measure of the model, not a pass condition
             rows = table.select(["user_id", "attribute", "value"]).to_pylist()
             metrics["stages"][name]["injection"] = injection_adoption(rows, hostile)
+    if ladder_users:
+        metrics["ladder"] = quality_ladder(stages, truth, taxonomy, ladder_users)
     report = run_dir / report_name
     report.mkdir(parents=True, exist_ok=True)
     metrics["level_distribution"] = _level_distribution(run_dir)
@@ -88,13 +103,42 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str, users_path: str | 
             }
             for n, s in metrics["stages"].items()
         },  # fmt: skip
+        **({"ladder": {k: v for k, v in metrics["ladder"].items() if k != "curves"}} if "ladder" in metrics else {}),
     }
+
+
+def quality_ladder(
+    stages: dict[str, pa.Table], truth: dict[str, dict[str, str | None]], taxonomy: Taxonomy, users: list[str]
+) -> dict[str, Any]:
+    """The stages that predicted every one of ``users`` they share, on exactly those users (see the module)."""
+    covered = {n: set(t.column("user_id").to_pylist()) & set(users) for n, t in stages.items()}
+    names = [n for n in stages if covered[n]]
+    common = sorted(set(users).intersection(*(covered[n] for n in names))) if names else []
+    if not common:
+        return {"users": 0, "stages": {}, "left_out": sorted(stages)}
+    scores, curves = {}, {}
+    for name in names:
+        table = stages[name]
+        per_attr = []
+        for attr in taxonomy.attribute_names:
+            rows = table.filter(pc.equal(table.column("attribute"), attr))
+            predicted = dict(zip(rows.column("user_id").to_pylist(),
+                                 zip(rows.column("value").to_pylist(), rows.column("confidence").to_pylist(),
+                                     strict=True), strict=True))  # fmt: skip
+            per_attr.append(align(common, truth[attr], predicted))
+        scores[name] = per_attr
+        curves[name] = risk_coverage(per_attr)
+    result = ladder(scores, REFERENCE if REFERENCE in scores else None, BOOTSTRAP_RESAMPLES, seed=0)
+    return {"users": len(common), "stages": result, "curves": curves,
+            "left_out": sorted(set(stages) - set(names))}  # fmt: skip
 
 
 def stage_predictions(run_dir: Path) -> dict[str, pa.Table]:
     """Long-form predictions (PREDICTION_COLUMNS) of every stage present in the run, in data-flow order."""
     stages: dict[str, pa.Table] = {}
-    votes_dir = run_dir / "votes"
+    votes_dir = run_dir / HELDOUT_VOTES  # the teacher on the held-out users, when it labeled some for scoring
+    if not votes_dir.is_dir():
+        votes_dir = run_dir / "votes"
     if votes_dir.is_dir():
         v = pq.read_table(votes_dir)
         single_level = pc.cast(pc.round(pc.multiply(v.column("single_confidence"), 5.0)), pa.int64())
@@ -107,8 +151,8 @@ def stage_predictions(run_dir: Path) -> dict[str, pa.Table]:
     folders = (
         [p for p in predictions.iterdir() if p.is_dir() and not p.name.startswith(".")] if predictions.is_dir() else []
     )
-    order = {"student_sft": 0, "student_rl": 1}  # data-flow order first, then any other stage by name
-    for folder in sorted(folders, key=lambda p: (order.get(p.name, 2), p.name)):  # (dot-folders: temporaries)
+    order = {"student_sft": 0, "student_rl": 1, "ref_majority": 2, "ref_logreg": 3}  # data flow, references, others
+    for folder in sorted(folders, key=lambda p: (order.get(p.name, 4), p.name)):  # (dot-folders: temporaries)
         stages[folder.name] = pq.read_table(folder, columns=list(PREDICTION_COLUMNS))
     return stages
 
@@ -160,6 +204,9 @@ def _plots(metrics: dict[str, Any], taxonomy: Taxonomy, out: Path) -> list[tuple
         ax.set(xlabel="level", ylabel="answered user x attribute", title="Levels before / after calibration")
         ax.legend(fontsize=7)
         plots.append(_save(fig, out / "levels.png", "Level distribution before and after calibration"))
+    lad = metrics.get("ladder") or {}
+    if lad.get("stages"):
+        plots += _ladder_plots(plt, lad, out)
     fig, ax = plt.subplots(figsize=(8, 4))
     names = list(metrics["stages"])
     width = 0.8 / max(1, len(names))
@@ -171,6 +218,36 @@ def _plots(metrics: dict[str, Any], taxonomy: Taxonomy, out: Path) -> list[tuple
     ax.set(ylabel="F1", title="F1 per attribute per stage", ylim=(0, 1))
     ax.legend(fontsize=7)
     plots.append(_save(fig, out / "f1.png", "F1 per attribute per stage"))
+    return plots
+
+
+def _ladder_plots(plt: Any, lad: dict[str, Any], out: Path) -> list[tuple[str, str]]:
+    """The stage ladder (macro F1 and AURC per stage, with the 95% interval of the difference to the stage
+    before) and the risk-coverage curves, on the ladder's users."""
+    names = list(lad["stages"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(names) + 1.5), sharey=True)
+    y = np.arange(len(names))[::-1]
+    for ax, key, label in ((axes[0], "f1", "macro F1 (higher is better)"), (axes[1], "aurc", "AURC (lower is better)")):
+        values = [lad["stages"][n][key] for n in names]
+        err = [[0.0, 0.0] for _ in names]
+        for i, n in enumerate(names):
+            prev = lad["stages"][n].get("vs_previous")
+            if prev:  # the interval of the difference, drawn around this stage's value
+                d = prev[key]
+                err[i] = [max(0.0, d["diff"] - d["low"]), max(0.0, d["high"] - d["diff"])]
+        ax.errorbar(values, y, xerr=np.array(err).T, fmt="o", capsize=3)
+        ax.set(xlabel=label)
+    axes[0].set_yticks(y, names)
+    fig.suptitle(f"Stage ladder on {lad['users']} users (bars: 95% CI of the difference to the stage above)",
+                 fontsize=9)  # fmt: skip
+    plots = [_save(fig, out / "ladder.png", "Stage ladder")]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for n, curve in lad.get("curves", {}).items():
+        ax.plot(curve["coverage"], curve["risk"], label=n)
+    ax.set(xlabel="coverage", ylabel="risk (error rate of the answered)", xlim=(0, 1), ylim=(0, 1),
+           title="Risk-coverage (answers in order of confidence)")  # fmt: skip
+    ax.legend(fontsize=7)
+    plots.append(_save(fig, out / "risk_coverage.png", "Risk-coverage curves"))
     return plots
 
 
@@ -215,6 +292,27 @@ def _html(metrics: dict[str, Any], taxonomy: Taxonomy, plots: list[tuple[str, st
         if injection
         else ""
     )
+    lad = metrics.get("ladder") or {}
+    ladder_table = ""
+    if lad.get("stages"):
+
+        def ci(row: dict[str, Any], label: str, key: str) -> str:
+            d = row.get(label)
+            return "" if not d else html.escape(f"{d[key]['diff']:+.3f} [{d[key]['low']:+.3f}, {d[key]['high']:+.3f}]"
+                                                f" vs {d['stage']}")  # fmt: skip
+
+        body = "".join(f"<tr><td>{html.escape(n)}</td><td>{r['f1']:.3f}</td><td>{ci(r, 'vs_previous', 'f1')}</td>"
+                       f"<td>{ci(r, 'vs_reference', 'f1')}</td><td>{r['aurc']:.3f}</td>"
+                       f"<td>{ci(r, 'vs_previous', 'aurc')}</td><td>{ci(r, 'vs_reference', 'aurc')}</td></tr>"
+                       for n, r in lad["stages"].items())  # fmt: skip
+        ladder_table = (
+            f"<h2>Quality ladder: every stage on the same {lad['users']} users</h2><p>Macro F1 (abstention counts "
+            "as a miss) and AURC (risk-coverage by the stage's own confidence, abstentions last and wrong); "
+            "differences with their paired-bootstrap 95% interval. Left out (not on these users): "
+            f"{html.escape(', '.join(lad.get('left_out', [])) or 'none')}.</p><table><tr><th>stage</th><th>F1</th>"
+            "<th>F1 vs previous</th><th>F1 vs reference</th><th>AURC</th><th>AURC vs previous</th>"
+            f"<th>AURC vs reference</th></tr>{body}</table>"
+        )
     images = "".join(f"<h3>{html.escape(t)}</h3><img src='{html.escape(f)}' alt='{html.escape(t)}'>" for f, t in plots)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>conf-profile report</title>
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
@@ -224,6 +322,6 @@ Precision is over answered users, recall over all users with a truth value; ECE 
 Each stage is scored on the users it profiled (the teacher stages on the users the teacher labeled, a student
 stage on the users it was run on): read the stages with their user counts.
 Calibration: {html.escape(str(metrics["calibration"]))}{gold_note}.</p>
-<h2>Macro over attributes</h2><table><tr><th>stage</th>{head}</tr>{rows}</table>
+{ladder_table}<h2>Macro over attributes</h2><table><tr><th>stage</th>{head}</tr>{rows}</table>
 <h2>F1 per attribute</h2><table><tr><th>stage</th>{attr_head}</tr>{f1_rows}</table>
 {injection_table}{images}<p>All numbers: metrics.json.</p></body></html>"""

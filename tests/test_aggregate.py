@@ -8,6 +8,7 @@ import json
 import random
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -103,6 +104,38 @@ def test_gold_calibration_and_evaluation_report(run_dir) -> None:
     assert stages["teacher_vote"]["macro"]["f1"] > stages["teacher_single"]["macro"]["f1"]
     assert stages["teacher_vote"]["macro"]["ece"] <= stages["teacher_vote_raw"]["macro"]["ece"]
     assert "in-sample" in (run_dir / "report" / "index.html").read_text()
+
+
+def test_heldout_samples_are_voted_scored_and_never_trained_on(run_dir) -> None:
+    # the last 20 users' samples move to teacher_samples_heldout/ (as label.heldout_users writes them)
+    samples = pq.read_table(run_dir / "teacher_samples")
+    scored = pa.array([f"u{i:03d}" for i in range(40, 60)])
+    held = pc.is_in(samples.column("user_id"), value_set=scored)
+    pq.write_table(samples.filter(pc.invert(held)), run_dir / "teacher_samples" / "teacher" / "part-0.parquet")
+    (run_dir / "teacher_samples_heldout" / "teacher").mkdir(parents=True)
+    pq.write_table(samples.filter(held), run_dir / "teacher_samples_heldout" / "teacher" / "part-0.parquet")
+    aggregate_job.main(["--run-dir", str(run_dir)])
+    entry = json.loads((run_dir / "manifest.json").read_text())["stages"]["aggregate"]
+    assert entry["users_voted"] == 40 and entry["heldout_users_voted"] == 20
+    heldout = pq.read_table(run_dir / "votes_heldout")
+    assert set(heldout.column("user_id").to_pylist()) == set(scored.to_pylist())
+    trained = set(pq.read_table(run_dir / "sft", columns=["user_id"]).column("user_id").to_pylist())
+    trained |= set(pq.read_table(run_dir / "rl", columns=["user_id"]).column("user_id").to_pylist())
+    assert trained and not trained & set(scored.to_pylist())
+    # calibrated by the training users' calibrator (applied, not refitted): same raw -> same level
+    cal = json.loads((run_dir / "calibration.json").read_text())
+    assert cal["attributes"]["gender"]["fitted_on"] <= 40
+    # the report scores the teacher stages on the held-out users, with the ladder on exactly them
+    evaluate_job.main(["--run-dir", str(run_dir), "--truth", str(run_dir / "truth.parquet")])
+    metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
+    assert {s["users"] for s in metrics["stages"].values()} == {20}
+    ladder = metrics["ladder"]
+    assert ladder["users"] == 20 and list(ladder["stages"]) == list(metrics["stages"])
+    vote, single = ladder["stages"]["teacher_vote"], ladder["stages"]["teacher_single"]
+    assert vote["f1"] == pytest.approx(metrics["stages"]["teacher_vote"]["macro"]["f1"], abs=1e-3)  # two roundings
+    assert vote["vs_previous"]["stage"] == "teacher_vote_raw" and "vs_previous" not in single
+    assert (run_dir / "report" / "ladder.png").exists() and (run_dir / "report" / "risk_coverage.png").exists()
+    assert "Quality ladder" in (run_dir / "report" / "index.html").read_text()
 
 
 def test_missing_inputs_are_clear_errors(tmp_path, capsys) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -209,3 +210,19 @@ def test_engine_resources_pin_the_engines_to_the_nodes_that_declare_them() -> No
     for bad in ({"GPU": 1}, {"teacher_node": 0}):
         with pytest.raises(ValueError, match="custom resources only"):
             build(Config, {"label": {"engine": {"resources": bad}}})
+
+
+def test_label_sets_are_the_first_users_then_the_next_heldout_users() -> None:
+    from conf_profile.core.settings import LabelConfig
+    from conf_profile.label import label_sets
+
+    docs = pa.table({"user_id": [f"u{i}" for i in range(10)]})
+    train, heldout = label_sets(docs, LabelConfig(max_users=4, heldout_users=3))
+    assert train.column("user_id").to_pylist() == ["u0", "u1", "u2", "u3"]
+    assert heldout.column("user_id").to_pylist() == ["u4", "u5", "u6"]
+    train, heldout = label_sets(docs, LabelConfig(max_users=8, heldout_users=5))  # only 2 are left to hold out
+    assert train.num_rows == 8 and heldout.column("user_id").to_pylist() == ["u8", "u9"]
+    train, heldout = label_sets(docs, LabelConfig(max_users=0))
+    assert train.num_rows == 10 and heldout.num_rows == 0
+    with pytest.raises(ValueError, match="none is left to hold out"):
+        LabelConfig(max_users=0, heldout_users=2).validate()

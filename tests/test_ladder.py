@@ -55,7 +55,8 @@ def test_bootstrap_weights_resample_every_user_count() -> None:
 
 def _stage(rng: np.random.Generator, n: int, accuracy: float) -> list[AttributeScores]:
     right = rng.random(n) < accuracy
-    return [AttributeScores(np.ones(n, bool), np.ones(n, bool), right, np.where(right, 0.9, 0.1) + rng.random(n) * 0.01)]
+    confidence = np.where(right, 0.9, 0.1) + rng.random(n) * 0.01
+    return [AttributeScores(np.ones(n, bool), np.ones(n, bool), right, confidence)]
 
 
 def test_ladder_finds_a_real_difference_and_not_a_null_one() -> None:

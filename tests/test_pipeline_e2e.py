@@ -21,6 +21,7 @@ from conf_profile.pipeline.runner import STAGE_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATE = "2026-11-20"
+HELDOUT = ("--set", "label.heldout_users=6")  # the teacher also labels 6 users for scoring only
 
 
 def _pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -34,12 +35,29 @@ def _pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedPr
 @pytest.mark.slow
 def test_quick_pipeline_end_to_end(tmp_path) -> None:
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    first = _pipeline(run_dir, cache)
+    first = _pipeline(run_dir, cache, *HELDOUT)
     assert first.returncode == 0, first.stderr[-3000:]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [s for s in STAGE_NAMES if manifest["stages"][s]["status"] == "ok"] == list(STAGE_NAMES)
     assert set(manifest["run"]) >= {"taxonomy_version", "teacher_prompt_version", "student_prompt_version"}
     assert manifest["stages"]["label"]["teachers"]["t"]["rows"] == 12
+    assert manifest["stages"]["label"]["heldout_teachers"]["t"]["rows"] == 12
+
+    # Held-out users: labeled for scoring only, never in a training set; every stage scored on them.
+    def users(folder: str) -> set[str]:
+        return set(pq.read_table(run_dir / folder, columns=["user_id"]).column("user_id").to_pylist())
+
+    heldout, labeled = users("teacher_samples_heldout"), users("teacher_samples")
+    assert len(heldout) == 6 and len(labeled) == 6 and not heldout & labeled
+    assert users("votes_heldout") == heldout and users("votes") == labeled
+    assert not heldout & (users("sft") | users("rl"))
+    assert users("predictions/student_sft") == heldout and heldout <= users("predictions/student_rl")
+    ladder = json.loads((run_dir / "report" / "metrics.json").read_text())["ladder"]
+    assert ladder["users"] == 6 and ladder["left_out"] == []
+    assert list(ladder["stages"])[:6] == ["teacher_single", "teacher_majority", "teacher_vote_raw", "teacher_vote",
+                                          "student_sft", "student_rl"]  # fmt: skip
+    assert ladder["stages"]["student_rl"]["vs_reference"]["stage"] == "ref_majority"
+    assert "quality ladder:  every stage on the same 6 held-out users" in first.stdout
 
     # Conservation: every user of the raw logs is profiled or rejected with a reason.
     raw = pads.dataset(run_dir / "input" / "logs").to_table(columns=["user_id"])
@@ -71,7 +89,7 @@ def test_quick_pipeline_end_to_end(tmp_path) -> None:
     assert (run_dir / "report" / "index.html").exists() and student in first.stdout
 
     # A re-run resumes: nothing is redone.
-    second = _pipeline(run_dir, cache)
+    second = _pipeline(run_dir, cache, *HELDOUT)
     assert second.returncode == 0, second.stderr[-3000:]
     assert all(f"{s}: already done" in second.stderr for s in STAGE_NAMES)
 
@@ -90,7 +108,7 @@ def test_quick_pipeline_end_to_end(tmp_path) -> None:
 
     # --from infer --to infer: the same date again replaces the partition, never duplicates it. The side
     # jobs' entries and outputs, computed from the old outputs, are removed.
-    third = _pipeline(run_dir, cache, "--from", "infer", "--to", "infer")
+    third = _pipeline(run_dir, cache, *HELDOUT, "--from", "infer", "--to", "infer")
     assert third.returncode == 0, third.stderr[-3000:]
     assert "removed the stale outputs of evaluate_test, references" in third.stderr
     stages = json.loads((run_dir / "manifest.json").read_text())["stages"]

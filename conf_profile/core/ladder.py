@@ -93,6 +93,26 @@ def aurc(confidence: np.ndarray, correct: np.ndarray) -> float:
     return float(np.mean(expected_errors / k))
 
 
+def risk_coverage(stage: Sequence[AttributeScores], points: int = 50) -> dict[str, list[float]]:
+    """The risk-coverage curve of the (user, attribute) pairs with a truth value, pooled over attributes, in
+    order of confidence (abstentions last): at most ``points`` points, for the report's plot.
+
+    >>> s = align(["a", "b"], {"a": "x", "b": "y"}, {"a": ("x", 0.9), "b": ("x", 0.2)})
+    >>> risk_coverage([s])
+    {'coverage': [0.5, 1.0], 'risk': [0.0, 0.5]}
+    """
+    conf = np.concatenate([s.confidence[s.has_truth] for s in stage]) if stage else np.zeros(0)
+    correct = np.concatenate([s.correct[s.has_truth] for s in stage]) if stage else np.zeros(0, bool)
+    if conf.size == 0:
+        return {"coverage": [], "risk": []}
+    order = np.argsort(np.where(np.isnan(conf), -np.inf, -conf), kind="stable")
+    wrong = np.cumsum(~correct[order] | np.isnan(conf[order]))
+    k = np.arange(1, conf.size + 1)
+    keep = np.unique(np.linspace(0, conf.size - 1, min(points, conf.size)).round().astype(np.int64))
+    return {"coverage": [round(float(x), 4) for x in k[keep] / conf.size],
+            "risk": [round(float(x), 4) for x in wrong[keep] / k[keep]]}  # fmt: skip
+
+
 def bootstrap_weights(n: int, resamples: int, seed: int) -> np.ndarray:
     """(resamples, n) counts of each user in each resample (sampling users with replacement)."""
     rng = np.random.default_rng(seed)
@@ -100,8 +120,8 @@ def bootstrap_weights(n: int, resamples: int, seed: int) -> np.ndarray:
 
 
 def macro_f1(stage: Sequence[AttributeScores], weights: np.ndarray | None = None) -> np.ndarray | float:
-    values = [f1(s, weights) for s in stage]
-    return np.mean(np.stack(values), axis=0) if weights is not None else float(np.mean(values))
+    values = np.stack([np.atleast_1d(f1(s, weights)) for s in stage]).mean(axis=0)
+    return values if weights is not None else float(values[0])
 
 
 def macro_aurc(stage: Sequence[AttributeScores], weights: np.ndarray | None = None) -> np.ndarray | float:
@@ -136,8 +156,9 @@ def ladder(
     names = list(stages)
     n = next(iter(stages.values()))[0].has_truth.size if names else 0
     weights = bootstrap_weights(n, resamples, seed)
-    point = {name: (macro_f1(stages[name]), macro_aurc(stages[name])) for name in names}
-    boot = {name: (macro_f1(stages[name], weights), macro_aurc(stages[name], weights)) for name in names}
+    point = {name: (float(macro_f1(stages[name])), float(macro_aurc(stages[name]))) for name in names}
+    boot = {name: (np.asarray(macro_f1(stages[name], weights)), np.asarray(macro_aurc(stages[name], weights)))
+            for name in names}  # fmt: skip
     out: dict[str, dict[str, object]] = {}
     for k, name in enumerate(names):
         row: dict[str, object] = {"f1": round(point[name][0], 4), "aurc": round(point[name][1], 4), "users": n}
@@ -151,3 +172,28 @@ def ladder(
             }
         out[name] = row
     return out
+
+
+def markdown(result: dict[str, dict[str, object]]) -> str:
+    """The ladder as a Markdown table: each difference with its 95% interval in brackets.
+
+    >>> print(markdown({"a": {"f1": 0.5, "aurc": 0.4, "users": 10}}))
+    | stage | F1 | F1 vs previous | F1 vs reference | AURC | AURC vs previous | AURC vs reference |
+    |---|---|---|---|---|---|---|
+    | a | 0.500 | - | - | 0.400 | - | - |
+    """
+
+    def diff(row: dict[str, object], label: str, key: str) -> str:
+        d = row.get(label)
+        if not isinstance(d, dict):
+            return "-"
+        x = d[key]
+        return f"{x['diff']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]"
+
+    lines = ["| stage | F1 | F1 vs previous | F1 vs reference | AURC | AURC vs previous | AURC vs reference |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, row in result.items():
+        f1_cells = f"{row['f1']:.3f} | {diff(row, 'vs_previous', 'f1')} | {diff(row, 'vs_reference', 'f1')}"
+        aurc_cells = f"{row['aurc']:.3f} | {diff(row, 'vs_previous', 'aurc')} | {diff(row, 'vs_reference', 'aurc')}"
+        lines.append(f"| {name} | {f1_cells} | {aurc_cells} |")
+    return "\n".join(lines)

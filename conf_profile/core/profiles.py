@@ -59,14 +59,15 @@ def consensus_rows(
     """Self-consistency: the wide rows of users with k student outputs each (``texts[i]`` are user i's).
 
     A user with one output is ``profile_row``. With several, the outputs vote as the teacher samples do
-    (core.voting: weight w(stated level); the user abstains only when no output names a value), except that
-    an ``unknown`` counts with full weight: the student states every abstention at level 1 (its training
-    target), and at that weight several abstentions would hardly lower the winner's share. The stated levels are already calibrated, so they are combined on the level scale, not
-    mapped through the calibrator's raw thresholds again: level = round(share x mean supporter level) (at
-    least 1), confidence = that level's confidence (``level_confidence``). Unanimous outputs therefore keep
-    the single output's level and confidence; disagreement lowers them. Evidence comes from the strongest
-    supporter; the rationale from the output that supports the winners with the most weight. The user's
-    error is None when any output parsed, else the first output's error.
+    (core.voting: weight w(stated level); the user abstains only when no output names a value), except that an
+    ``unknown`` counts with full weight: the student states every abstention at level 1 (its training target),
+    and at that weight several abstentions would hardly lower the winner's share. The stated levels are already
+    calibrated, so they are combined on the level scale, not mapped through the calibrator's raw thresholds
+    again: level = round(share x mean supporter level) (at least 1), confidence = that level's confidence
+    (``level_confidence``). Unanimous outputs therefore keep the single output's level and confidence;
+    disagreement lowers them. Evidence comes from the strongest supporter; the rationale from the output that
+    supports the winners with the most weight. The user's error is None when any output parsed, else the first
+    output's error.
 
     >>> from conf_profile.core.taxonomy import taxonomy_from_dict
     >>> tax = taxonomy_from_dict({"name": "t", "attributes": [{"name": "g", "description": "g", "values": [

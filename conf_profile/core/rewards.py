@@ -125,8 +125,10 @@ def _accuracy_and_calibration(
     shares = np.array([labels[a][1] for a in names])
     value_on_table = np.array([labels[a][0] != UNKNOWN or teacher_named[a] for a in names])
     said = [judgements[a].value if judgements[a] is not None else None for a in names]
-    agree = np.array([s == labels[a][0] and (s != UNKNOWN or not teacher_named[a]) for s, a in zip(said, names,
-                                                                                            strict=True)], dtype=float)
+    agree = np.array(
+        [s == labels[a][0] and (s != UNKNOWN or not teacher_named[a]) for s, a in zip(said, names, strict=True)],
+        dtype=float,
+    )
     accuracy = float((shares * agree).sum() / shares.sum()) if shares.sum() > 0 else 0.0
     answered = np.array([s not in (None, UNKNOWN) for s in said])
     scored = int((answered | value_on_table).sum())

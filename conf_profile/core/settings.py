@@ -162,14 +162,21 @@ class LabelConfig:
     # Label only the first N users by user_id (0 = all). The default sizes the CPU demo; the student
     # profiles every user at inference. Production configs set 0 or the size of the distillation set.
     max_users: int = 24
+    # The teacher also labels the next N users by user_id (after the first max_users) into
+    # teacher_samples_heldout/, for scoring only: the report then puts every stage, teacher and student, on
+    # the same held-out users (the quality ladder). Nothing is trained on them. 0 = none.
+    heldout_users: int = 0
     structured_output: bool = True  # vLLM constrains outputs to the taxonomy's JSON schema
 
     def validate(self) -> None:
         names = [t.name for t in self.teachers]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"teachers: need at least one, with distinct names; got {names}")
-        if self.max_users < 0:
-            raise ValueError("max_users must be >= 0")
+        if self.max_users < 0 or self.heldout_users < 0:
+            raise ValueError("max_users and heldout_users must be >= 0")
+        if self.heldout_users and not self.max_users:
+            raise ValueError(f"heldout_users={self.heldout_users} with max_users=0: every user is labeled for "
+                             "training, none is left to hold out; set label.max_users")  # fmt: skip
 
 
 @dataclass

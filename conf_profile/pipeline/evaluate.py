@@ -1,4 +1,7 @@
-"""Stage: report/ against truth, when there is truth (input.truth, or the built-in data's own)."""
+"""Stage: report/ against truth, when there is truth (input.truth, or the built-in data's own).
+
+In a run with held-out users (label.heldout_users) the references (conf_profile.references) are fitted
+first, on every other user's truth, so that the quality ladder compares each stage with ref_majority."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 
 from conf_profile.core.settings import Config
 from conf_profile.evaluate import run_evaluate
+from conf_profile.runs import HELDOUT_VOTES
 
 
 def truth_path(cfg: Config, run_dir: Path) -> str | None:
@@ -20,4 +24,10 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     truth = truth_path(cfg, run_dir)
     if truth is None:
         return {"skipped": "no truth: set input.truth to evaluate"}
-    return run_evaluate(cfg, run_dir, truth)
+    written: list[str] = []
+    if (run_dir / HELDOUT_VOTES).is_dir():
+        from conf_profile.references import run_references
+
+        written = run_references(cfg, run_dir, truth)["written"]
+    entry = run_evaluate(cfg, run_dir, truth)
+    return {**entry, "written": [*entry["written"], *written]}

@@ -1,21 +1,27 @@
 """Stage: the final student (models/rl/, or models/sft/ when RL was skipped) profiles every user ->
 profiles/dt=DATE/ + profile_attributes/dt=DATE/. The rows of the users the teacher did not label (the
 student never trained on them) also go to predictions/student_<rl|sft>/, so that evaluate reports the
-student on held-out users beside the teacher stages."""
+student on held-out users beside the teacher stages. When the teacher also labeled held-out users for
+scoring (label.heldout_users) and the final student is the RL one, the SFT student profiles those users too
+(predictions/student_sft), so that the quality ladder has both students on the same users."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conf_profile.cli import id_key
 from conf_profile.core.privacy import pseudonym
+from conf_profile.core.profiles import long_form
 from conf_profile.core.settings import Config
-from conf_profile.runs import read_manifest
+from conf_profile.core.taxonomy import load_taxonomy
+from conf_profile.runs import HELDOUT_VOTES, read_manifest
 
 
 def final_model(run_dir: Path) -> tuple[str, Path]:
@@ -47,4 +53,28 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     predictions = run_dir / "predictions" / f"student_{name}"
     replace_folder(predictions, {"part-0.parquet": attributes})
     held_out = len(attributes.column("user_id").unique())
-    return {**entry, "student": f"student_{name}", "predictions": str(predictions), "held_out_users": held_out}
+    entry = {**entry, "student": f"student_{name}", "predictions": str(predictions), "held_out_users": held_out}
+    if name == "rl":
+        scored = _sft_on_scored_users(cfg, run_dir)
+        if scored is not None:
+            entry["student_sft_scored_users"] = scored
+    return entry
+
+
+def _sft_on_scored_users(cfg: Config, run_dir: Path) -> int | None:
+    """predictions/student_sft for the users the teacher labeled for scoring only; None without them."""
+    from conf_profile.infer import profile_users, replace_folder
+    from conf_profile.label import read_documents
+
+    votes = run_dir / HELDOUT_VOTES
+    if not votes.is_dir():
+        return None
+    users = pq.read_table(votes, columns=["user_id"]).column("user_id").unique()
+    docs = read_documents(run_dir, ["user_id", "document"])
+    docs = docs.filter(pc.is_in(docs.column("user_id"), value_set=users))
+    cal_file = run_dir / "calibration.json"
+    calibration = json.loads(cal_file.read_text(encoding="utf-8")) if cal_file.exists() else None
+    profiles, _ = profile_users(cfg, docs, str(run_dir / "models" / "sft"), calibration, run_dir.name)
+    replace_folder(run_dir / "predictions" / "student_sft",
+                   {"part-0.parquet": long_form(profiles, load_taxonomy(cfg.taxonomy.path))})  # fmt: skip
+    return profiles.num_rows
