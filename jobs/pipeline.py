@@ -107,8 +107,8 @@ def summary(results: dict[str, dict[str, Any]], run_dir: Path) -> str:
                 lines.append(f"                 {stage:18s}  {m['users']:5d}  {m['f1']:.3f}      {ece:5s}  {injected}")
             lad = ev.get("ladder")
             if lad and lad.get("stages"):
-                lines.append(f"quality ladder:  every stage on the same {lad['users']} held-out users (macro F1 with "
-                             "abstention as a miss, AURC; differences with paired-bootstrap 95% intervals)")  # fmt: skip
+                lines.append(f"quality ladder:  every stage on the same {lad['users']} held-out users (macro F1, "
+                             "abstention a miss; AURC; differences with paired-bootstrap 95% intervals)")  # fmt: skip
                 lines.append(markdown(lad["stages"]))
             lines.append(f"report:          {Path(ev['report']) / 'index.html'}")
         else:

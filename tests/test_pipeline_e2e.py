@@ -57,7 +57,7 @@ def test_quick_pipeline_end_to_end(tmp_path) -> None:
     assert list(ladder["stages"])[:6] == ["teacher_single", "teacher_majority", "teacher_vote_raw", "teacher_vote",
                                           "student_sft", "student_rl"]  # fmt: skip
     assert ladder["stages"]["student_rl"]["vs_reference"]["stage"] == "ref_majority"
-    assert "quality ladder:  every stage on the same 6 held-out users" in first.stdout
+    assert "quality ladder:  every stage on the same 6 held-out users (macro F1" in first.stdout
 
     # Conservation: every user of the raw logs is profiled or rejected with a reason.
     raw = pads.dataset(run_dir / "input" / "logs").to_table(columns=["user_id"])
