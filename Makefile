@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup demo test test-fast lint bench-ingest movielens clean
+.PHONY: setup demo test test-fast lint bench-ingest bench-quality movielens clean
 
 setup:  ## create .venv with the pinned stack (CPU; CONF_PROFILE_TARGET=gpu for CUDA machines)
 	bash scripts/setup.sh
@@ -23,6 +23,9 @@ lint: setup  ## ruff on everything, mypy on the pure core
 
 bench-ingest: setup  ## Ray ingest vs single-process baseline (USERS=100000 by default)
 	$(PY) -m jobs.bench ingest --users $(or $(USERS),100000)
+
+bench-quality: setup  ## quality ladder: every stage on the same held-out users with 95% CIs (DATA=movielens for MovieLens 100K)
+	$(PY) -m jobs.bench quality --data $(or $(DATA),builtin) $(ARGS)
 
 ML_DATA ?= data/movielens
 ML_RUN ?= runs/movielens

@@ -4,6 +4,14 @@
     python -m jobs.bench ingest-grouping --users 100000   # hash partitioning vs Ray Data groupby
     python -m jobs.bench label --users 100 [--samples 1] [--model demo]   # Ray job vs raw vllm.LLM
     python -m jobs.bench infer --users 100 [--model demo|DIR]             # Ray job vs raw vllm.LLM
+    python -m jobs.bench quality [--data builtin|movielens] [--run-dir DIR] [--set KEY=VALUE ...]
+
+quality: runs the real pipeline (vLLM, Ray Train) on a fixed configuration (jobs/configs/bench_quality.yaml
+on the built-in data; jobs/configs/movielens.yaml plus held-out users with --data movielens) and prints the
+quality ladder: every stage on the same held-out users, macro F1 and AURC with paired-bootstrap 95%
+intervals of each difference to the stage before it and to the majority-class reference. The table goes
+to <run-dir>/report/ladder.md, the numbers to report/metrics.json ("ladder"), the plots to
+report/ladder.png and report/risk_coverage.png.
 
 ingest: generates the built-in logs (cached under runs/bench/), runs the single-process pyarrow ingest and
 the Ray ingest job on the same files, each in its own process, checks that both wrote the same documents
@@ -15,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +33,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile.core.ladder import markdown
 from conf_profile.core.settings import IngestConfig
 from conf_profile.measure import run_measured
 from conf_profile.synthetic.dataset import write_dataset
@@ -233,6 +244,53 @@ def _raw_vllm(args: argparse.Namespace) -> None:
     )
 
 
+QUALITY_CONFIGS = {
+    "builtin": ["--config", "jobs/configs/bench_quality.yaml"],
+    # MovieLens: the teacher labels 96 users for training and 200 more for scoring; the students profile those.
+    "movielens": ["--config", "jobs/configs/movielens.yaml", "--set", "label.heldout_users=200",
+                  "--set", "infer.exclude_labeled=true", "--set", "infer.max_users=200"],
+}  # fmt: skip
+
+
+def bench_quality(args: argparse.Namespace) -> None:
+    """The pipeline on a fixed configuration, then its quality ladder (see the module docstring)."""
+    import platform
+    import time
+
+    run_dir = args.run_dir or Path("runs/bench") / f"quality-{args.data}"
+    cmd = [sys.executable, "-m", "jobs.pipeline", *QUALITY_CONFIGS[args.data], "--run-dir", str(run_dir),
+           *(f"--set={o}" for o in args.overrides)]  # fmt: skip
+    if args.data == "movielens" and not Path("data/movielens/truth.parquet").exists():
+        sys.exit("bench quality --data movielens: run python -m jobs.import_movielens --out data/movielens first")
+    print(f"bench quality: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    if subprocess.run(cmd).returncode != 0:
+        sys.exit(f"bench quality: the pipeline failed; its manifest is in {run_dir}")
+    seconds = time.monotonic() - started
+    metrics = json.loads((run_dir / "report" / "metrics.json").read_text(encoding="utf-8"))
+    lad = metrics.get("ladder") or {}
+    if not lad.get("stages"):
+        sys.exit(f"bench quality: no ladder in {run_dir / 'report'} (no held-out users with truth?)")
+    table = markdown(lad["stages"])
+    cpu = _cpu()
+    header = (f"quality ladder ({args.data}): {lad['users']} held-out users, wall time {seconds / 60:.1f} min on "
+              f"{cpu} ({platform.machine()})")  # fmt: skip
+    (run_dir / "report" / "ladder.md").write_text(f"{header}\n\n{table}\n", encoding="utf-8")
+    print(f"\n{header}\n{table}\nreport: {run_dir / 'report' / 'index.html'}")
+
+
+def _cpu() -> str:
+    """The CPU model and the flags that decide bf16 speed (DESIGN: AVX-512 BF16 / AMX or AVX2 only)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model} [{' '.join(wanted) or 'no avx2'}], {os.cpu_count()} cores"
+
+
 def _data(args: argparse.Namespace) -> Path:
     data = args.data or Path("runs/bench") / f"logs-{args.users}-{args.seed}-{args.bad_fraction}"
     if not (data / "dataset.json").exists():
@@ -289,12 +347,17 @@ def main(argv: list[str] | None = None) -> None:
     infer.add_argument("--seed", type=int, default=0)
     infer.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                        help="extra config for the Ray job, e.g. infer.engine.batch_size=32")  # fmt: skip
+    quality = sub.add_parser("quality", help="the pipeline on a fixed config: every stage on the same held-out users")
+    quality.add_argument("--data", choices=sorted(QUALITY_CONFIGS), default="builtin")
+    quality.add_argument("--run-dir", type=Path, help="default: runs/bench/quality-<data> (a re-run resumes it)")
+    quality.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                         help="extra config for the pipeline (it changes the benchmark: report it)")  # fmt: skip
     variant = sub.add_parser("_groupby-variant", help=argparse.SUPPRESS)
     variant.add_argument("--logs", type=Path, required=True)
     variant.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     commands = {"ingest": bench_ingest, "ingest-grouping": bench_grouping, "label": bench_label, "infer": bench_infer,
-                "_raw-vllm": _raw_vllm, "_groupby-variant": _groupby_variant}  # fmt: skip
+                "quality": bench_quality, "_raw-vllm": _raw_vllm, "_groupby-variant": _groupby_variant}  # fmt: skip
     commands[args.what](args)
 
 

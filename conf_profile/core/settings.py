@@ -164,8 +164,9 @@ class LabelConfig:
     max_users: int = 24
     # The teacher also labels the next N users by user_id (after the first max_users) into
     # teacher_samples_heldout/, for scoring only: the report then puts every stage, teacher and student, on
-    # the same held-out users (the quality ladder). Nothing is trained on them. 0 = none.
-    heldout_users: int = 0
+    # the same held-out users (the quality ladder). Nothing is trained on them. The default sizes the demo;
+    # production runs without truth set 0.
+    heldout_users: int = 24
     structured_output: bool = True  # vLLM constrains outputs to the taxonomy's JSON schema
 
     def validate(self) -> None:
