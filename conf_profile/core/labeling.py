@@ -25,8 +25,11 @@ from typing import Any
 from conf_profile.core.taxonomy import Taxonomy
 
 USER_OPEN, USER_CLOSE = "<user_data>", "</user_data>"
-MAX_EVIDENCE_CHARS = 80
-MAX_RATIONALE_CHARS = 240
+# Evidence and rationale are most of what the teacher and the student write (about 225 output tokens per
+# teacher sample at 80 and 240): shorter bounds cut the cost of every sample and make the student's output
+# short enough to learn in a few steps. A quote of 40 characters still points at the log line.
+MAX_EVIDENCE_CHARS = 40
+MAX_RATIONALE_CHARS = 120
 RUBRIC = (
     (5, "stated explicitly by the user (self-description, a first-person statement)"),
     (4, "several consistent strong signals"),

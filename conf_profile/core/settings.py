@@ -33,7 +33,7 @@ class InputConfig:
 class DataConfig:
     """The built-in synthetic data set (``jobs.make_logs``, and the demo's input)."""
 
-    users: int = 200  # the demo profiles all of them on CPU; make_logs --users sets any size
+    users: int = 120  # the demo profiles all of them on CPU; make_logs --users sets any size
     seed: int = 0  # the same seed writes the same data set
     bad_fraction: float = 0.02  # share of malformed rows mixed in (they must end in rejects/)
     files: int = 4  # Parquet files the logs are split into
@@ -272,6 +272,7 @@ class TrainRlConfig(TrainerSettings):
     temperature: float = 0.7  # rollouts of a 135M student parse 75% of the time at 0.7, ~10% at 1.0
     beta: float = 0.04  # KL coefficient against the SFT model (0: no reference model, no KL)
     use_vllm: Literal["auto", "on", "off"] = "auto"  # auto: vLLM colocate on GPU, transformers on CPU
+    constrained: bool = True  # transformers rollouts decode under the student's JSON schema, as inference does
     teacher_voter_weight: float = 1.0  # the teacher vote joins the rollouts' vote with this weight x its share (0: not)
     calibration_weight: float = 0.5  # weight of the calibration reward (1 - Brier)
 

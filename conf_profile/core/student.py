@@ -59,7 +59,7 @@ def student_schema(taxonomy: Taxonomy) -> dict[str, Any]:
 
 
 def student_target(rationale: str, judgements: dict[str, tuple[str, int, str]], taxonomy: Taxonomy) -> str:
-    """The assistant text of an SFT example: compact JSON in schema order; attributes not in ``judgements``
+    """The assistant text of an SFT example: JSON in schema order; attributes not in ``judgements``
     are ``unknown`` at level 1 with no evidence (the student learns to abstain)."""
     out: dict[str, Any] = {"rationale": rationale[:MAX_RATIONALE_CHARS]}
     for name in taxonomy.attribute_names:
@@ -67,7 +67,9 @@ def student_target(rationale: str, judgements: dict[str, tuple[str, int, str]], 
         if value == UNKNOWN:
             level, evidence = 1, ""
         out[name] = {"value": value, "level": int(level), "evidence": evidence[:MAX_EVIDENCE_CHARS]}
-    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+    # The separators vLLM's grammar writes (xgrammar without free whitespace: ", " and ": "), so that what
+    # the student learns is token for token what it is made to write at inference and in GRPO rollouts.
+    return json.dumps(out, ensure_ascii=False)
 
 
 def parse_student_output(text: Any, taxonomy: Taxonomy) -> ParsedOutput:
