@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conf_profile.core import calibration as calib
-from conf_profile.core.aggregate import current_samples, rl_rows, sft_examples, vote_samples
+from conf_profile.core.aggregate import current_samples, rl_rows, sft_examples, teacher_reliability, vote_samples
 from conf_profile.core.labeling import prompt_version
 from conf_profile.core.metrics import load_truth
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
-from conf_profile.runs import HELDOUT_SAMPLES, HELDOUT_VOTES, write_text_atomic
+from conf_profile.runs import HELDOUT_SAMPLES, HELDOUT_VOTES, HELDOUT_VOTES_BY_TEACHER, write_text_atomic
 
 
 def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -36,13 +37,15 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
     if samples.num_rows == 0:
         raise FileNotFoundError(f"{run_dir / 'teacher_samples'} has no samples for the current documents and prompt")
     primary = cfg.label.teachers[0].name
-    votes = vote_samples(samples, taxonomy, primary, acfg.confidence_weights)
+    identifiable = len(set(samples.column("teacher").to_pylist())) >= 3  # one-coin EM needs three teachers
+    reliability = teacher_reliability(samples, taxonomy) if acfg.teacher_weights == "em" and identifiable else None
+    votes = vote_samples(samples, taxonomy, primary, acfg.confidence_weights, reliability)
     cal = _calibration(acfg.calibration, acfg.gold, votes, taxonomy, acfg.confidence_weights)
     if not acfg.calibration:  # a fitted calibrator records what it was fitted for; a reused one is kept as is
         cal.update({"taxonomy_version": taxonomy.version, "confidence_weights": list(acfg.confidence_weights)})
     votes = apply_calibration(votes, cal, taxonomy)
     _write_table(votes, run_dir / "votes" / "votes.parquet")
-    heldout = _heldout_votes(run_dir, documents, taxonomy, primary, cal, acfg.confidence_weights)
+    heldout = _heldout_votes(run_dir, documents, taxonomy, primary, cal, acfg.confidence_weights, reliability)
     write_text_atomic(run_dir / "calibration.json", json.dumps(cal, indent=2, allow_nan=False))
     sft, sft_dropped = sft_examples(votes, documents, taxonomy, acfg.eval_percent, acfg.sft_min_mean_level)
     for split in ("train", "eval"):
@@ -67,25 +70,36 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
     }
     if heldout is not None:
         entry["heldout_users_voted"] = heldout
+    if reliability is not None:  # fitted on the training users' samples; the held-out votes use the same
+        entry["teacher_reliability"] = reliability
     return entry
 
 
 def _heldout_votes(
-    run_dir: Path, documents: pa.Table, taxonomy: Taxonomy, primary: str, cal: dict[str, Any], weights: list[float]
-) -> int | None:
+    run_dir: Path, documents: pa.Table, taxonomy: Taxonomy, primary: str, cal: dict[str, Any], weights: list[float],
+    reliability: dict | None,
+) -> int | None:  # fmt: skip
     """votes_heldout/ from teacher_samples_heldout/ (scored only), calibrated by this run's calibrator; the
     number of users voted, or None without held-out samples."""
     folder = run_dir / HELDOUT_SAMPLES
     target = run_dir / HELDOUT_VOTES / "votes.parquet"
     if not folder.is_dir() or not any(folder.rglob("*.parquet")):
         target.unlink(missing_ok=True)  # an earlier try's held-out votes would be scored as this run's
+        shutil.rmtree(run_dir / HELDOUT_VOTES_BY_TEACHER, ignore_errors=True)
         return None
     samples = current_samples(pq.read_table(folder), documents, prompt_version(taxonomy))
     if samples.num_rows == 0:
         target.unlink(missing_ok=True)
         return 0
-    votes = apply_calibration(vote_samples(samples, taxonomy, primary, weights), cal, taxonomy)
+    votes = apply_calibration(vote_samples(samples, taxonomy, primary, weights, reliability), cal, taxonomy)
     _write_table(votes, target)
+    alone = run_dir / HELDOUT_VOTES_BY_TEACHER
+    shutil.rmtree(alone, ignore_errors=True)
+    teachers = sorted(set(samples.column("teacher").to_pylist()))
+    for teacher in teachers if len(teachers) > 1 else []:  # each teacher alone, for the quality ladder
+        own = samples.filter(pc.equal(samples.column("teacher"), teacher))
+        _write_table(apply_calibration(vote_samples(own, taxonomy, teacher, weights), cal, taxonomy),
+                     alone / f"{teacher}.parquet")  # fmt: skip
     return len(votes.column("user_id").unique())
 
 

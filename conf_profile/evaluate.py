@@ -26,7 +26,7 @@ from conf_profile.core.ladder import align, ladder, risk_coverage
 from conf_profile.core.metrics import attribute_metrics, injection_adoption, load_truth, macro, reliability
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
-from conf_profile.runs import HELDOUT_VOTES, write_text_atomic
+from conf_profile.runs import HELDOUT_VOTES, HELDOUT_VOTES_BY_TEACHER, write_text_atomic
 
 REFERENCE = "ref_majority"  # the ladder's reference stage
 BOOTSTRAP_RESAMPLES = 1000
@@ -145,6 +145,10 @@ def stage_predictions(run_dir: Path) -> dict[str, pa.Table]:
         empty = pa.nulls(v.num_rows, pa.int64())
         stages["teacher_single"] = _long(v, "single_value", v.column("single_confidence"), single_level)
         stages["teacher_majority"] = _long(v, "majority_value", v.column("majority_share"), empty)
+        alone = run_dir / HELDOUT_VOTES_BY_TEACHER
+        for path in sorted(alone.glob("*.parquet")) if votes_dir.name == HELDOUT_VOTES else []:
+            own = pq.read_table(path)  # one teacher's own vote, before the vote of all teachers
+            stages[f"teacher_{path.stem}_alone"] = _long(own, "value", own.column("confidence"), own.column("level"))
         stages["teacher_vote_raw"] = _long(v, "value", v.column("raw_confidence"), empty)
         stages["teacher_vote"] = _long(v, "value", v.column("confidence"), v.column("level"))
     predictions = run_dir / "predictions"

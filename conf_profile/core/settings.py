@@ -186,6 +186,11 @@ class AggregateConfig:
 
     # Vote weight of a judgement per stated confidence 1..5 (times its teacher's weight); default linear c/5.
     confidence_weights: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0])
+    # Teacher weights in the vote: "fixed" = each teacher's label.teachers[].weight; "em" = that times a
+    # label-free estimate of the teacher's reliability per attribute (one-coin Dawid-Skene EM over the
+    # teachers' judgements). EM needs three or more teachers (with two, agreement cannot tell which one is
+    # right); with fewer it is skipped and the fixed weights stay.
+    teacher_weights: Literal["fixed", "em"] = "fixed"
     calibration: str | None = None  # reuse this calibration.json instead of fitting one on this run
     gold: str | None = None  # a truth-format Parquet (user_id + attribute columns): isotonic fit to its accuracy
     eval_percent: int = 10  # share of users (by id hash) in the SFT eval split
