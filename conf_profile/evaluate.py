@@ -1,9 +1,10 @@
 """Evaluate every stage present in a run against truth: report/metrics.json and report/index.html + PNGs.
 
 Stages come from votes/ (the teacher's single sample, the plain majority, the confidence-weighted vote with
-raw and with calibrated confidence; from votes_heldout/ instead when the teacher labeled held-out users for
-scoring) and from predictions/<stage>/ (long form: user_id, attribute, value, confidence, level), which the
-student stages and the references write. Metrics are computed by conf_profile.core.metrics.
+raw, calibrated and token-probability confidence; from votes_heldout/ instead when the teacher labeled
+held-out users for scoring) and from predictions/<stage>/ (long form: user_id, attribute, value,
+confidence, level), which the student stages and the references write. Metrics are computed by
+conf_profile.core.metrics.
 
 The quality ladder (conf_profile.core.ladder) puts the stages on the same users: the --users file, else the
 held-out users, each cut to the users that every stage in it predicted; per stage macro F1 and AURC with
@@ -151,6 +152,9 @@ def stage_predictions(run_dir: Path) -> dict[str, pa.Table]:
             stages[f"teacher_{path.stem}_alone"] = _long(own, "value", own.column("confidence"), own.column("level"))
         stages["teacher_vote_raw"] = _long(v, "value", v.column("raw_confidence"), empty)
         stages["teacher_vote"] = _long(v, "value", v.column("confidence"), v.column("level"))
+        if "token_confidence" in v.column_names and v.column("token_confidence").null_count < v.num_rows:
+            # the same answers, ranked by the engine's token probability instead of the stated level
+            stages["teacher_vote_token"] = _long(v, "value", v.column("token_confidence"), empty)
     predictions = run_dir / "predictions"
     folders = (
         [p for p in predictions.iterdir() if p.is_dir() and not p.name.startswith(".")] if predictions.is_dir() else []

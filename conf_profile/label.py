@@ -35,7 +35,9 @@ from conf_profile.core.labeling import (
     sample_columns,
     sample_row,
     sample_seed,
+    sampled_tokens,
     system_prompt,
+    value_probabilities,
 )
 from conf_profile.core.settings import Config, EngineConfig, LabelConfig, TeacherConfig
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
@@ -141,13 +143,15 @@ def _generate(
     ray.data.DataContext.get_current().issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
     system = system_prompt(taxonomy)
     schema = output_schema(taxonomy) if cfg.label.structured_output else None
+    # logprobs=1: the sampled token's log-prob, for the token confidence of each written value
+    params = {**_sampling(teacher), **({"logprobs": 1} if cfg.label.token_confidence else {})}
     if teacher.endpoint:
         processor = _http_processor(teacher, system, schema)
     else:
         processor = build_processor(
             processor_config(model, cfg.label.engine, device, structured=schema is not None),
-            preprocess=ChatRequest(system, _sampling(teacher), schema, request_seeds=device == "gpu"),
-            postprocess=_keep_generation,
+            preprocess=ChatRequest(system, params, schema, request_seeds=device == "gpu"),
+            postprocess=KeepGeneration(taxonomy.attribute_names),
             preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
             postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
         )
@@ -162,6 +166,7 @@ def samples_schema(taxonomy: Taxonomy) -> pa.Schema:
     types = {"teacher_weight": pa.float64(), "sample": pa.int32(), "seed": pa.int64(), "input_tokens": pa.int32(),
              "output_tokens": pa.int32()}  # fmt: skip
     types.update({f"{a}_confidence": pa.int8() for a in taxonomy.attribute_names})
+    types.update({f"{a}_token_prob": pa.float64() for a in taxonomy.attribute_names})
     return pa.schema([(c, types.get(c, pa.string())) for c in sample_columns(taxonomy)])
 
 
@@ -300,9 +305,27 @@ def _http_generation(row: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+class KeepGeneration:
+    """Postprocess of the vLLM path: the request's columns and the generation, plus (when the engine
+    returned log-probs) the probability of each written value as JSON (core.labeling.value_probabilities),
+    computed here so that the per-token log-probs never leave the engine's worker."""
+
+    def __init__(self, attributes: tuple[str, ...]) -> None:
+        self.attributes = attributes
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        kept = _keep_generation(row)
+        if row.get("logprobs") is not None and row.get("generated_tokens") is not None:
+            texts, logprobs = sampled_tokens(list(row["generated_tokens"]), list(row["logprobs"]))
+            kept["value_probs"] = json.dumps(value_probabilities(texts, logprobs, self.attributes))
+        return kept
+
+
 def _keep_generation(row: dict[str, Any]) -> dict[str, Any]:
     keep = ("user_id", "teacher", "teacher_weight", "sample", "seed", "model", "prompt_version", "taxonomy_version",
-            "content_hash", "generated_text", "num_input_tokens", "num_generated_tokens")  # fmt: skip
+            "content_hash", "generated_text", "num_input_tokens", "num_generated_tokens", "value_probs")  # fmt: skip
     return {k: row.get(k) for k in keep}
 
 

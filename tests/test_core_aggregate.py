@@ -173,3 +173,18 @@ def test_em_teacher_weights_follow_the_reliable_teacher() -> None:
     em = accuracy(vote_samples(table, TAXONOMY, "good", reliability=reliability))
     # fixed weights: the six poor samples often outvote the three good ones; EM gives the good teacher the say
     assert em > 0.93 and em > fixed + 0.05, (em, fixed)
+
+
+def test_token_confidence_is_share_times_the_supporters_mean_token_probability() -> None:
+    rows = [sample("u1", "a", 0, "male", 5, "young", 5), sample("u1", "a", 1, "male", 1, "young", 5),
+            sample("u1", "a", 2, "female", 5, "unknown", 1)]  # fmt: skip
+    for row, probs in zip(rows, ((0.9, 0.5), (0.7, None), (0.99, 0.8)), strict=True):
+        row["gender_token_prob"], row["age_token_prob"] = probs
+    votes = {r["attribute"]: r for r in vote_samples(pa.Table.from_pylist(rows), TAXONOMY, "a").to_pylist()}
+    g, a = votes["gender"], votes["age"]
+    # gender: male 1.0 + 0.2 against female 1.0 -> male (share 1.2 / 2.2), supporters' token probs 0.9, 0.7
+    assert g["value"] == "male" and g["token_confidence"] == pytest.approx(1.2 / 2.2 * 0.8)
+    # age: young 1.0 + 1.0, abstain 0.2; one supporter has no token prob: only the other counts
+    assert a["token_confidence"] == pytest.approx(2.0 / 2.2 * 0.5)
+    without = vote_samples(pa.Table.from_pylist(SAMPLES), TAXONOMY, "a")  # samples without the columns
+    assert without.column("token_confidence").null_count == without.num_rows

@@ -70,6 +70,8 @@ def test_k_samples_by_m_teachers_with_structured_output(run_dir, labeled) -> Non
         assert r["gender_value"] in ("male", "female", "unknown") and 1 <= r["gender_confidence"] <= 5
         assert r["prompt_version"] == entry["prompt_version"] and r["output_tokens"] > 0
         assert r["teacher_weight"] == (1.0 if r["teacher"] == "a" else 0.5)
+        # label.token_confidence: the engine's probability of each written value, from its log-probs
+        assert 0.0 < r["gender_token_prob"] <= 1.0 and 0.0 < r["age_group_token_prob"] <= 1.0
     schema = samples_schema(load_taxonomy(run_dir / "taxonomy.yaml"))
     assert pq.read_schema(next((run_dir / "teacher_samples" / "a").rglob("*.parquet"))) == schema
 
@@ -97,6 +99,7 @@ def test_aggregate_and_evaluate_the_tiny_models_samples(run_dir, labeled) -> Non
     for v in votes:
         answered = v["value"] != "unknown"
         assert (v["level"] is not None) == answered and 0.0 <= v["raw_confidence"] <= 1.0
+        assert not answered or 0.0 < v["token_confidence"] <= 1.0  # every sample carries token probabilities
     cal = json.loads((run_dir / "calibration.json").read_text())
     assert set(cal["attributes"]) == {"gender", "age_group"} and cal["method"] == "label_free"
     sft = pq.read_table(run_dir / "sft")
@@ -114,7 +117,8 @@ def test_aggregate_and_evaluate_the_tiny_models_samples(run_dir, labeled) -> Non
             for t in truth]  # fmt: skip
     pq.write_table(pa.Table.from_pylist(rows), run_dir / "small_truth.parquet")
     report = run_evaluate(cfg, run_dir, str(run_dir / "small_truth.parquet"))
-    assert set(report["stages"]) == {"teacher_single", "teacher_majority", "teacher_vote_raw", "teacher_vote"}
+    assert set(report["stages"]) == {"teacher_single", "teacher_majority", "teacher_vote_raw", "teacher_vote",
+                                     "teacher_vote_token"}  # fmt: skip
     metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
     gender = metrics["stages"]["teacher_vote"]["attributes"]["gender"]
     assert gender["users"] == 5 and sum(map(sum, gender["confusion"]["matrix"])) == 5

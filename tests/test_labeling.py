@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -120,3 +121,15 @@ def test_other_attributes_survive_one_bad_attribute() -> None:
     parsed = parse_output(json.dumps(valid_output(gender={"value": "robot", "confidence": 3, "evidence": ""})), TAX)
     assert parsed.judgements["gender"] is None
     assert parsed.judgements["age_group"] == Judgement(TAX.attribute("age_group").value_names[0], 4, "bio")
+
+
+def test_value_probabilities_of_a_tokenized_output() -> None:
+    from conf_profile.core.labeling import value_probabilities
+
+    text = '{"rationale": "x", "gender": {"value": "female", "confidence": 3, "evidence": ""}, "age_group": {"value": "'
+    tokens = [text[:-1], '"age', "_25", "_34", '", "']  # a token can span the quote before the value
+    probs = value_probabilities(tokens, [0.0, -0.2, -0.3, -0.1, -5.0], ("gender", "age_group", "occupation"))
+    # gender's value lies inside the first token (log-prob 0); age_group spans three tokens, and the token
+    # that starts at its closing quote is not part of it
+    assert probs["gender"] == 1.0 and probs["occupation"] is None
+    assert probs["age_group"] == pytest.approx(math.exp(-0.2 - 0.3 - 0.1), abs=1e-4)

@@ -54,8 +54,8 @@ def test_quick_pipeline_end_to_end(tmp_path) -> None:
     assert users("predictions/student_sft") == heldout and heldout <= users("predictions/student_rl")
     ladder = json.loads((run_dir / "report" / "metrics.json").read_text())["ladder"]
     assert ladder["users"] == 6 and ladder["left_out"] == []
-    assert list(ladder["stages"])[:6] == ["teacher_single", "teacher_majority", "teacher_vote_raw", "teacher_vote",
-                                          "student_sft", "student_rl"]  # fmt: skip
+    assert list(ladder["stages"])[:7] == ["teacher_single", "teacher_majority", "teacher_vote_raw", "teacher_vote",
+                                          "teacher_vote_token", "student_sft", "student_rl"]  # fmt: skip
     assert ladder["stages"]["student_rl"]["vs_reference"]["stage"] == "ref_majority"
     assert "quality ladder:  every stage on the same 6 held-out users (macro F1" in first.stdout
 

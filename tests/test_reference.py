@@ -35,7 +35,7 @@ def test_every_config_key_is_documented_with_its_default_and_a_meaning() -> None
     for key in keys:
         meaning = rows[key].split("|")[4].strip()
         assert meaning, f"{key} has no comment in settings.py"
-    assert "| `train_rl.num_generations` | int | `4` |" in text  # subclass field, own default
+    assert "| `train_rl.num_generations` | int | `2` |" in text  # subclass field, own default
     assert "| `train_rl.zero_stage` | int | `2` |" in text  # inherited field
 
 

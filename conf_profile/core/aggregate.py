@@ -24,8 +24,8 @@ from conf_profile.core.voting import LINEAR_WEIGHTS, UNIFORM_WEIGHTS, strongest,
 
 VOTE_COLUMNS = (
     "user_id", "attribute", "value", "vote_share", "mean_confidence", "samples", "valid", "supporters", "entropy",
-    "raw_confidence", "evidence", "rationale", "majority_value", "majority_share", "single_value",
-    "single_confidence",
+    "raw_confidence", "token_confidence", "evidence", "rationale", "majority_value", "majority_share",
+    "single_value", "single_confidence",
 )  # fmt: skip
 
 
@@ -116,10 +116,11 @@ def vote_samples(
         evidence_col = samples.column(f"{attr.name}_evidence").to_pylist()
         evidence = [evidence_col[positions[b]] or "" if b >= 0 else "" for b in best]
         single_value, single_conf = _single(u, v, c, valid & primary, n, names)
-        per_attribute.append((attr.name, names, weighted, majority, evidence, single_value, single_conf))
+        token = _token_confidence(samples, attr.name, u, supports, weighted.share, n)
+        per_attribute.append((attr.name, names, weighted, majority, evidence, single_value, single_conf, token))
     rationale = _rationales(u, support_score, consistent, samples.column("rationale").to_pylist(), per_attribute, n)
     total = np.bincount(u, minlength=n)
-    for name, names, weighted, majority, evidence, single_value, single_conf in per_attribute:
+    for name, names, weighted, majority, evidence, single_value, single_conf, token in per_attribute:
         columns["attribute"].append(np.full(n, name, dtype=object))
         columns["value"].append(np.array(names, dtype=object)[weighted.value])
         columns["vote_share"].append(weighted.share)
@@ -129,6 +130,7 @@ def vote_samples(
         columns["supporters"].append(weighted.supporters)
         columns["entropy"].append(weighted.entropy)
         columns["raw_confidence"].append(weighted.raw_confidence)
+        columns["token_confidence"].append(token)
         columns["evidence"].append(np.array(evidence, dtype=object))
         columns["majority_value"].append(np.array(names, dtype=object)[majority.value])
         columns["majority_share"].append(majority.share)
@@ -144,6 +146,22 @@ def vote_samples(
     return (
         table.append_column("_rank", rank).sort_by([("user_id", "ascending"), ("_rank", "ascending")]).drop(["_rank"])
     )
+
+
+def _token_confidence(
+    samples: pa.Table, attribute: str, u: np.ndarray, supports: np.ndarray, share: np.ndarray, n: int
+) -> np.ndarray:
+    """Vote share x mean token probability of the supporters' written value (NaN where no supporter has
+    one, e.g. samples from an engine without log-probs): the raw confidence with the engine's probability
+    in place of the stated level."""
+    column = f"{attribute}_token_prob"
+    if column not in samples.column_names:
+        return np.full(n, np.nan)
+    prob = samples.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+    has = supports & ~np.isnan(prob)
+    total = np.bincount(u[has], weights=prob[has], minlength=n)
+    count = np.bincount(u[has], minlength=n)
+    return np.divide(share * total, count, out=np.full(n, np.nan), where=count > 0)
 
 
 def _single(u: np.ndarray, v: np.ndarray, c: np.ndarray, mask: np.ndarray, n: int, names: tuple[str, ...]):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,7 +204,8 @@ def sample_seed(base: int, teacher: str, user_id: str, sample: int) -> int:
 
 def sample_columns(taxonomy: Taxonomy) -> list[str]:
     """Columns of a teacher_samples/ row, in order."""
-    per_attribute = [f"{a}_{f}" for a in taxonomy.attribute_names for f in ("value", "confidence", "evidence")]
+    per_attribute = [f"{a}_{f}" for a in taxonomy.attribute_names
+                     for f in ("value", "confidence", "evidence", "token_prob")]  # fmt: skip
     return [
         "user_id", "teacher", "teacher_weight", "sample", "seed", "model", "prompt_version", "taxonomy_version",
         "content_hash", "raw_text", "error", "rationale", *per_attribute, "input_tokens", "output_tokens",
@@ -212,7 +214,8 @@ def sample_columns(taxonomy: Taxonomy) -> list[str]:
 
 def sample_row(row: dict[str, Any], taxonomy: Taxonomy) -> dict[str, Any]:
     """The teacher_samples/ row for one generation. ``row`` carries the request's columns plus
-    ``generated_text`` and token counts, or ``__inference_error__`` when the engine failed on it."""
+    ``generated_text``, token counts and ``value_probs`` (JSON, when the engine gave log-probs), or
+    ``__inference_error__`` when the engine failed on it."""
     engine_error = row.get("__inference_error__") or ""
     parsed = parse_output(None if engine_error else row.get("generated_text"), taxonomy)
     out: dict[str, Any] = {k: row.get(k) for k in ("user_id", "teacher", "teacher_weight", "sample", "seed", "model",
@@ -220,10 +223,12 @@ def sample_row(row: dict[str, Any], taxonomy: Taxonomy) -> dict[str, Any]:
     out["raw_text"] = None if engine_error else row.get("generated_text")
     out["error"] = f"engine: {str(engine_error)[:300]}" if engine_error else parsed.error
     out["rationale"] = parsed.rationale
+    probs = json.loads(row["value_probs"]) if row.get("value_probs") and not engine_error else {}
     for name, judgement in parsed.judgements.items():
         out[f"{name}_value"] = judgement.value if judgement else None
         out[f"{name}_confidence"] = judgement.confidence if judgement else None
         out[f"{name}_evidence"] = judgement.evidence if judgement else None
+        out[f"{name}_token_prob"] = probs.get(name) if judgement else None
     out["input_tokens"] = _int_or_none(row.get("num_input_tokens"))
     out["output_tokens"] = _int_or_none(row.get("num_generated_tokens"))
     return out
@@ -234,3 +239,47 @@ def _int_or_none(value: Any) -> int | None:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+_VALUE = '"{name}"\\s*:\\s*\\{{\\s*"value"\\s*:\\s*"([^"]*)"'
+
+
+def sampled_tokens(token_ids: list[int], logprobs: list[Any]) -> tuple[list[str], list[float]]:
+    """(text, log-prob) of each sampled token from an engine's per-position log-prob maps (token id ->
+    {logprob, decoded_token, ...}; the keys may have become strings on the way); a position without its
+    sampled token counts as an empty token with log-prob 0.
+
+    >>> sampled_tokens([7, 9], [{7: {"logprob": -0.1, "decoded_token": "a"}}, {"9": {"logprob": -2.0,
+    ...                 "decoded_token": "b"}, "3": {"logprob": -0.5, "decoded_token": "c"}}])
+    (['a', 'b'], [-0.1, -2.0])
+    """
+    texts, values = [], []
+    for token, entry in zip(token_ids, logprobs, strict=False):
+        info = (entry or {}).get(token) or (entry or {}).get(str(token)) or {}
+        texts.append(str(info.get("decoded_token") or ""))
+        values.append(float(info.get("logprob") or 0.0))
+    return texts, values
+
+
+def value_probabilities(tokens: list[str], logprobs: list[float], names: tuple[str, ...]) -> dict[str, float | None]:
+    """Per attribute: the probability the model gave the value it wrote, exp(sum of the log-probs of the
+    tokens that overlap the value's characters), from the generated tokens' texts and log-probs; None where
+    the attribute's value is not in the text. A token that also spans the quote before the value counts too.
+
+    >>> value_probabilities(['{"g": {"value": "', 'fe', 'male', '"'], [0.0, -0.5, -0.1, 0.0], ("g", "a"))
+    {'g': 0.5488, 'a': None}
+    """
+    text = "".join(tokens)
+    ends = [0]
+    for token in tokens:
+        ends.append(ends[-1] + len(token))
+    out: dict[str, float | None] = {}
+    for name in names:
+        match = re.search(_VALUE.format(name=re.escape(name)), text)
+        if match is None or match.end(1) == match.start(1):
+            out[name] = None
+            continue
+        lo, hi = match.span(1)
+        total = sum(lp for k, lp in enumerate(logprobs) if ends[k] < hi and ends[k + 1] > lo)
+        out[name] = round(math.exp(total), 4)
+    return out

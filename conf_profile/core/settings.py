@@ -33,7 +33,7 @@ class InputConfig:
 class DataConfig:
     """The built-in synthetic data set (``jobs.make_logs``, and the demo's input)."""
 
-    users: int = 120  # the demo profiles all of them on CPU; make_logs --users sets any size
+    users: int = 80  # the demo profiles all of them on CPU; make_logs --users sets any size
     seed: int = 0  # the same seed writes the same data set
     bad_fraction: float = 0.02  # share of malformed rows mixed in (they must end in rejects/)
     files: int = 4  # Parquet files the logs are split into
@@ -166,8 +166,11 @@ class LabelConfig:
     # teacher_samples_heldout/, for scoring only: the report then puts every stage, teacher and student, on
     # the same held-out users (the quality ladder). Nothing is trained on them. The default sizes the demo;
     # production runs without truth set 0.
-    heldout_users: int = 24
+    heldout_users: int = 16
     structured_output: bool = True  # vLLM constrains outputs to the taxonomy's JSON schema
+    # Record each written value's token probability (<attr>_token_prob; the engine's log-probs of the value's
+    # tokens): a confidence beside the stated level, which small models state degenerately.
+    token_confidence: bool = True
 
     def validate(self) -> None:
         names = [t.name for t in self.teachers]
@@ -249,7 +252,7 @@ class TrainSftConfig(TrainerSettings):
     """``jobs.train_sft``: Ray Train workers running TRL's SFTTrainer under DeepSpeed on sft/.
     The default global batch is 4 (1 x 2 x 2 workers): ~37 s a step for the demo model on 2 CPU cores."""
 
-    max_steps: int = 5  # the CPU demo's size (~1 epoch of its ~22 examples); production sets 0 (epochs)
+    max_steps: int = 4  # the CPU demo's size (~1 epoch of its ~20 examples); production sets 0 (epochs)
     max_length: int = 2560  # tokens per example (prompt + target); longer ones are truncated
     lora: bool = False  # LoRA adapters (peft) instead of full fine-tuning, for large students
     lora_r: int = 16  # LoRA rank
@@ -269,10 +272,10 @@ class TrainRlConfig(TrainerSettings):
     # grad_accum) and scores them together, so that must hold whole groups; the loss then runs one rollout
     # at a time (a 2k-token sequence's logits over a 49k vocabulary are ~0.4 GB in fp32).
     micro_batch_size: int = 1
-    grad_accum: int = 4  # TRL generates micro x grad_accum rollouts per worker: whole groups of G
+    grad_accum: int = 2  # TRL generates micro x grad_accum rollouts per worker: whole groups of G
     max_steps: int = 1  # the CPU demo's size (~170 s a step on 2 cores); production sets 0 (epochs) or its own count
     learning_rate: float = 5e-6  # peak learning rate (small: RL from the SFT model)
-    num_generations: int = 4  # G rollouts per prompt
+    num_generations: int = 2  # G rollouts per prompt: the CPU demo's size (~4 min a step at 4); use 8 or more
     max_completion_length: int = 384  # a student output is ~250 tokens
     temperature: float = 0.7  # rollouts of a 135M student parse 75% of the time at 0.7, ~10% at 1.0
     beta: float = 0.04  # KL coefficient against the SFT model (0: no reference model, no KL)
