@@ -111,7 +111,8 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str, users_path: str | 
 def quality_ladder(
     stages: dict[str, pa.Table], truth: dict[str, dict[str, str | None]], taxonomy: Taxonomy, users: list[str]
 ) -> dict[str, Any]:
-    """The stages that predicted every one of ``users`` they share, on exactly those users (see the module)."""
+    """The ladder over ``users``: every stage that predicted any of them, each scored on the users that all of
+    those stages predicted (a user missing from one stage would count as its miss); see the module."""
     covered = {n: set(t.column("user_id").to_pylist()) & set(users) for n, t in stages.items()}
     names = [n for n in stages if covered[n]]
     common = sorted(set(users).intersection(*(covered[n] for n in names))) if names else []
