@@ -3,7 +3,7 @@ its type, default and the comment written beside it in conf_profile/core/setting
 cannot drift from the code. ``python -m jobs.config_reference`` writes it; a test checks it is current.
 
 >>> text = config_reference()
->>> "| `data.users` | int | `80` |" in text
+>>> "| `data.users` | int | `56` |" in text
 True
 """
 

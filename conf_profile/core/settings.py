@@ -33,7 +33,7 @@ class InputConfig:
 class DataConfig:
     """The built-in synthetic data set (``jobs.make_logs``, and the demo's input)."""
 
-    users: int = 80  # the demo profiles all of them on CPU; make_logs --users sets any size
+    users: int = 56  # the demo profiles all of them on CPU; make_logs --users sets any size
     seed: int = 0  # the same seed writes the same data set
     bad_fraction: float = 0.02  # share of malformed rows mixed in (they must end in rejects/)
     files: int = 4  # Parquet files the logs are split into
@@ -100,7 +100,7 @@ class TeacherConfig:
     name: str = "teacher"  # recorded in teacher_samples/; unique per teacher
     model: str = "demo"  # "demo", "tiny", a model folder, or a hub id on machines that reach a hub
     weight: float = 1.0  # the teacher's weight in the vote
-    samples: int = 3  # K samples per user (one row each, distinct seeds); 3 keeps the CPU demo short, use 5+
+    samples: int = 2  # K samples per user (one row each, distinct seeds); 2 keeps the CPU demo short, use 5+
     temperature: float = 0.8  # sampling temperature (> 0: the K samples differ)
     top_p: float = 0.95  # nucleus sampling
     # The schema bounds an output to ~1,100 characters; degenerate outputs (emoji loops) take 2+ tokens per
