@@ -81,26 +81,30 @@ def _heldout_votes(
 ) -> int | None:  # fmt: skip
     """votes_heldout/ from teacher_samples_heldout/ (scored only), calibrated by this run's calibrator; the
     number of users voted, or None without held-out samples."""
-    folder = run_dir / HELDOUT_SAMPLES
-    target = run_dir / HELDOUT_VOTES / "votes.parquet"
+    folder, alone = run_dir / HELDOUT_SAMPLES, run_dir / HELDOUT_VOTES_BY_TEACHER
+    for stale in (run_dir / HELDOUT_VOTES, alone):  # an earlier try's held-out votes would be scored as this run's
+        shutil.rmtree(stale, ignore_errors=True)
     if not folder.is_dir() or not any(folder.rglob("*.parquet")):
-        target.unlink(missing_ok=True)  # an earlier try's held-out votes would be scored as this run's
-        shutil.rmtree(run_dir / HELDOUT_VOTES_BY_TEACHER, ignore_errors=True)
         return None
     samples = current_samples(pq.read_table(folder), documents, prompt_version(taxonomy))
     if samples.num_rows == 0:
-        target.unlink(missing_ok=True)
         return 0
     votes = apply_calibration(vote_samples(samples, taxonomy, primary, weights, reliability), cal, taxonomy)
-    _write_table(votes, target)
-    alone = run_dir / HELDOUT_VOTES_BY_TEACHER
-    shutil.rmtree(alone, ignore_errors=True)
+    _write_table(votes, run_dir / HELDOUT_VOTES / "votes.parquet")
     teachers = sorted(set(samples.column("teacher").to_pylist()))
     for teacher in teachers if len(teachers) > 1 else []:  # each teacher alone, for the quality ladder
         own = samples.filter(pc.equal(samples.column("teacher"), teacher))
         _write_table(apply_calibration(vote_samples(own, taxonomy, teacher, weights), cal, taxonomy),
                      alone / f"{teacher}.parquet")  # fmt: skip
     return len(votes.column("user_id").unique())
+
+
+def heldout_users(run_dir: Path) -> list[str] | None:
+    """The users the teacher labeled for scoring only (votes_heldout/), sorted; None in a run without them."""
+    folder = run_dir / HELDOUT_VOTES
+    if not folder.is_dir():
+        return None
+    return sorted(pq.read_table(folder, columns=["user_id"]).column("user_id").unique().to_pylist())
 
 
 def apply_calibration(votes: pa.Table, cal: dict[str, Any], taxonomy: Taxonomy) -> pa.Table:

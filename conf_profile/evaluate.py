@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile.aggregate import heldout_users
 from conf_profile.core.ladder import align, ladder, risk_coverage
 from conf_profile.core.metrics import attribute_metrics, injection_adoption, load_truth, macro, reliability
 from conf_profile.core.settings import Config
@@ -50,8 +51,8 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str, users_path: str | 
         stages = {n: t.filter(pc.is_in(t.column("user_id"), value_set=only)) for n, t in stages.items()}
         stages = {n: t for n, t in stages.items() if t.num_rows}
         ladder_users = sorted(set(only.to_pylist()))
-    elif (run_dir / HELDOUT_VOTES).is_dir():
-        ladder_users = sorted(set(pq.read_table(run_dir / HELDOUT_VOTES, columns=["user_id"])["user_id"].to_pylist()))
+    else:
+        ladder_users = heldout_users(run_dir)
     if not stages:
         raise FileNotFoundError(
             f"nothing to evaluate in {run_dir}: no votes/ or predictions/ (run jobs.aggregate first)"

@@ -43,8 +43,7 @@ def run_infer(
     """Profile the run's documents with ``model``; product tables for ``date`` (today by default), or
     ``predictions/<eval_name>/`` when an evaluation name is given."""
     started = time.monotonic()
-    cal_file = run_dir / "calibration.json"
-    calibration = json.loads(cal_file.read_text(encoding="utf-8")) if cal_file.exists() else None
+    calibration = read_calibration(run_dir)
     docs, total = _documents(run_dir, cfg)
     profiles, entry = profile_users(cfg, docs, model, calibration, run_dir.name)
     entry["left_out"] = total - docs.num_rows  # by infer.max_users / infer.exclude_labeled
@@ -61,6 +60,12 @@ def run_infer(
                       "pseudonymized": key is not None})  # fmt: skip
     entry["seconds"] = round(time.monotonic() - started, 1)
     return entry
+
+
+def read_calibration(run_dir: Path) -> dict | None:
+    """The run's calibration.json (None when there is none: confidence = level / 5)."""
+    path = run_dir / "calibration.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def check_model(model: str) -> str:

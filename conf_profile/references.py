@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from conf_profile.aggregate import heldout_users
 from conf_profile.core.metrics import load_truth
 from conf_profile.core.references import half, majority
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
 from conf_profile.infer import replace_folder, without_labeled
 from conf_profile.label import read_documents
-from conf_profile.runs import HELDOUT_VOTES
 
 PREDICTION_SCHEMA = pa.schema([("user_id", pa.string()), ("attribute", pa.string()), ("value", pa.string()),
                                ("confidence", pa.float64()), ("level", pa.int64())])  # fmt: skip
@@ -45,9 +44,9 @@ def run_references(cfg: Config, run_dir: Path, truth_path: str, seed: int = 0) -
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     truth = load_truth(truth_path, taxonomy, "--truth")
     docs = read_documents(run_dir, ["user_id", "document"])
-    heldout = run_dir / HELDOUT_VOTES
-    if heldout.is_dir():
-        scored = set(pq.read_table(heldout, columns=["user_id"]).column("user_id").to_pylist())
+    heldout = heldout_users(run_dir)
+    if heldout is not None:
+        scored = set(heldout)
         train = [d for d in docs.to_pylist() if d["user_id"] not in scored]
         test = [d for d in docs.to_pylist() if d["user_id"] in scored]
     else:

@@ -40,22 +40,21 @@ def one_coin(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(accuracy per worker, posterior (n_items, n_classes)) from parallel arrays of observations."""
     i, w, y = (np.asarray(x, dtype=np.int64) for x in (items, workers, labels))
-    obs = np.ones(i.size)
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"labels must be class indices 0..{n_classes - 1}")
     cell = i * n_classes + y
-    counts = np.bincount(cell, weights=obs, minlength=n_items * n_classes).reshape(n_items, n_classes)
+    counts = np.bincount(cell, minlength=n_items * n_classes).reshape(n_items, n_classes)
     post = _normalize(counts + 1e-9)  # the plain majority (uniform where nobody answered: such an item ends at
     # the class prior)
-    total = np.bincount(w, weights=obs, minlength=n_workers)
+    total = np.bincount(w, minlength=n_workers).astype(np.float64)
     accuracy = np.full(n_workers, 0.5)
     for _ in range(iterations):
-        agree = np.bincount(w, weights=obs * post[i, y], minlength=n_workers)
+        agree = np.bincount(w, weights=post[i, y], minlength=n_workers)
         new = (agree + 1.0) / (total + 2.0)  # Beta(1, 1) prior
         prior = post.mean(axis=0) if n_items else np.full(n_classes, 1.0 / n_classes)
         gain = np.log(new) - np.log((1.0 - new) / max(1, n_classes - 1))  # log-odds right vs one wrong value
         log_post = np.log(prior + 1e-12)[None, :] + np.bincount(
-            cell, weights=obs * gain[w], minlength=n_items * n_classes
+            cell, weights=gain[w], minlength=n_items * n_classes
         ).reshape(n_items, n_classes)
         post = _normalize(np.exp(log_post - log_post.max(axis=1, keepdims=True)))
         done = np.max(np.abs(new - accuracy)) < tol

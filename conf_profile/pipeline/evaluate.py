@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from conf_profile.aggregate import heldout_users
 from conf_profile.core.settings import Config
 from conf_profile.evaluate import run_evaluate
-from conf_profile.runs import HELDOUT_VOTES
 
 
 def truth_path(cfg: Config, run_dir: Path) -> str | None:
@@ -25,7 +25,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     if truth is None:
         return {"skipped": "no truth: set input.truth to evaluate"}
     written: list[str] = []
-    if (run_dir / HELDOUT_VOTES).is_dir():
+    if heldout_users(run_dir) is not None:
         from conf_profile.references import run_references
 
         written = run_references(cfg, run_dir, truth)["written"]

@@ -7,7 +7,6 @@ scoring (label.heldout_users) and the final student is the RL one, the SFT stude
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from conf_profile.core.privacy import pseudonym
 from conf_profile.core.profiles import long_form
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
-from conf_profile.runs import HELDOUT_VOTES, read_manifest
+from conf_profile.runs import read_manifest
 
 
 def final_model(run_dir: Path) -> tuple[str, Path]:
@@ -63,18 +62,17 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 def _sft_on_scored_users(cfg: Config, run_dir: Path) -> int | None:
     """predictions/student_sft for the users the teacher labeled for scoring only; None without them."""
-    from conf_profile.infer import profile_users, replace_folder
+    from conf_profile.aggregate import heldout_users
+    from conf_profile.infer import profile_users, read_calibration, replace_folder
     from conf_profile.label import read_documents
 
-    votes = run_dir / HELDOUT_VOTES
-    if not votes.is_dir():
+    users = heldout_users(run_dir)
+    if users is None:
         return None
-    users = pq.read_table(votes, columns=["user_id"]).column("user_id").unique()
     docs = read_documents(run_dir, ["user_id", "document"])
-    docs = docs.filter(pc.is_in(docs.column("user_id"), value_set=users))
-    cal_file = run_dir / "calibration.json"
-    calibration = json.loads(cal_file.read_text(encoding="utf-8")) if cal_file.exists() else None
-    profiles, _ = profile_users(cfg, docs, str(run_dir / "models" / "sft"), calibration, run_dir.name)
+    docs = docs.filter(pc.is_in(docs.column("user_id"), value_set=pa.array(users, pa.string())))
+    model = str(run_dir / "models" / "sft")
+    profiles, _ = profile_users(cfg, docs, model, read_calibration(run_dir), run_dir.name)
     replace_folder(run_dir / "predictions" / "student_sft",
                    {"part-0.parquet": long_form(profiles, load_taxonomy(cfg.taxonomy.path))})  # fmt: skip
     return profiles.num_rows
