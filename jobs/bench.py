@@ -30,6 +30,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -279,6 +281,165 @@ def bench_quality(args: argparse.Namespace) -> None:
     print(f"\n{header}\n{table}\nreport: {run_dir / 'report' / 'index.html'}")
 
 
+def bench_vote(args: argparse.Namespace) -> None:
+    """aggregate_tables (vote, calibration fit and apply, SFT and RL sets) against the same stage written
+    with pandas groupbys (conf_profile.vote_pandas), each in its own process on the same generated
+    teacher_samples; checks that both wrote the same tables, prints seconds per phase, peak memory (PSS)
+    and the ratios."""
+    import platform
+
+    from conf_profile.synthetic.samples import teacher_samples_table
+
+    if not 1 <= args.attributes <= len(_bench_taxonomy(None).attributes):
+        sys.exit(f"bench vote: --attributes must be 1..{len(_bench_taxonomy(None).attributes)} (the built-in taxonomy)")
+    work = Path("runs/bench") / f"vote-{args.users}-{args.attributes}-{args.samples}-{args.teachers}-{args.seed}"
+    inputs = work / "input"
+    if not (inputs / "documents.parquet").exists():
+        print(f"bench vote: generating {args.users:,} users x {args.teachers} teacher(s) x {args.samples} samples "
+              f"into {inputs}", file=sys.stderr, flush=True)  # fmt: skip
+        inputs.mkdir(parents=True, exist_ok=True)
+        samples = teacher_samples_table(_bench_taxonomy(args.attributes), args.users, args.samples, args.teachers,
+                                        seed=args.seed)  # fmt: skip
+        pq.write_table(samples, inputs / "samples.parquet")
+        ids = samples.column("user_id").unique()
+        ids = ids.filter(pa.array(np.arange(len(ids)) % 50 != 7))  # 2% of the users have no document
+        docs = pc.binary_join_element_wise('log of "', ids, '": watched a cooking show\nsearched strollers', "")
+        pq.write_table(pa.table({"user_id": ids, "document": docs}), inputs / "documents.parquet")
+    py = sys.executable
+    runs = {}
+    for impl in ("project", "pandas"):
+        out = work / impl
+        shutil.rmtree(out, ignore_errors=True)
+        m = run_measured([py, "-m", "jobs.bench", "_vote-impl", impl, "--work", str(work),
+                          "--attributes", str(args.attributes)], interval=0.2)  # fmt: skip
+        if m.returncode != 0:
+            sys.exit(f"bench vote: the {impl} run failed:\n{m.output[-3000:]}")
+        runs[impl] = (m, json.loads(m.output.strip().splitlines()[-1]))
+    same = _same_aggregation(work / "project", work / "pandas")
+    (proj, p_phases), (base, b_phases) = runs["project"], runs["pandas"]
+    print(f"\nvote benchmark: {args.users:,} users x {args.attributes} attributes x {args.teachers} teacher(s) x "
+          f"{args.samples} samples ({args.users * args.teachers * args.samples:,} sample rows) on {_cpu()} "
+          f"({platform.machine()})")  # fmt: skip
+    phases = ("read", "vote", "calibration", "sft_rl", "write")
+    print(f"{'':26s} " + " ".join(f"{p:>11s}" for p in (*phases, "compute", "whole run", "peak MiB")))
+    for name, (m, ph) in (("project (aggregate_tables)", runs["project"]), ("pandas groupby", runs["pandas"])):
+        compute = sum(ph[p] for p in ("vote", "calibration", "sft_rl"))
+        cells = [*(f"{ph[p]:11.2f}" for p in phases), f"{compute:11.2f}", f"{m.seconds:11.1f}", f"{m.peak_mib:11.0f}"]
+        print(f"{name:26s} " + " ".join(cells))
+    ratio = {p: b_phases[p] / max(p_phases[p], 1e-9) for p in ("vote", "calibration", "sft_rl")}
+    compute_ratio = sum(b_phases[p] for p in ratio) / max(sum(p_phases[p] for p in ratio), 1e-9)
+    print(
+        "speed-up pandas/project: "
+        + ", ".join(f"{p} {r:.1f}x" for p, r in ratio.items())
+        + f", compute {compute_ratio:.1f}x; peak memory project/pandas {proj.peak_mib / base.peak_mib:.2f}x"
+    )
+    print(f"same votes, calibration, SFT and RL tables: {same}")
+    if same is not True:
+        sys.exit(1)
+
+
+def _bench_taxonomy(attributes: int | None):
+    """The built-in taxonomy, or its first ``attributes`` attributes."""
+    from conf_profile.core.taxonomy import load_taxonomy, taxonomy_from_dict
+
+    full = load_taxonomy()
+    if attributes is None or attributes == len(full.attributes):
+        return full
+    return taxonomy_from_dict({"name": full.name, "attributes": full.to_dict()["attributes"][:attributes]})
+
+
+def _vote_impl(args: argparse.Namespace) -> None:
+    """One side of bench vote: read, aggregate, write; prints its seconds per phase as JSON."""
+    import time
+
+    from conf_profile.core.settings import AggregateConfig
+
+    taxonomy, acfg = _bench_taxonomy(args.attributes), AggregateConfig()
+    started = time.perf_counter()
+    samples = pq.read_table(args.work / "input" / "samples.parquet")
+    documents = pq.read_table(args.work / "input" / "documents.parquet")
+    out = args.work / args.impl
+    out.mkdir(parents=True)
+    if args.impl == "project":
+        from conf_profile.aggregate import aggregate_tables
+
+        read = time.perf_counter() - started
+        result = aggregate_tables(samples, documents, taxonomy, acfg, "teacher0")
+        tables, cal, seconds = (result.votes, result.sft, result.rl), result.calibration, result.seconds
+        written = time.perf_counter()
+    else:
+        from conf_profile.vote_pandas import aggregate_pandas
+
+        frames = samples.to_pandas(), documents.to_pandas()  # pandas reads Parquet through pyarrow too
+        read = time.perf_counter() - started
+        *frames_out, cal, seconds = _pandas_tables(aggregate_pandas(*frames, taxonomy, "teacher0",
+            list(acfg.confidence_weights), acfg.eval_percent, acfg.sft_min_mean_level, acfg.rl_easy_min_confidence,
+            acfg.rl_min_mean_level))  # fmt: skip
+        written = time.perf_counter()
+        tables = tuple(frames_out)
+    for name, table in zip(("votes", "sft", "rl"), tables, strict=True):
+        pq.write_table(table, out / f"{name}.parquet")
+    (out / "calibration.json").write_text(json.dumps(cal["attributes"], sort_keys=True), encoding="utf-8")
+    print(json.dumps({"read": read, **seconds, "write": time.perf_counter() - written}))
+
+
+def _pandas_tables(result):
+    import pandas as pd
+
+    votes, cal, sft, rl, seconds = result
+    arrow = [pa.Table.from_pandas(pd.DataFrame(f), preserve_index=False) for f in (votes, sft, rl)]
+    return (*arrow, cal, seconds)
+
+
+def _same_aggregation(a: Path, b: Path) -> bool | str:
+    """True when both runs wrote the same tables (floats to 1e-9), else what differs."""
+    from conf_profile.core.aggregate import VOTE_COLUMNS
+
+    if not _close(json.loads((a / "calibration.json").read_text()), json.loads((b / "calibration.json").read_text())):
+        return "calibration differs"
+    checks = {"votes": [*VOTE_COLUMNS, "level", "confidence"], "sft": ["user_id", "split", "messages", "mean_level"],
+              "rl": None}  # fmt: skip
+    for name, columns in checks.items():
+        x, y = pq.read_table(a / f"{name}.parquet"), pq.read_table(b / f"{name}.parquet")
+        for column in columns or x.column_names:
+            if x.num_rows != y.num_rows:
+                return f"{name}: {x.num_rows} rows against {y.num_rows}"
+            if column not in y.column_names:
+                return f"{name}.{column} missing"
+            p, q = x.column(column), y.column(column)
+            if pa.types.is_floating(p.type) or pa.types.is_floating(q.type):
+                u = p.to_numpy(zero_copy_only=False).astype(np.float64)
+                v = q.to_numpy(zero_copy_only=False).astype(np.float64)
+                bad = ~np.isclose(u, v, rtol=1e-9, atol=1e-12, equal_nan=True)
+            elif pa.types.is_integer(p.type) or pa.types.is_integer(q.type):
+                bad = ~pc.fill_null(pc.equal(pc.cast(p, pa.int64()), pc.cast(q, pa.int64())),
+                                    pc.and_(pc.is_null(p), pc.is_null(q))).to_numpy(zero_copy_only=False)  # fmt: skip
+            else:  # strings and lists: exact (pandas may have written large_string for string)
+                try:
+                    q = q if q.type == p.type else q.cast(p.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    return f"{name}.{column}: type {p.type} against {q.type}"
+                if not pa.types.is_string(p.type):
+                    bad = np.asarray([not p.equals(q)])  # lists (the chats): the whole column at once
+                else:
+                    same = pc.fill_null(pc.equal(p, q), pc.and_(pc.is_null(p), pc.is_null(q)))
+                    bad = ~same.to_numpy(zero_copy_only=False)
+            if bad.any():
+                return f"{name}.{column}: {int(bad.sum())} rows differ"
+    return True
+
+
+def _close(x, y) -> bool:
+    """Equal JSON values, floats to 1e-9."""
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_close(x[k], y[k]) for k in x)
+    if isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(_close(u, v) for u, v in zip(x, y, strict=True))
+    if isinstance(x, float) or isinstance(y, float):
+        return x is not None and y is not None and bool(np.isclose(x, y, rtol=1e-9, atol=1e-12))
+    return x == y
+
+
 def _cpu() -> str:
     """The CPU model and the flags that decide bf16 speed (DESIGN: AVX-512 BF16 / AMX or AVX2 only)."""
     try:
@@ -347,6 +508,16 @@ def main(argv: list[str] | None = None) -> None:
     infer.add_argument("--seed", type=int, default=0)
     infer.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                        help="extra config for the Ray job, e.g. infer.engine.batch_size=32")  # fmt: skip
+    vote = sub.add_parser("vote", help="aggregation (vote, calibration, SFT/RL sets) vs a pandas groupby version")
+    vote.add_argument("--users", type=int, default=1_000_000)
+    vote.add_argument("--attributes", type=int, default=6)
+    vote.add_argument("--samples", type=int, default=8)
+    vote.add_argument("--teachers", type=int, default=1)
+    vote.add_argument("--seed", type=int, default=0)
+    impl = sub.add_parser("_vote-impl", help=argparse.SUPPRESS)
+    impl.add_argument("impl", choices=("project", "pandas"))
+    impl.add_argument("--work", type=Path, required=True)
+    impl.add_argument("--attributes", type=int, required=True)
     quality = sub.add_parser("quality", help="the pipeline on a fixed config: every stage on the same held-out users")
     quality.add_argument("--data", choices=sorted(QUALITY_CONFIGS), default="builtin")
     quality.add_argument("--run-dir", type=Path, help="default: runs/bench/quality-<data> (a re-run resumes it)")
@@ -357,7 +528,8 @@ def main(argv: list[str] | None = None) -> None:
     variant.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     commands = {"ingest": bench_ingest, "ingest-grouping": bench_grouping, "label": bench_label, "infer": bench_infer,
-                "quality": bench_quality, "_raw-vllm": _raw_vllm, "_groupby-variant": _groupby_variant}  # fmt: skip
+                "quality": bench_quality, "vote": bench_vote, "_vote-impl": _vote_impl, "_raw-vllm": _raw_vllm,
+                "_groupby-variant": _groupby_variant}  # fmt: skip
     commands[args.what](args)
 
 

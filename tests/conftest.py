@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -23,6 +24,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="needs a CUDA GPU (none on this machine)")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+_CURRENT: list[pytest.Item | None] = [None]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With CONF_PROFILE_NO_RAY=1 (make test-fast), starting Ray in this process fails at once unless the
+    test being set up or run carries the ``ray`` marker, so the fast selection stays free of Ray."""
+    if os.environ.get("CONF_PROFILE_NO_RAY") != "1":
+        return
+    import ray
+
+    real_init = ray.init
+
+    def guarded_init(*args, **kwargs):
+        item = _CURRENT[0]
+        if item is None or "ray" not in item.keywords:
+            raise RuntimeError(f"{item.nodeid if item else 'collection'} starts Ray: mark it @pytest.mark.ray")
+        return real_init(*args, **kwargs)
+
+    ray.init = guarded_init
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _CURRENT[0] = item  # before the item's fixtures (module-scoped ones included) are set up
 
 
 @pytest.fixture(scope="module")

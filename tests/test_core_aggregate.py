@@ -9,11 +9,13 @@ import pytest
 
 from conf_profile.core.aggregate import (
     current_samples,
-    difficulty,
+    difficulties,
+    mean_levels,
     rl_rows,
     sft_examples,
     split_of,
     teacher_reliability,
+    user_votes,
     vote_samples,
 )
 from conf_profile.core.student import parse_student_output, student_schema
@@ -127,12 +129,20 @@ def test_users_without_a_valid_judgement_get_no_sft_example() -> None:
     assert dropped == 1 and "u3" not in sft.column("user_id").to_pylist()
 
 
+def _decide(rows: dict[str, dict], easy: float = 5.0, noise: float = 1.5) -> str:
+    """difficulties() of one user given as attribute -> vote row."""
+    tax = taxonomy_from_dict({"name": "d", "attributes": [
+        {"name": a, "description": a, "values": [{"name": "a", "definition": "a"}]} for a in rows]})  # fmt: skip
+    votes = pa.Table.from_pylist([{"user_id": "u", "attribute": a, **r} for a, r in rows.items()])
+    return str(difficulties(user_votes(votes, tax), easy, noise)[0])
+
+
 def test_difficulty_filter_and_rl_rows() -> None:
     top = {"value": "a", "vote_share": 1.0, "mean_confidence": 5.0, "level": 5}
-    assert difficulty({"x": top, "y": top}, 5.0, 1.5) == "easy"
-    assert difficulty({"x": top, "y": {**top, "mean_confidence": 4.0}}, 5.0, 1.5) == "keep"
+    assert _decide({"x": top, "y": top}) == "easy"
+    assert _decide({"x": top, "y": {**top, "mean_confidence": 4.0}}) == "keep"
     low = {"value": "unknown", "vote_share": 0.7, "mean_confidence": 1.0, "level": None}
-    assert difficulty({"x": low, "y": {**low, "value": "a", "level": 1}}, 5.0, 1.5) == "noise"
+    assert _decide({"x": low, "y": {**low, "value": "a", "level": 1}}) == "noise"
     docs = pa.table({"user_id": ["u1", "u2"], "document": ["d1", "d2"]})
     rl, counts = rl_rows(_calibrated(), docs, TAXONOMY, 5.0, 1.5)
     # u2 is unanimous at confidence 5 on both attributes -> easy; u1 has split votes -> kept
@@ -188,3 +198,52 @@ def test_token_confidence_is_share_times_the_supporters_mean_token_probability()
     assert a["token_confidence"] == pytest.approx(2.0 / 2.2 * 0.5)
     without = vote_samples(pa.Table.from_pylist(SAMPLES), TAXONOMY, "a")  # samples without the columns
     assert without.column("token_confidence").null_count == without.num_rows
+
+
+def test_user_votes_pivot_and_mean_levels() -> None:
+    rows = [{"user_id": "u2", "attribute": "age", "value": "old", "level": 4},
+            {"user_id": "u1", "attribute": "gender", "value": "unknown", "level": None},
+            {"user_id": "u1", "attribute": "age", "value": "young", "level": 2},
+            {"user_id": "u2", "attribute": "other", "value": "x", "level": 5}]  # fmt: skip
+    users = user_votes(pa.Table.from_pylist(rows), TAXONOMY)
+    assert users.user_ids.to_pylist() == ["u1", "u2"]
+    assert users.rows.tolist() == [[1, 2], [-1, 0]]  # rows of attributes outside the taxonomy are left out
+    assert users.text("value", 1).to_pylist() == ["young", "old"] and users.text("value", 0).to_pylist()[1] is None
+    # u1: abstention counts as level 1 -> (1 + 2) / 2; u2: only age present -> 4
+    assert mean_levels(users).tolist() == [1.5, 4.0]
+
+
+def test_sft_and_rl_sets_match_the_per_user_definitions_on_generated_samples() -> None:
+    """The array version against the definitions it replaces, user by user: student_target and
+    student_messages per user, the mean level over its rows, its first row's rationale."""
+    from conf_profile.core.student import student_messages, student_target
+    from conf_profile.core.taxonomy import load_taxonomy
+    from conf_profile.synthetic.samples import teacher_samples_table
+
+    tax = load_taxonomy()
+    votes = vote_samples(teacher_samples_table(tax, 300, 3, teachers=2, seed=4), tax, "teacher0")
+    levels = [None if v == "unknown" else 1 + i % 5 for i, v in enumerate(votes.column("value").to_pylist())]
+    votes = votes.append_column("level", pa.array(levels, pa.int8()))
+    ids = sorted(set(votes.column("user_id").to_pylist()))
+    docs = pa.table({"user_id": ids[5:], "document": [f'log "{i}"\nline' for i in range(len(ids) - 5)]})
+    by_user: dict[str, dict[str, dict]] = {}
+    for row in votes.to_pylist():
+        by_user.setdefault(row["user_id"], {})[row["attribute"]] = row
+    sft, dropped = sft_examples(votes, docs, tax, eval_percent=20, min_mean_level=2.0)
+    expected = []
+    for uid, attrs in sorted(by_user.items()):
+        level = sum(r["level"] if r["value"] != "unknown" and r["level"] else 1 for r in attrs.values()) / len(attrs)
+        if level >= 2.0 and uid in docs.column("user_id").to_pylist():
+            expected.append((uid, level, attrs))
+    assert dropped == len(by_user) - len(expected) and sft.num_rows == len(expected) > 50
+    doc_of = dict(zip(docs.column("user_id").to_pylist(), docs.column("document").to_pylist(), strict=True))
+    for row, (uid, level, attrs) in zip(sft.to_pylist(), expected, strict=True):
+        judgements = {a: (r["value"], r["level"] or 1, r["evidence"] or "") for a, r in attrs.items()}
+        target = student_target(next(iter(attrs.values()))["rationale"], judgements, tax)
+        assert row["user_id"] == uid and row["mean_level"] == round(level, 3) and row["split"] == split_of(uid, 20)
+        assert row["messages"] == [*student_messages(tax, doc_of[uid]), {"role": "assistant", "content": target}]
+    rl, counts = rl_rows(votes, docs, tax, 4.0, 2.0)
+    assert sum(counts.values()) == len(by_user) and rl.num_rows <= counts["keep"]
+    for row in rl.to_pylist():
+        assert row["prompt"] == student_messages(tax, doc_of[row["user_id"]])
+        assert row["gender_vote"] == by_user[row["user_id"]]["gender"]["value"]

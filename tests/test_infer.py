@@ -24,6 +24,8 @@ def run_dir(ingested_run) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.llm
 def test_profiles_one_row_per_user_and_a_rerun_replaces_the_date(run_dir) -> None:
     from conf_profile.infer import run_infer
     from conf_profile.models import tiny_model_dir
@@ -61,6 +63,8 @@ def test_profiles_one_row_per_user_and_a_rerun_replaces_the_date(run_dir) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.llm
 def test_self_consistency_votes_k_outputs_into_one_row_per_user(run_dir) -> None:
     from conf_profile.infer import run_infer
     from conf_profile.models import tiny_model_dir
@@ -79,6 +83,8 @@ def test_self_consistency_votes_k_outputs_into_one_row_per_user(run_dir) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.llm
 def test_pseudonymized_ids_in_the_product_tables(run_dir, monkeypatch) -> None:
     from conf_profile.core.privacy import pseudonym
     from conf_profile.infer import run_infer

@@ -21,6 +21,8 @@ from conf_profile.synthetic.generator import BAD_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.ray  # the Ray ingest job, or its CLI
+
 
 @pytest.fixture(scope="module")
 def ray_local():

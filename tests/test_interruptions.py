@@ -68,6 +68,11 @@ def _table(path: Path, columns: list[str], sort: list[str]) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.llm
+@pytest.mark.train
+@pytest.mark.e2e
+@pytest.mark.fault
 def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_path) -> None:
     cache = tmp_path / "cache"
     reference = subprocess.run(_cmd(tmp_path / "ref", cache), cwd=ROOT, capture_output=True, text=True, timeout=1500)

@@ -27,6 +27,10 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.llm
+@pytest.mark.train
+@pytest.mark.e2e
 def test_the_quick_pipeline_runs_under_ray_job_submit(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this environment's

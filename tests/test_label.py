@@ -55,6 +55,8 @@ def labeled(run_dir) -> tuple[Config, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.llm
 def test_k_samples_by_m_teachers_with_structured_output(run_dir, labeled) -> None:
     cfg, entry = labeled
     assert entry["teachers"]["a"]["rows"] == 10 and entry["teachers"]["b"]["rows"] == 5
@@ -81,6 +83,8 @@ def test_k_samples_by_m_teachers_with_structured_output(run_dir, labeled) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.llm
 def test_aggregate_and_evaluate_the_tiny_models_samples(run_dir, labeled) -> None:
     """The aggregate and evaluate stages on real teacher samples (3 per user) of the tiny model."""
     import json
@@ -127,6 +131,8 @@ def test_aggregate_and_evaluate_the_tiny_models_samples(run_dir, labeled) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.llm
 def test_failed_rows_become_error_rows_with_reasons(run_dir, tmp_path) -> None:
     for folder in ("documents", "taxonomy.yaml"):
         (tmp_path / folder).symlink_to(run_dir / folder)
@@ -188,6 +194,8 @@ def openai_server(run_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.llm
 def test_hosted_teacher_over_http_with_a_key_from_the_environment(run_dir, openai_server, tmp_path, monkeypatch):
     for folder in ("documents", "taxonomy.yaml"):
         (tmp_path / folder).symlink_to(run_dir / folder)

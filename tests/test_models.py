@@ -138,6 +138,7 @@ def test_tiny_model_generates_in_transformers(tiny_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.llm
 def test_tiny_model_generates_in_vllm(tiny_dir):
     answers = models.chat_with_vllm(tiny_dir, [HELLO, [{"role": "user", "content": "hi"}]], max_tokens=8)
     assert len(answers) == 2
@@ -145,6 +146,7 @@ def test_tiny_model_generates_in_vllm(tiny_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.llm
 def test_demo_model_prepares_from_wheel(demo_dir):
     assert demo_dir.name == models.DEMO_NAME and (demo_dir / models.MARKER).is_file()
     config = json.loads((demo_dir / "config.json").read_text())
@@ -158,6 +160,7 @@ def test_demo_model_prepares_from_wheel(demo_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.llm
 def test_demo_model_answers_in_transformers(demo_dir):
     new, tok = _greedy_in_transformers(demo_dir, 16)
     answer = tok.decode(new, skip_special_tokens=True)
@@ -166,6 +169,7 @@ def test_demo_model_answers_in_transformers(demo_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.llm
 def test_demo_model_answers_in_vllm(demo_dir):
     [answer] = models.chat_with_vllm(demo_dir, [HELLO], max_tokens=16)
     assert "hello" in answer.lower(), answer

@@ -108,6 +108,10 @@ def _day_two(day1: Path, day2: Path, users: list[str]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.llm
+@pytest.mark.train
+@pytest.mark.e2e
 def test_two_nights_reprofile_only_changed_users_and_a_failed_gate_publishes_nothing(tmp_path) -> None:
     from conf_profile.models import tiny_model_dir
     from conf_profile.synthetic.dataset import write_dataset

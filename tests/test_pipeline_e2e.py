@@ -33,6 +33,10 @@ def _pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedPr
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.llm
+@pytest.mark.train
+@pytest.mark.e2e
 def test_quick_pipeline_end_to_end(tmp_path) -> None:
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
     first = _pipeline(run_dir, cache, *HELDOUT)

@@ -119,3 +119,23 @@ def test_trl_signature_and_weights() -> None:
     assert funcs[0](["p", "p"], completions, **columns) == [1.0, 0.0]
     assert funcs[3](["p", "p"], completions, **columns) == [1.0, 1.0]
     assert reward_weights(RewardSettings(calibration_weight=0.3)) == [0.0, 1.0, 0.3, 0.0]
+
+
+def test_the_four_functions_score_a_batch_once(monkeypatch) -> None:
+    from conf_profile.core import rewards
+
+    calls = []
+    real = rewards.score_rollouts
+    monkeypatch.setattr(rewards, "score_rollouts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    funcs = reward_functions(TAX, RewardSettings())
+    batch = [out(("m", 5), ("y", 4)), out(("f", 2), ("y", 4))]
+    columns = {"user_id": ["u", "u"], "g_vote": ["m", "m"], "g_vote_share": [1.0, 1.0]}
+    first = [f(None, batch, **columns) for f in funcs]  # as TRL calls them: the same objects each time
+    assert len(calls) == 1
+    assert first[1] == score(batch, votes={"g": ["m", "m"]}, shares={"g": [1.0, 1.0]}).accuracy
+    new_votes = {**columns, "g_vote": ["f", "f"]}
+    funcs[1](None, batch, **new_votes)  # new columns: scored anew, then shared again
+    funcs[2](None, batch, **new_votes)
+    assert len(calls) == 2
+    funcs[1](None, list(batch), **new_votes)  # a new batch, even one with equal content
+    assert len(calls) == 3

@@ -33,6 +33,8 @@ def job(module: str, run_dir: Path, *overrides: str) -> subprocess.CompletedProc
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.train
 def test_grpo_steps_compute_rewards_change_weights_and_export(tmp_path) -> None:
     import torch
     from transformers import AutoModelForCausalLM

@@ -52,6 +52,8 @@ def sft_job(run_dir: Path, cache: Path, *overrides: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.train
 @pytest.mark.parametrize("stage,lora", [(2, False), (3, False), (2, True)], ids=["zero2", "zero3", "zero2-lora"])
 def test_two_cpu_workers_train_and_export_a_loadable_model(tmp_path, stage, lora) -> None:
     import torch
@@ -85,6 +87,9 @@ def test_two_cpu_workers_train_and_export_a_loadable_model(tmp_path, stage, lora
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.train
+@pytest.mark.fault
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path) -> None:
     write_sft_set(tmp_path, n=12)
     cache = tmp_path / "cache"
@@ -104,6 +109,9 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.train
+@pytest.mark.fault
 def test_a_training_worker_killed_mid_run_restarts_from_the_last_checkpoint(tmp_path) -> None:
     """Not the driver: one Ray Train worker process dies (SIGKILL, as an OOM kill would); Ray Train's failure
     policy (train_sft.max_failures) restarts the worker group from the run's last checkpoint, in one job."""

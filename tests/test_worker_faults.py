@@ -67,6 +67,9 @@ def _engine_actors() -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.llm
+@pytest.mark.fault
 def test_labeling_and_inference_survive_losing_the_engine_node(tmp_path) -> None:
     import ray
     from ray.cluster_utils import Cluster

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from conf_profile.core.labeling import MAX_RATIONALE_CHARS
+from conf_profile.core.labeling import MAX_RATIONALE_CHARS, chat_column
 from conf_profile.core.reliability import one_coin, vote_weight
-from conf_profile.core.student import student_messages, student_target
+from conf_profile.core.student import student_system_prompt, student_target_column
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy
 from conf_profile.core.voting import LINEAR_WEIGHTS, UNIFORM_WEIGHTS, strongest, vote
 
@@ -88,7 +89,6 @@ def vote_samples(
                & (samples.column("sample").to_numpy(zero_copy_only=False) == 0))  # fmt: skip
     support_score = np.zeros(samples.num_rows)  # per sample: weight behind the winning values, for the rationale
     consistent = np.ones(samples.num_rows, dtype=bool)  # per sample: names every winning value
-    columns: dict[str, list[Any]] = {c: [] for c in VOTE_COLUMNS if c not in ("user_id", "rationale")}
     per_attribute = []
     for attr in taxonomy.attributes:
         weights = fixed
@@ -112,40 +112,67 @@ def vote_samples(
         support_score += np.where(supports, row_w, 0.0)
         consistent &= supports | (weighted.value[u] == unknown)
         positions = np.flatnonzero(supports)
-        best = strongest(u[positions], row_w[positions], n)
-        evidence_col = samples.column(f"{attr.name}_evidence").to_pylist()
-        evidence = [evidence_col[positions[b]] or "" if b >= 0 else "" for b in best]
-        single_value, single_conf = _single(u, v, c, valid & primary, n, names)
+        evidence = _take(samples.column(f"{attr.name}_evidence"), _at(positions, strongest(u[positions],
+                         row_w[positions], n)), "")  # fmt: skip
+        single_value, single_conf = _single(u, v, c, valid & primary, n, unknown)
         token = _token_confidence(samples, attr.name, u, supports, weighted.share, n)
         per_attribute.append((attr.name, names, weighted, majority, evidence, single_value, single_conf, token))
-    rationale = _rationales(u, support_score, consistent, samples.column("rationale").to_pylist(), per_attribute, n)
+    winners = [(name, pa.array(names).take(pa.array(w.value))) for name, names, w, *_ in per_attribute]
+    rationale = _rationales(u, support_score, consistent, samples.column("rationale"), winners, n)
     total = np.bincount(u, minlength=n)
-    for name, names, weighted, majority, evidence, single_value, single_conf, token in per_attribute:
-        columns["attribute"].append(np.full(n, name, dtype=object))
-        columns["value"].append(np.array(names, dtype=object)[weighted.value])
-        columns["vote_share"].append(weighted.share)
-        columns["mean_confidence"].append(weighted.mean_confidence)
-        columns["samples"].append(total)
-        columns["valid"].append(weighted.valid)
-        columns["supporters"].append(weighted.supporters)
-        columns["entropy"].append(weighted.entropy)
-        columns["raw_confidence"].append(weighted.raw_confidence)
-        columns["token_confidence"].append(token)
-        columns["evidence"].append(np.array(evidence, dtype=object))
-        columns["majority_value"].append(np.array(names, dtype=object)[majority.value])
-        columns["majority_share"].append(majority.share)
-        columns["single_value"].append(single_value)
-        columns["single_confidence"].append(single_conf)
+    numeric: dict[str, list[np.ndarray]] = {
+        c: []
+        for c in (
+            "vote_share",
+            "mean_confidence",
+            "samples",
+            "valid",
+            "supporters",
+            "entropy",
+            "raw_confidence",
+            "token_confidence",
+            "majority_share",
+            "single_confidence",
+        )
+    }
+    text: dict[str, list[pa.Array]] = {c: [] for c in ("attribute", "value", "evidence", "majority_value",
+                                                       "single_value")}  # fmt: skip
+    for (name, names, weighted, majority, evidence, single_value, single_conf, token), (_, value) in zip(
+        per_attribute, winners, strict=True
+    ):
+        text["attribute"].append(pa.repeat(pa.scalar(name), n).cast(pa.string()))
+        text["value"].append(value)
+        text["evidence"].append(evidence)
+        text["majority_value"].append(pa.array(names).take(pa.array(majority.value)))
+        text["single_value"].append(pa.array(names).take(pa.array(single_value)))
+        for column, part in (("vote_share", weighted.share), ("mean_confidence", weighted.mean_confidence),
+                             ("samples", total), ("valid", weighted.valid), ("supporters", weighted.supporters),
+                             ("entropy", weighted.entropy), ("raw_confidence", weighted.raw_confidence),
+                             ("token_confidence", token), ("majority_share", majority.share),
+                             ("single_confidence", single_conf)):  # fmt: skip
+            numeric[column].append(part)
     k = len(per_attribute)
-    data: dict[str, Any] = {"user_id": pa.concat_arrays([user_ids] * k), "rationale": pa.array(rationale * k)}
+    data: dict[str, Any] = {"user_id": pa.concat_arrays([user_ids] * k),
+                            "rationale": pa.concat_arrays([rationale] * k)}  # fmt: skip
+    data.update({c: pa.concat_arrays(parts) for c, parts in text.items()})
     # from_pandas: NaN (no supporter, no single answer) becomes null
-    data.update({c: pa.array(np.concatenate(parts), from_pandas=True) for c, parts in columns.items()})
+    data.update({c: pa.array(np.concatenate(parts), from_pandas=True) for c, parts in numeric.items()})
     table = pa.table({c: data[c] for c in VOTE_COLUMNS})
-    order = {name: i for i, name in enumerate(taxonomy.attribute_names)}
-    rank = pa.array([order[a] for a in table.column("attribute").to_pylist()], pa.int32())
-    return (
-        table.append_column("_rank", rank).sort_by([("user_id", "ascending"), ("_rank", "ascending")]).drop(["_rank"])
-    )
+    # Row a * n + user holds (user, attribute a): sorted by user id, then taxonomy order.
+    by_user = pc.sort_indices(user_ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    return table.take(pa.array((by_user[:, None] + np.arange(k)[None, :] * n).ravel()))
+
+
+def _at(positions: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """positions[best], -1 where best is -1 (no entry)."""
+    return np.where(best >= 0, positions[np.maximum(best, 0)] if positions.size else 0, -1)
+
+
+def _take(column: pa.ChunkedArray | pa.Array, index: np.ndarray, fill: str) -> pa.Array:
+    """column[index] as one array, ``fill`` where the index is -1 or the entry is null."""
+    taken = column.take(pa.array(index, mask=index < 0))
+    taken = taken.combine_chunks() if isinstance(taken, pa.ChunkedArray) else taken
+    return pc.fill_null(taken.cast(pa.string()), fill)
 
 
 def _token_confidence(
@@ -164,40 +191,43 @@ def _token_confidence(
     return np.divide(share * total, count, out=np.full(n, np.nan), where=count > 0)
 
 
-def _single(u: np.ndarray, v: np.ndarray, c: np.ndarray, mask: np.ndarray, n: int, names: tuple[str, ...]):
-    value = np.full(n, UNKNOWN, dtype=object)
+def _single(u: np.ndarray, v: np.ndarray, c: np.ndarray, mask: np.ndarray, n: int, unknown: int):
+    """The primary teacher's sample 0 per user: (value index, confidence / 5; NaN where it abstained)."""
+    value = np.full(n, unknown, dtype=np.int64)
     conf = np.full(n, np.nan)
-    value[u[mask]] = np.array(names, dtype=object)[v[mask]]
+    value[u[mask]] = v[mask]
     conf[u[mask]] = c[mask] / 5.0
-    conf[value == UNKNOWN] = np.nan
+    conf[value == unknown] = np.nan
     return value, conf
 
 
 def _rationales(
-    u: np.ndarray, score: np.ndarray, consistent: np.ndarray, rationales: list[str | None], per_attribute: list,
-    n: int,
-) -> list[str]:  # fmt: skip
+    u: np.ndarray, score: np.ndarray, consistent: np.ndarray, rationales: pa.ChunkedArray,
+    winners: list[tuple[str, pa.Array]], n: int,
+) -> pa.Array:  # fmt: skip
     """Per user: the rationale of the strongest sample that names every winning value (so it never argues for
-    a value that lost the vote); without such a sample, one composed from the winners' evidence."""
+    a value that lost the vote); without such a sample, one composed from the winners."""
     positions = np.flatnonzero(consistent)
-    best = strongest(u[positions], score[positions], n)
-    out = []
-    for user, b in enumerate(best.tolist()):
-        text = (rationales[positions[b]] or "") if b >= 0 else ""
-        out.append(text or composed_rationale([(a[0], a[1][a[2].value[user]], a[4][user]) for a in per_attribute]))
-    return out
+    chosen = _take(rationales, _at(positions, strongest(u[positions], score[positions], n)), "")
+    return pc.if_else(pc.equal(chosen, ""), composed_rationales(winners), chosen)
 
 
-def composed_rationale(winners: list[tuple[str, str, str]]) -> str:
-    """A rationale from (attribute, winning value, evidence) triples: the winners the log supports (their
+def composed_rationales(winners: list[tuple[str, pa.Array]]) -> pa.Array:
+    """Per user, a rationale from (attribute, winning values) pairs: the winners the log supports (their
     evidence stands beside each value already), cut at the rationale bound.
 
-    >>> composed_rationale([("gender", "female", "stroller search"), ("age_group", "unknown", "")])
-    'The log supports gender female.'
+    >>> text = composed_rationales([("gender", pa.array(["female", "unknown"])), ("age", pa.array(["old", None]))])
+    >>> text.to_pylist()
+    ['The log supports gender female, age old.', 'No attribute is supported by the log.']
     """
-    parts = [f"{name} {value}" for name, value, _ in winners if value != UNKNOWN]
-    text = "The log supports " + ", ".join(parts) + "." if parts else "No attribute is supported by the log."
-    return text[:MAX_RATIONALE_CHARS]
+    n = len(winners[0][1]) if winners else 0
+    winners = [(name, pc.fill_null(values, UNKNOWN)) for name, values in winners]
+    pieces = [pc.if_else(pc.equal(values, UNKNOWN), "", pc.binary_join_element_wise(f", {name} ", values, ""))
+              for name, values in winners]  # fmt: skip
+    named = pc.utf8_slice_codeunits(pc.binary_join_element_wise(*pieces, pa.repeat(pa.scalar(""), n), ""), 2)
+    text = pc.if_else(pc.equal(named, ""), "No attribute is supported by the log.",
+                      pc.binary_join_element_wise("The log supports ", named, ".", ""))  # fmt: skip
+    return pc.utf8_slice_codeunits(text, 0, MAX_RATIONALE_CHARS)
 
 
 def split_of(user_id: str, eval_percent: int) -> str:
@@ -209,18 +239,79 @@ def split_of(user_id: str, eval_percent: int) -> str:
     return "eval" if zlib.crc32(user_id.encode("utf-8")) % 100 < eval_percent else "train"
 
 
-def per_user(votes: pa.Table, taxonomy: Taxonomy) -> dict[str, dict[str, dict[str, Any]]]:
-    """user_id -> attribute -> that attribute's vote row (as a dict)."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for row in votes.to_pylist():
-        out.setdefault(row["user_id"], {})[row["attribute"]] = row
-    return out
+@dataclass(frozen=True)
+class UserVotes:
+    """Long-form votes pivoted to one row per user (sorted by id) x one column per taxonomy attribute,
+    as row positions into the votes table: every per-user decision below is array arithmetic on it."""
+
+    votes: pa.Table
+    user_ids: pa.Array
+    rows: np.ndarray  # (users, attributes): the user's vote row for the attribute, -1 where it has none
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.rows >= 0
+
+    def text(self, column: str, attribute: int) -> pa.Array:
+        """One string column for one attribute, per user (null where the user has no row)."""
+        index = self.rows[:, attribute]
+        taken = self.votes.column(column).take(pa.array(index, mask=index < 0))
+        return taken.combine_chunks() if isinstance(taken, pa.ChunkedArray) else taken
+
+    def numbers(self, column: str) -> np.ndarray:
+        """(users, attributes) floats of one numeric column; NaN where absent or null."""
+        if column not in self.votes.column_names:
+            return np.full(self.rows.shape, np.nan)
+        values = self.votes.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+        return np.where(self.present, values[np.maximum(self.rows, 0)] if values.size else np.nan, np.nan)
+
+    def known(self) -> np.ndarray:
+        """(users, attributes): the vote names a value (present and not ``unknown``)."""
+        values = self.votes.column("value").to_numpy(zero_copy_only=False)
+        return self.present & (values[np.maximum(self.rows, 0)] != UNKNOWN if values.size else False)
 
 
-def mean_level(rows: dict[str, dict[str, Any]]) -> float:
-    """Mean calibrated level over attributes; an abstention counts as level 1 (no signal)."""
-    levels = [r["level"] if r["value"] != UNKNOWN and r.get("level") else 1 for r in rows.values()]
-    return float(np.mean(levels)) if levels else 0.0
+def user_votes(votes: pa.Table, taxonomy: Taxonomy) -> UserVotes:
+    """Pivot long-form votes (any row order; rows of attributes outside the taxonomy are ignored)."""
+    ids = votes.column("user_id").combine_chunks()
+    users = pc.unique(ids)
+    users = users.take(pc.sort_indices(users))
+    u = pc.index_in(ids, value_set=users).to_numpy(zero_copy_only=False)
+    a = pc.index_in(votes.column("attribute"), value_set=pa.array(taxonomy.attribute_names, pa.string()))
+    ok = pc.is_valid(a).to_numpy(zero_copy_only=False)
+    rows = np.full((len(users), len(taxonomy.attribute_names)), -1, dtype=np.int64)
+    rows[u[ok], a.to_numpy(zero_copy_only=False)[ok].astype(np.int64)] = np.flatnonzero(ok)
+    return UserVotes(votes, users, rows)
+
+
+def mean_levels(users: UserVotes) -> np.ndarray:
+    """Per user, the mean calibrated level over its attributes; an abstention (or a row without a level)
+    counts as level 1 (no signal); 0 for a user without rows."""
+    level = users.numbers("level")
+    level = np.where(users.known() & (level >= 1), level, 1.0)
+    count = users.present.sum(axis=1)
+    return np.divide(np.where(users.present, level, 0.0).sum(axis=1), count, out=np.zeros(len(count)),
+                     where=count > 0)  # fmt: skip
+
+
+def difficulties(users: UserVotes, easy_min_confidence: float, min_mean_level: float) -> np.ndarray:
+    """Per user 'keep', 'easy' (every attribute unanimous at top confidence: no learning signal) or 'noise'
+    (mean calibrated level below min_mean_level).
+
+    >>> from conf_profile.core.taxonomy import taxonomy_from_dict
+    >>> top = {"user_id": "u", "value": "a", "vote_share": 1.0, "mean_confidence": 5.0, "level": 5}
+    >>> votes = pa.Table.from_pylist([{**top, "attribute": "g"}, {**top, "user_id": "v", "attribute": "g",
+    ...                                "vote_share": 0.6}])
+    >>> tax = taxonomy_from_dict({"name": "t", "attributes": [{"name": "g", "description": "g",
+    ...                           "values": [{"name": "a", "definition": "a"}]}]})
+    >>> difficulties(user_votes(votes, tax), 5.0, 1.5).tolist()
+    ['easy', 'keep']
+    """
+    share = users.numbers("vote_share")
+    confident = np.nan_to_num(users.numbers("mean_confidence")) >= easy_min_confidence
+    unanimous = np.all(~users.present | ((share >= 1.0 - 1e-9) & confident), axis=1)
+    noise = mean_levels(users) < min_mean_level
+    return np.where(unanimous, "easy", np.where(noise, "noise", "keep"))
 
 
 def sft_examples(
@@ -230,70 +321,52 @@ def sft_examples(
     below ``min_mean_level``, without a document, or without a single valid teacher judgement (their
     all-unknown target would teach the student to abstain where the teacher failed). ``votes`` must carry
     the calibrated ``level``."""
-    users = per_user(votes, taxonomy)
-    docs = dict(zip(documents.column("user_id").to_pylist(), documents.column("document").to_pylist(), strict=True))
-    rows, dropped = [], 0
-    for uid in sorted(users):
-        attrs = users[uid]
-        level = mean_level(attrs)
-        if level < min_mean_level or uid not in docs or all(r["valid"] == 0 for r in attrs.values()):
-            dropped += 1
-            continue
-        judgements = {a: (r["value"], r["level"] or 1, r["evidence"] or "") for a, r in attrs.items()}
-        rationale = next(iter(attrs.values()))["rationale"] or ""
-        messages = [*student_messages(taxonomy, docs[uid]),
-                    {"role": "assistant", "content": student_target(rationale, judgements, taxonomy)}]  # fmt: skip
-        rows.append(
-            {
-                "user_id": uid,
-                "split": split_of(uid, eval_percent),
-                "messages": messages,
-                "mean_level": round(level, 3),
-            }
-        )
-    schema = pa.schema([("user_id", pa.string()), ("split", pa.string()),
-                        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-                        ("mean_level", pa.float64())])  # fmt: skip
-    return pa.Table.from_pylist(rows, schema=schema), dropped
-
-
-def difficulty(rows: dict[str, dict[str, Any]], easy_min_confidence: float, min_mean_level: float) -> str:
-    """'keep', 'easy' (every attribute unanimous at top confidence: no learning signal) or 'noise' (mean
-    calibrated level below min_mean_level).
-
-    >>> top = {"value": "a", "vote_share": 1.0, "mean_confidence": 5.0, "level": 5}
-    >>> difficulty({"g": top}, 5.0, 1.5), difficulty({"g": {**top, "vote_share": 0.6}}, 5.0, 1.5)
-    ('easy', 'keep')
-    """
-    unanimous = all(r["vote_share"] >= 1.0 - 1e-9 and (r["mean_confidence"] or 0) >= easy_min_confidence
-                    for r in rows.values())  # fmt: skip
-    if unanimous:
-        return "easy"
-    if mean_level(rows) < min_mean_level:
-        return "noise"
-    return "keep"
+    users = user_votes(votes, taxonomy)
+    level = mean_levels(users)
+    doc = pc.index_in(users.user_ids, value_set=documents.column("user_id").combine_chunks())
+    judged = (np.nan_to_num(users.numbers("valid")) > 0).any(axis=1)
+    keep = (level >= min_mean_level) & pc.is_valid(doc).to_numpy(zero_copy_only=False) & judged
+    kept = pa.array(np.flatnonzero(keep))
+    judgements = {
+        name: (users.text("value", k).take(kept), users.numbers("level")[keep, k], users.text("evidence", k).take(kept))
+        for k, name in enumerate(taxonomy.attribute_names)
+    }
+    # The rationale is the user's own (vote_samples writes one per user): take it from the user's first row.
+    first = np.where(users.present, users.rows, np.iinfo(np.int64).max).min(axis=1)[keep]
+    rationale = _take(votes.column("rationale"), first, "")
+    target = student_target_column(rationale, judgements, taxonomy)
+    ids = users.user_ids.take(kept)
+    splits = pa.array([split_of(uid, eval_percent) for uid in ids.to_pylist()], pa.string())  # a crc32 per id
+    table = pa.table({
+        "user_id": ids,
+        "split": splits,
+        "messages": chat_column(student_system_prompt(taxonomy), _documents(documents, doc.take(kept)), target),
+        "mean_level": pa.array(np.round(level[keep], 3)),
+    })  # fmt: skip
+    return table, int((~keep).sum())
 
 
 def rl_rows(
     votes: pa.Table, documents: pa.Table, taxonomy: Taxonomy, easy_min_confidence: float, min_mean_level: float
 ) -> tuple[pa.Table, dict[str, int]]:
     """The RL set (prompt + teacher votes per attribute) and the count of users per difficulty decision."""
-    docs = dict(zip(documents.column("user_id").to_pylist(), documents.column("document").to_pylist(), strict=True))
-    counts = {"keep": 0, "easy": 0, "noise": 0}
-    rows = []
-    for uid, attrs in sorted(per_user(votes, taxonomy).items()):
-        decision = difficulty(attrs, easy_min_confidence, min_mean_level)
-        counts[decision] += 1
-        if decision != "keep" or uid not in docs:
-            continue
-        row: dict[str, Any] = {"user_id": uid, "prompt": student_messages(taxonomy, docs[uid])}
-        for a, r in attrs.items():
-            row[f"{a}_vote"], row[f"{a}_vote_share"] = r["value"], float(r["vote_share"])
-        rows.append(row)
-    fields = [
-        ("user_id", pa.string()),
-        ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-    ]
-    for a in taxonomy.attribute_names:
-        fields += [(f"{a}_vote", pa.string()), (f"{a}_vote_share", pa.float64())]
-    return pa.Table.from_pylist(rows, schema=pa.schema(fields)), counts
+    users = user_votes(votes, taxonomy)
+    decision = difficulties(users, easy_min_confidence, min_mean_level)
+    counts = {d: int((decision == d).sum()) for d in ("keep", "easy", "noise")}
+    doc = pc.index_in(users.user_ids, value_set=documents.column("user_id").combine_chunks())
+    keep = (decision == "keep") & pc.is_valid(doc).to_numpy(zero_copy_only=False)
+    kept = pa.array(np.flatnonzero(keep))
+    data: dict[str, pa.Array] = {
+        "user_id": users.user_ids.take(kept),
+        "prompt": chat_column(student_system_prompt(taxonomy), _documents(documents, doc.take(kept))),
+    }
+    share = users.numbers("vote_share")[keep]
+    for k, name in enumerate(taxonomy.attribute_names):
+        data[f"{name}_vote"] = users.text("value", k).take(kept).cast(pa.string())
+        data[f"{name}_vote_share"] = pa.array(share[:, k], from_pandas=True)
+    return pa.table(data), counts
+
+
+def _documents(documents: pa.Table, index: pa.Array) -> pa.Array:
+    taken = documents.column("document").take(index)
+    return taken.combine_chunks() if isinstance(taken, pa.ChunkedArray) else taken

@@ -23,6 +23,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from conf_profile.core.taxonomy import Taxonomy
 
 USER_OPEN, USER_CLOSE = "<user_data>", "</user_data>"
@@ -109,6 +113,24 @@ def chat_messages(system: str, document: str) -> list[dict[str, str]]:
         {"role": "system", "content": system},
         {"role": "user", "content": f"{USER_OPEN}\n{document}\n{USER_CLOSE}"},
     ]
+
+
+def chat_column(system: str, documents: pa.Array, assistant: pa.Array | None = None) -> pa.ListArray:
+    """chat_messages for a whole column of documents at once (list<struct<role, content>>), optionally with
+    an assistant turn per row: the same messages, built by Arrow kernels instead of one dict per user."""
+    n = len(documents)
+    turns = [pa.repeat(pa.scalar(system), n).cast(pa.string()),
+             pc.binary_join_element_wise(f"{USER_OPEN}\n", documents, f"\n{USER_CLOSE}", "")]  # fmt: skip
+    roles = ["system", "user"]
+    if assistant is not None:
+        turns.append(assistant.cast(pa.string()))
+        roles.append("assistant")
+    k = len(turns)
+    interleave = pa.array((np.arange(k)[None, :] * n + np.arange(n)[:, None]).ravel())
+    content = pa.concat_arrays(turns).take(interleave)
+    role = pa.array(np.tile(np.array(roles), n))
+    struct = pa.StructArray.from_arrays([role, content], names=["role", "content"])
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, k * n + 1, k, dtype=np.int32)), struct)
 
 
 def prompt_version(taxonomy: Taxonomy) -> str:

@@ -21,7 +21,9 @@ not vote (``teacher_voter_weight`` 0); and an abstention where a value is on the
 An all-``unknown`` group therefore scores 0 wherever the teacher carries values.
 
 TRL gets one function per component, so each is logged on its own (``rewards/<name>/mean``); the format
-gate and the pseudo-label agreement with the teacher vote are logged with weight 0.
+gate and the pseudo-label agreement with the teacher vote are logged with weight 0. The four share one
+scoring of the batch: TRL passes each the same completion and column objects, so the first call parses and
+votes, and the others reuse its scores.
 
 >>> from conf_profile.core.taxonomy import taxonomy_from_dict
 >>> tax = taxonomy_from_dict({"name": "t", "attributes": [{"name": "g", "description": "g", "values": [
@@ -144,11 +146,19 @@ def reward_functions(taxonomy: Taxonomy, settings: RewardSettings) -> list[Rewar
     ``f(prompts, completions, **columns) -> list[float]``; the columns used are ``user_id`` and, when present,
     ``<attr>_vote`` / ``<attr>_vote_share`` (the RL set's teacher votes). Weights for TRL: reward_weights()."""
 
+    columns = ["user_id", *(f"{a}_{c}" for a in taxonomy.attribute_names for c in ("vote", "vote_share"))]
+    last: dict[str, Any] = {}  # the batch scored last: TRL calls every function with the same objects
+
     def scores(completions: Sequence[Any], kwargs: dict[str, Any]) -> Scores:
+        inputs = (completions, *(kwargs.get(c) for c in columns))
+        if last and all(a is b for a, b in zip(last["inputs"], inputs, strict=True)):
+            return last["scores"]  # parsed and voted once per batch, shared by the four functions
         votes = {a: kwargs[f"{a}_vote"] for a in taxonomy.attribute_names if f"{a}_vote" in kwargs}
         shares = {a: kwargs[f"{a}_vote_share"] for a in taxonomy.attribute_names if f"{a}_vote_share" in kwargs}
         user_ids = kwargs.get("user_id") or [str(i) for i in range(len(completions))]
-        return score_rollouts(completions, user_ids, votes, shares, taxonomy, settings)
+        result = score_rollouts(completions, user_ids, votes, shares, taxonomy, settings)
+        last.update(inputs=inputs, scores=result)  # holding the inputs keeps their ids from being reused
+        return result
 
     def format_gate(prompts: Any, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         return list(scores(completions, kwargs).format_ok)

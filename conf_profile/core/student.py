@@ -19,6 +19,10 @@ import hashlib
 import json
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from conf_profile.core.labeling import (
     MAX_EVIDENCE_CHARS,
     MAX_RATIONALE_CHARS,
@@ -70,6 +74,53 @@ def student_target(rationale: str, judgements: dict[str, tuple[str, int, str]], 
     # The separators vLLM's grammar writes (xgrammar without free whitespace: ", " and ": "), so that what
     # the student learns is token for token what it is made to write at inference and in GRPO rollouts.
     return json.dumps(out, ensure_ascii=False)
+
+
+def student_target_column(
+    rationale: pa.Array, judgements: dict[str, tuple[pa.Array, np.ndarray, pa.Array]], taxonomy: Taxonomy
+) -> pa.Array:
+    """student_target for a whole column of users at once (Arrow string kernels, no loop over users):
+    ``judgements`` maps an attribute to (values, levels, evidence) arrays, one entry per user; a null value
+    or ``unknown`` is written as ``unknown`` at level 1 with no evidence. Byte for byte what student_target
+    (json.dumps) writes for the same inputs."""
+    n = len(rationale)
+    pieces = ['{"rationale": ', json_strings(_first_chars(rationale, MAX_RATIONALE_CHARS))]
+    for name in taxonomy.attribute_names:
+        values, levels, evidence = judgements.get(name, (pa.nulls(n, pa.string()), np.ones(n), pa.nulls(n)))
+        values = pc.fill_null(values.cast(pa.string()), UNKNOWN)
+        abstain = pc.equal(values, UNKNOWN).to_numpy(zero_copy_only=False)
+        levels = np.asarray(levels, dtype=np.float64)
+        level = np.where(abstain | ~(levels >= 1), 1, levels).astype(np.int64)  # no level: 1, as `level or 1`
+        text = pc.if_else(pa.array(abstain), "", pc.fill_null(evidence.cast(pa.string()), ""))
+        pieces += [f', "{name}": {{"value": ', json_strings(values), ', "level": ',
+                   pc.cast(pa.array(level), pa.string()), ', "evidence": ',
+                   json_strings(_first_chars(text, MAX_EVIDENCE_CHARS)), "}"]  # fmt: skip
+    pieces.append("}")
+    return pc.binary_join_element_wise(*pieces, "")
+
+
+_JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"),
+                 ("\b", "\\b"), ("\f", "\\f"))  # fmt: skip
+
+
+def json_strings(strings: pa.Array) -> pa.Array:
+    """Each string as a JSON string literal, as json.dumps(s, ensure_ascii=False) writes it (nulls become
+    empty strings).
+
+    >>> json_strings(pa.array(['a "b"', "line\\nbreak", None])).to_pylist()
+    ['"a \\\\"b\\\\""', '"line\\\\nbreak"', '""']
+    """
+    out = pc.fill_null(strings.cast(pa.string()), "")
+    for char, escaped in _JSON_ESCAPES:
+        out = pc.replace_substring(out, char, escaped)
+    if pc.any(pc.match_substring_regex(out, "[\\x00-\\x1f]")).as_py():  # the rarer control characters
+        for code in (c for c in range(32) if chr(c) not in "\n\r\t\b\f"):
+            out = pc.replace_substring(out, chr(code), f"\\u{code:04x}")
+    return pc.binary_join_element_wise('"', out, '"', "")
+
+
+def _first_chars(strings: pa.Array, limit: int) -> pa.Array:
+    return pc.utf8_slice_codeunits(pc.fill_null(strings.cast(pa.string()), ""), 0, limit)
 
 
 def parse_student_output(text: Any, taxonomy: Taxonomy) -> ParsedOutput:

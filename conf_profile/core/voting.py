@@ -84,7 +84,9 @@ def vote(
     rows = np.arange(n_users)
     named = count.sum(axis=1) - count[:, unknown]  # judgements that name a value
     value = np.where(named > 0, winner, unknown)
-    share = np.divide(mass[rows, value], total, out=np.zeros(n_users), where=total > 0)
+    # Rounded to 12 decimals: shares (and raw confidences) that differ only by the order of float sums are
+    # one value, so the calibration's tie groups and any other implementation see the same numbers.
+    share = np.round(np.divide(mass[rows, value], total, out=np.zeros(n_users), where=total > 0), 12)
     supporters = count[rows, value]
     mean_conf = np.divide(conf_sum[rows, value], supporters, out=np.full(n_users, np.nan), where=supporters > 0)
     return Votes(
@@ -94,7 +96,7 @@ def vote(
         valid=count.sum(axis=1),
         supporters=supporters,
         entropy=_entropy(mass, total),
-        raw_confidence=np.nan_to_num(share * mean_conf / 5.0),
+        raw_confidence=np.round(np.nan_to_num(share * mean_conf / 5.0), 12),
         mass=mass,
     )
 
