@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conf_profile.cli import id_key
+from conf_profile.core.hardware import cpu_flags, engine_dtype
 from conf_profile.core.labeling import sample_seed
 from conf_profile.core.privacy import pseudonymize
 from conf_profile.core.profiles import consensus_rows, long_form, profile_schema
@@ -92,6 +93,7 @@ def profile_users(
     errors = int(pc.sum(pc.is_valid(profiles.column("error"))).as_py() or 0)
     cal_name = "calibration.json" if calibration else "none (confidence = level / 5)"
     entry: dict[str, Any] = {"users": profiles.num_rows, "parse_errors": errors, "device": device, "model": model,
+                             "dtype": engine_dtype(cfg.infer.engine.dtype, device, cpu_flags()),
                              "calibration": cal_name, "samples": cfg.infer.samples, "outputs": n_outputs}  # fmt: skip
     return profiles, entry
 

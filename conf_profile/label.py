@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile.core.hardware import cpu_flags, engine_dtype
 from conf_profile.core.labeling import (
     chat_messages,
     output_schema,
@@ -60,6 +61,7 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
     init_ray(cfg.ray)
     device = engine_device(cfg.label.engine, ray.cluster_resources())
     entry: dict[str, Any] = {"users": docs.num_rows, "device": device, "prompt_version": prompt_version(taxonomy),
+                             "dtype": engine_dtype(cfg.label.engine.dtype, device, cpu_flags()),
                              "taxonomy_version": taxonomy.version, "teachers": {}}  # fmt: skip
     sets = [(docs, run_dir / "teacher_samples", "teachers")]
     if heldout.num_rows:
@@ -189,7 +191,7 @@ def processor_config(model: str, engine: EngineConfig, device: str, structured: 
         "tensor_parallel_size": engine.tensor_parallel_size,
         "enable_prefix_caching": True,  # the shared prompt prefix is reused across users
         "enforce_eager": engine.enforce_eager,
-        "dtype": "bfloat16",
+        "dtype": engine_dtype(engine.dtype, device, cpu_flags()),
         "seed": 0,
     }
     if structured:

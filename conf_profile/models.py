@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from conf_profile.core.hardware import cpu_flags, engine_dtype
+
 MARKER = ".conf-profile-complete"
 DEMO_NAME = "smollm2-135m-instruct"
 TINY_NAME = "tiny-qwen2"
@@ -243,8 +245,9 @@ def chat_with_vllm(
 
     owns_process_group = not torch.distributed.is_initialized()
     # enforce_eager: on 2 cores torch.compile warm-up made the load take 75 s instead of 11 s, for about
-    # 15% more tokens/s; not worth it for checks and tests. dtype "auto" serves bf16 on CPU.
-    llm = LLM(model=str(model_dir), dtype="auto", max_model_len=2048, enforce_eager=True, seed=0)
+    # 15% more tokens/s; not worth it for checks and tests. bf16 only where the CPU has bf16 kernels.
+    dtype = engine_dtype("auto", "cpu", cpu_flags())
+    llm = LLM(model=str(model_dir), dtype=dtype, max_model_len=2048, enforce_eager=True, seed=0)
     try:
         params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
         outputs = llm.chat([list(m) for m in messages_list], params, use_tqdm=False)

@@ -12,6 +12,7 @@ from typing import Literal
 
 from conf_profile.core.documents import default_source_budgets
 from conf_profile.core.events import SOURCES, parse_time_ms
+from conf_profile.core.hardware import DTYPES
 
 
 @dataclass
@@ -140,6 +141,9 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9  # share of GPU memory vLLM may take (weights + KV cache)
     cpu_kv_cache_gb: int = 1  # VLLM_CPU_KVCACHE_SPACE on CPU
     enforce_eager: bool = True  # no torch.compile: on CPU it costs ~60 s of start-up for ~15% speed
+    # auto: bfloat16 on CPUs with AVX-512 BF16 or AMX, float32 on other CPUs (bf16 is several times slower
+    # there), the checkpoint's dtype on GPU (core/hardware.py); or bfloat16, float16, float32
+    dtype: str = "auto"
     # Custom Ray resources each engine bundle asks for, to pin the engines to a node type that declares
     # them (e.g. {teacher_gpu: 1} with `resources: {teacher_gpu: 8}` on that node type in cluster.yaml).
     resources: dict[str, float] = field(default_factory=dict)
@@ -151,6 +155,8 @@ class EngineConfig:
             raise ValueError("tensor_parallel_size, replicas, batch_size and max_concurrent_batches must be >= 1")
         if not 0.05 <= self.gpu_memory_utilization <= 0.98:
             raise ValueError(f"gpu_memory_utilization={self.gpu_memory_utilization}: must be in [0.05, 0.98]")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}: use one of {', '.join(DTYPES)}")
 
 
 @dataclass
