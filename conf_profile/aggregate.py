@@ -175,10 +175,11 @@ def _calibration(
         rows = answered.filter(pc.equal(answered.column("attribute"), name))
         raw[name] = rows.column("raw_confidence").to_numpy(zero_copy_only=False)
         if truth is not None:
-            users, values = rows.column("user_id").to_pylist(), rows.column("value").to_pylist()
-            keep = [i for i, uid in enumerate(users) if truth[name].get(uid) is not None]
+            gold_ids, gold_values = pa.array(list(truth[name]), pa.string()), pa.array(list(truth[name].values()))
+            gold = gold_values.take(pc.index_in(rows.column("user_id"), value_set=gold_ids))
+            keep = pc.is_valid(gold).to_numpy(zero_copy_only=False)  # users of the gold set with a value
             gold_raw[name] = raw[name][keep]
-            correct[name] = np.array([truth[name][users[i]] == values[i] for i in keep], dtype=np.float64)
+            correct[name] = pc.equal(gold, rows.column("value")).to_numpy(zero_copy_only=False)[keep].astype(float)
     return calib.fit_gold(raw, gold_raw, correct) if truth is not None else calib.fit_label_free(raw)
 
 
