@@ -89,12 +89,13 @@ def profile_users(
     device = engine_device(cfg.infer.engine, ray.cluster_resources())
     provenance = {"model": model, "taxonomy_version": taxonomy.version, "run_id": run_id,
                   "generated_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
-    profiles, n_outputs = _generate(docs, model, taxonomy, calibration, provenance, cfg, device)
+    profiles, n_outputs, tokens = _generate(docs, model, taxonomy, calibration, provenance, cfg, device)
     errors = int(pc.sum(pc.is_valid(profiles.column("error"))).as_py() or 0)
     cal_name = "calibration.json" if calibration else "none (confidence = level / 5)"
     entry: dict[str, Any] = {"users": profiles.num_rows, "parse_errors": errors, "device": device, "model": model,
                              "dtype": engine_dtype(cfg.infer.engine.dtype, device, cpu_flags()),
-                             "calibration": cal_name, "samples": cfg.infer.samples, "outputs": n_outputs}  # fmt: skip
+                             "calibration": cal_name, "samples": cfg.infer.samples, "outputs": n_outputs,
+                             "output_tokens": tokens}  # fmt: skip
     return profiles, entry
 
 
@@ -134,8 +135,8 @@ def without_labeled(table: pa.Table, run_dir: Path) -> pa.Table:
 def _generate(
     docs: pa.Table, model: str, taxonomy: Taxonomy, calibration: dict | None, provenance: dict[str, str], cfg: Config,
     device: str,
-) -> tuple[pa.Table, int]:  # fmt: skip
-    """(profiles, outputs generated)."""
+) -> tuple[pa.Table, int, int]:  # fmt: skip
+    """(profiles, outputs generated, output tokens)."""
     import ray.data
     from ray.data.llm import build_processor
 
@@ -157,22 +158,28 @@ def _generate(
         ds = ray.data.from_items(requests, override_num_blocks=max(1, len(requests) // engine.batch_size))
         refs = processor(ds).map_batches(_output_table, batch_format="pyarrow", num_cpus=SMALL_CPUS).to_arrow_refs()
         outputs = pa.concat_tables([outputs, *ray.get(refs)])
-    return _profiles(docs, outputs, taxonomy, calibration, provenance, cfg), outputs.num_rows
+    tokens = int(pc.sum(outputs.column("output_tokens")).as_py() or 0)
+    return _profiles(docs, outputs, taxonomy, calibration, provenance, cfg), outputs.num_rows, tokens
 
 
 _OUTPUTS = pa.schema([("user_id", pa.string()), ("sample", pa.int32()), ("generated_text", pa.string()),
-                      ("engine_error", pa.string())])  # fmt: skip
+                      ("engine_error", pa.string()), ("output_tokens", pa.int32())])  # fmt: skip
 
 
 def _keep_output(row: dict[str, Any]) -> dict[str, Any]:
-    return {"user_id": row.get("user_id"), "sample": row.get("sample"), "generated_text": row.get("generated_text")}
+    return {
+        "user_id": row.get("user_id"),
+        "sample": row.get("sample"),
+        "generated_text": row.get("generated_text"),
+        "output_tokens": row.get("num_generated_tokens"),
+    }
 
 
 def _output_table(batch: pa.Table) -> pa.Table:
     rows = [{"user_id": r["user_id"], "sample": r.get("sample"), "generated_text": r.get("generated_text"),
              # error rows bypass the postprocess: keep the user with the reason
-             "engine_error": str(r["__inference_error__"])[:300] if r.get("__inference_error__") else None}
-            for r in batch.to_pylist()]  # fmt: skip
+             "engine_error": str(r["__inference_error__"])[:300] if r.get("__inference_error__") else None,
+             "output_tokens": r.get("output_tokens")} for r in batch.to_pylist()]  # fmt: skip
     return pa.Table.from_pylist(rows, schema=_OUTPUTS)
 
 
@@ -183,7 +190,8 @@ def _profiles(
     """Regroup the k outputs per user (sample order) and vote; every document's user gets exactly one row."""
     wanted = docs.column("user_id").to_pylist()
     by_user: dict[str, list[tuple[int, str | None, str | None]]] = {u: [] for u in wanted}
-    for uid, k, text, err in zip(*(outputs.column(c).to_pylist() for c in _OUTPUTS.names), strict=True):
+    columns = ("user_id", "sample", "generated_text", "engine_error")
+    for uid, k, text, err in zip(*(outputs.column(c).to_pylist() for c in columns), strict=True):
         if uid in by_user:
             by_user[uid].append((k if k is not None else 0, text, err))
     missing = [u for u, outs in by_user.items() if not outs]

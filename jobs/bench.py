@@ -152,17 +152,19 @@ def bench_label(args: argparse.Namespace) -> None:
     ray_tokens = int(pc.sum(samples.column("output_tokens")).as_py() or 0)
     raw = json.loads(raw_run.output.strip().splitlines()[-1])
     valid = samples.column("error").null_count
-    print(f"\nlabel benchmark: {args.users} users x {args.samples} samples, model {args.model} {args.overrides}")
-    print(f"{'':34s} {'seconds':>8s} {'out tokens':>10s} {'tok/s':>7s}")
+    print(f"\nlabel benchmark: {args.users} users x {args.samples} samples, model {args.model} {args.overrides} "
+          f"on {_cpu()}")  # fmt: skip
+    print(f"{'':34s} {'seconds':>8s} {'out tokens':>10s} {'tok/s':>7s} {'tok/user':>8s} {'users/s':>8s}")
     rows = (
         ("ray job (jobs.label), whole run", ray_run.seconds, ray_tokens),
         ("raw vllm.LLM, whole run", raw_run.seconds, raw["tokens"]),
         ("raw vllm.LLM, generation only", raw["seconds"], raw["tokens"]),
     )
     for name, seconds, tokens in rows:
-        print(f"{name:34s} {seconds:8.1f} {tokens:10d} {tokens / seconds:7.1f}")
+        print(f"{name:34s} {seconds:8.1f} {tokens:10d} {tokens / seconds:7.1f} {tokens / args.users:8.1f} "
+              f"{args.users / seconds:8.3f}")  # fmt: skip
     ratio = (ray_tokens / ray_run.seconds) / (raw["tokens"] / raw_run.seconds)
-    print(f"ratio ray/raw tokens/s (whole runs): {ratio:.2f}")
+    print(f"ratio ray/raw tokens/s (whole runs): {ratio:.2f}; users/s: {raw_run.seconds / ray_run.seconds:.2f}")
     print(f"schema-valid rows (ray job): {valid}/{samples.num_rows}")
     print(f"raw vLLM prefix-cache hit rate: {raw['prefix_cache_hit_rate']:.2f}")
 
@@ -188,13 +190,14 @@ def bench_infer(args: argparse.Namespace) -> None:
             sys.exit(f"bench: {name} failed:\n{m.output[-3000:]}")
     profiles = pq.read_table(work / "profiles" / "dt=2000-01-01", columns=["user_id", "error"])
     raw = json.loads(raw_run.output.strip().splitlines()[-1])
-    print(f"\ninfer benchmark: {args.users} users, model {args.model} {args.overrides}")
-    print(f"{'':34s} {'seconds':>8s} {'users/s':>8s} {'out tokens':>10s}")
-    rows = (("ray job (jobs.infer), whole run", ray_run.seconds, "-"),
+    job_tokens = json.loads((work / "manifest.json").read_text())["stages"]["infer"].get("output_tokens", 0)
+    print(f"\ninfer benchmark: {args.users} users, model {args.model} {args.overrides} on {_cpu()}")
+    print(f"{'':34s} {'seconds':>8s} {'users/s':>8s} {'out tokens':>10s} {'tok/user':>8s}")
+    rows = (("ray job (jobs.infer), whole run", ray_run.seconds, job_tokens),
             ("raw vllm.LLM, whole run", raw_run.seconds, raw["tokens"]),
             ("raw vllm.LLM, generation only", raw["seconds"], raw["tokens"]))  # fmt: skip
     for name, seconds, tokens in rows:
-        print(f"{name:34s} {seconds:8.1f} {args.users / seconds:8.2f} {tokens!s:>10s}")
+        print(f"{name:34s} {seconds:8.1f} {args.users / seconds:8.2f} {tokens:10d} {tokens / args.users:8.1f}")
     print(f"ratio ray/raw users/s (whole runs): {raw_run.seconds / ray_run.seconds:.2f}")
     print(f"profiles written: {profiles.num_rows}/{args.users} users, {profiles.column('error').null_count} parsed")
 
