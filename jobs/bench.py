@@ -5,6 +5,7 @@
     python -m jobs.bench label --users 100 [--samples 1] [--model demo]   # Ray job vs raw vllm.LLM
     python -m jobs.bench infer --users 100 [--model demo|DIR]             # Ray job vs raw vllm.LLM
     python -m jobs.bench quality [--data builtin|movielens] [--run-dir DIR] [--set KEY=VALUE ...]
+    python -m jobs.bench vote --users 1000000 [--attributes 6] [--samples 8] [--teachers 1]  # vs pandas
 
 quality: runs the real pipeline (vLLM, Ray Train) on a fixed configuration (jobs/configs/bench_quality.yaml
 on the built-in data; jobs/configs/movielens.yaml plus held-out users with --data movielens) and prints the
