@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from conf_profile.core.aggregate import split_of
 from conf_profile.core.calibration import LEVELS
-from conf_profile.core.labeling import MAX_EVIDENCE_CHARS, MAX_RATIONALE_CHARS, USER_CLOSE, USER_OPEN
+from conf_profile.core.labeling import MAX_EVIDENCE_CHARS, MAX_RATIONALE_CHARS, chat_messages
 from conf_profile.core.student import student_system_prompt
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy
 
@@ -192,26 +192,16 @@ def _sets(
             lv = 1 if value == UNKNOWN or pd.isna(lv) or lv < 1 else int(lv)
             evidence = "" if value == UNKNOWN else (row[("evidence", a)] or "")[:MAX_EVIDENCE_CHARS]
             out[a] = {"value": value, "level": lv, "evidence": evidence}
-        messages = [*_prompt(system, docs[uid]), {"role": "assistant", "content": json.dumps(out, ensure_ascii=False)}]
-        rows.append({"user_id": uid, "split": _split(uid, eval_percent), "messages": messages,
+        target = {"role": "assistant", "content": json.dumps(out, ensure_ascii=False)}
+        messages = [*chat_messages(system, docs[uid]), target]
+        rows.append({"user_id": uid, "split": split_of(uid, eval_percent), "messages": messages,
                      "mean_level": round(float(mean_level[uid]), 3)})  # fmt: skip
     sft = pd.DataFrame(rows, columns=["user_id", "split", "messages", "mean_level"])
     unanimous = ((wide["vote_share"] >= 1.0 - 1e-9) & (wide["mean_confidence"].fillna(0) >= easy_min)).all(axis=1)
     kept = wide[~unanimous & ~(mean_level < rl_min) & has_doc]
     rl = pd.DataFrame({"user_id": kept.index})
-    rl["prompt"] = [_prompt(system, docs[u]) for u in kept.index]
+    rl["prompt"] = [chat_messages(system, docs[u]) for u in kept.index]
     for a in names:
         rl[f"{a}_vote"] = kept[("value", a)].to_numpy()
         rl[f"{a}_vote_share"] = kept[("vote_share", a)].to_numpy()
     return sft, rl
-
-
-def _prompt(system: str, document: str) -> list[dict[str, str]]:
-    return [
-        {"role": "system", "content": system},
-        {"role": "user", "content": f"{USER_OPEN}\n{document}\n{USER_CLOSE}"},
-    ]
-
-
-def _split(user_id: str, eval_percent: int) -> str:
-    return "eval" if zlib.crc32(user_id.encode("utf-8")) % 100 < eval_percent else "train"

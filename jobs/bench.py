@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile.core.hardware import BF16_CPU_FLAGS, cpu_flags
 from conf_profile.core.ladder import markdown
 from conf_profile.core.settings import IngestConfig
 from conf_profile.measure import run_measured
@@ -453,8 +454,8 @@ def _cpu() -> str:
     except OSError:
         return "unknown CPU"
     model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    flags = cpu_flags(text)
+    wanted = [f for f in ("avx2", "avx512f", *BF16_CPU_FLAGS) if f in flags]
     return f"{model} [{' '.join(wanted) or 'no avx2'}], {os.cpu_count()} cores"
 
 

@@ -120,37 +120,22 @@ def vote_samples(
     winners = [(name, pa.array(names).take(pa.array(w.value))) for name, names, w, *_ in per_attribute]
     rationale = _rationales(u, support_score, consistent, samples.column("rationale"), winners, n)
     total = np.bincount(u, minlength=n)
-    numeric: dict[str, list[np.ndarray]] = {
-        c: []
-        for c in (
-            "vote_share",
-            "mean_confidence",
-            "samples",
-            "valid",
-            "supporters",
-            "entropy",
-            "raw_confidence",
-            "token_confidence",
-            "majority_share",
-            "single_confidence",
-        )
-    }
-    text: dict[str, list[pa.Array]] = {c: [] for c in ("attribute", "value", "evidence", "majority_value",
-                                                       "single_value")}  # fmt: skip
+    numeric: dict[str, list[np.ndarray]] = {}
+    text: dict[str, list[pa.Array]] = {}
     for (name, names, weighted, majority, evidence, single_value, single_conf, token), (_, value) in zip(
         per_attribute, winners, strict=True
     ):
-        text["attribute"].append(pa.repeat(pa.scalar(name), n).cast(pa.string()))
-        text["value"].append(value)
-        text["evidence"].append(evidence)
-        text["majority_value"].append(pa.array(names).take(pa.array(majority.value)))
-        text["single_value"].append(pa.array(names).take(pa.array(single_value)))
-        for column, part in (("vote_share", weighted.share), ("mean_confidence", weighted.mean_confidence),
-                             ("samples", total), ("valid", weighted.valid), ("supporters", weighted.supporters),
-                             ("entropy", weighted.entropy), ("raw_confidence", weighted.raw_confidence),
-                             ("token_confidence", token), ("majority_share", majority.share),
-                             ("single_confidence", single_conf)):  # fmt: skip
-            numeric[column].append(part)
+        strings = {"attribute": pa.repeat(pa.scalar(name), n).cast(pa.string()), "value": value, "evidence": evidence,
+                   "majority_value": pa.array(names).take(pa.array(majority.value)),
+                   "single_value": pa.array(names).take(pa.array(single_value))}  # fmt: skip
+        numbers = {"vote_share": weighted.share, "mean_confidence": weighted.mean_confidence, "samples": total,
+                   "valid": weighted.valid, "supporters": weighted.supporters, "entropy": weighted.entropy,
+                   "raw_confidence": weighted.raw_confidence, "token_confidence": token,
+                   "majority_share": majority.share, "single_confidence": single_conf}  # fmt: skip
+        for column, part in strings.items():
+            text.setdefault(column, []).append(part)
+        for column, part in numbers.items():
+            numeric.setdefault(column, []).append(part)
     k = len(per_attribute)
     data: dict[str, Any] = {"user_id": pa.concat_arrays([user_ids] * k),
                             "rationale": pa.concat_arrays([rationale] * k)}  # fmt: skip
@@ -169,10 +154,14 @@ def _at(positions: np.ndarray, best: np.ndarray) -> np.ndarray:
 
 
 def _take(column: pa.ChunkedArray | pa.Array, index: np.ndarray, fill: str) -> pa.Array:
-    """column[index] as one array, ``fill`` where the index is -1 or the entry is null."""
-    taken = column.take(pa.array(index, mask=index < 0))
-    taken = taken.combine_chunks() if isinstance(taken, pa.ChunkedArray) else taken
-    return pc.fill_null(taken.cast(pa.string()), fill)
+    """column[index] as one string array, ``fill`` where the index is -1 or the entry is null."""
+    return pc.fill_null(_taken(column, pa.array(index, mask=index < 0)).cast(pa.string()), fill)
+
+
+def _taken(column: pa.ChunkedArray | pa.Array, index: pa.Array) -> pa.Array:
+    """column.take(index) as one array (null where the index is null)."""
+    taken = column.take(index)
+    return taken.combine_chunks() if isinstance(taken, pa.ChunkedArray) else taken
 
 
 def _token_confidence(
@@ -255,8 +244,7 @@ class UserVotes:
     def text(self, column: str, attribute: int) -> pa.Array:
         """One string column for one attribute, per user (null where the user has no row)."""
         index = self.rows[:, attribute]
-        taken = self.votes.column(column).take(pa.array(index, mask=index < 0))
-        return taken.combine_chunks() if isinstance(taken, pa.ChunkedArray) else taken
+        return _taken(self.votes.column(column), pa.array(index, mask=index < 0))
 
     def numbers(self, column: str) -> np.ndarray:
         """(users, attributes) floats of one numeric column; NaN where absent or null."""
@@ -336,11 +324,12 @@ def sft_examples(
     rationale = _take(votes.column("rationale"), first, "")
     target = student_target_column(rationale, judgements, taxonomy)
     ids = users.user_ids.take(kept)
+    docs = _taken(documents.column("document"), doc.take(kept))
     splits = pa.array([split_of(uid, eval_percent) for uid in ids.to_pylist()], pa.string())  # a crc32 per id
     table = pa.table({
         "user_id": ids,
         "split": splits,
-        "messages": chat_column(student_system_prompt(taxonomy), _documents(documents, doc.take(kept)), target),
+        "messages": chat_column(student_system_prompt(taxonomy), docs, target),
         "mean_level": pa.array(np.round(level[keep], 3)),
     })  # fmt: skip
     return table, int((~keep).sum())
@@ -358,15 +347,10 @@ def rl_rows(
     kept = pa.array(np.flatnonzero(keep))
     data: dict[str, pa.Array] = {
         "user_id": users.user_ids.take(kept),
-        "prompt": chat_column(student_system_prompt(taxonomy), _documents(documents, doc.take(kept))),
+        "prompt": chat_column(student_system_prompt(taxonomy), _taken(documents.column("document"), doc.take(kept))),
     }
     share = users.numbers("vote_share")[keep]
     for k, name in enumerate(taxonomy.attribute_names):
         data[f"{name}_vote"] = users.text("value", k).take(kept).cast(pa.string())
         data[f"{name}_vote_share"] = pa.array(share[:, k], from_pandas=True)
     return pa.table(data), counts
-
-
-def _documents(documents: pa.Table, index: pa.Array) -> pa.Array:
-    taken = documents.column("document").take(index)
-    return taken.combine_chunks() if isinstance(taken, pa.ChunkedArray) else taken
