@@ -6,8 +6,13 @@ each user is fanned out into K rows with distinct seeds. Outputs are constrained
 schema and parsed by the total parser anyway. A failed row (engine error, prompt too long) is an error row
 with its reason, not a failed job. Teachers run one after another on the same cluster.
 
+Streamed on the cluster: the workers read documents/, fan each user out into K request rows, run the
+processor, parse and write Parquet part files; the driver holds counts and, with ``label.max_users``, the
+ids of the users it selects.
+
 Resume: rows already in teacher_samples/ for the same user, sample, prompt version and document hash are
-not labeled again; each run writes its rows into a new ``part-<run>`` folder per teacher.
+not labeled again (an anti-join on the cluster, materialized before the engines start); each run writes its
+rows into a new ``part-<run>`` folder per teacher.
 
 Held-out users (``label.heldout_users``): the teacher also labels the next users by user_id into
 teacher_samples_heldout/, for scoring only. No training set is built from that table, and the student's
@@ -24,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -57,24 +63,35 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
     started = time.monotonic()
     taxonomy = load_taxonomy(cfg.taxonomy.path)
-    docs, heldout = label_sets(read_documents(run_dir, ["user_id", "document", "content_hash"]), cfg.label)
     init_ray(cfg.ray)
+    docs, total = documents_dataset(run_dir, ["user_id", "document", "content_hash"])
+    first = first_users(docs, cfg.label) if cfg.label.max_users and total else []
+    train_ids, heldout_ids = label_sets(first, cfg.label)
     device = engine_device(cfg.label.engine, ray.cluster_resources())
-    entry: dict[str, Any] = {"users": docs.num_rows, "device": device, "prompt_version": prompt_version(taxonomy),
+    entry: dict[str, Any] = {"users": len(train_ids) if cfg.label.max_users else total, "device": device,
+                             "prompt_version": prompt_version(taxonomy),
                              "dtype": engine_dtype(cfg.label.engine.dtype, device, cpu_flags()),
                              "taxonomy_version": taxonomy.version, "teachers": {}}  # fmt: skip
-    sets = [(docs, run_dir / "teacher_samples", "teachers")]
-    if heldout.num_rows:
-        entry.update({"heldout_users": heldout.num_rows, "heldout_teachers": {}})
-        sets.append((heldout, run_dir / HELDOUT_SAMPLES, "heldout_teachers"))
+    train = keep_users(docs, pa.array(train_ids, pa.string())) if cfg.label.max_users else docs
+    sets = [(train, entry["users"], run_dir / "teacher_samples", "teachers")]
+    if heldout_ids:
+        entry.update({"heldout_users": len(heldout_ids), "heldout_teachers": {}})
+        heldout = keep_users(docs, pa.array(heldout_ids, pa.string()))
+        sets.append((heldout, len(heldout_ids), run_dir / HELDOUT_SAMPLES, "heldout_teachers"))
     for teacher in cfg.label.teachers:
         model = teacher.model if teacher.endpoint else str(resolve_model(teacher.model, cfg.models.cache_dir))
-        for users, out_root, key in sets:
+        for users, n_users, out_root, key in sets:
+            fan_out = _Requests(teacher, model, taxonomy.version, entry["prompt_version"])
+            requests = users.map_batches(fan_out, batch_format="pyarrow", num_cpus=SMALL_CPUS)
             done = _done_keys(out_root / teacher.name, entry["prompt_version"])
-            requests = _requests(users, teacher, model, taxonomy, entry["prompt_version"], done)
-            _log(f"teacher {teacher.name} ({out_root.name}): {len(requests)} samples to generate "
-                 f"({len(done)} already done), {device}")  # fmt: skip
-            if requests:
+            todo = n_users * teacher.samples
+            if done is not None:  # resume: the keys already labeled are joined away on the cluster
+                requests = requests.join(done, "left_anti", num_partitions=max(1, todo // 100_000), on=DONE_KEY)
+                requests = requests.materialize()  # before the engines start: the join's tasks need the cores
+                todo = requests.count()
+            _log(f"teacher {teacher.name} ({out_root.name}): {todo} samples to generate "
+                 f"({n_users * teacher.samples - todo} already done), {device}")  # fmt: skip
+            if todo:
                 out = out_root / teacher.name / f"part-{new_run_id()}"
                 _generate(requests, teacher, model, taxonomy, cfg, device, out)
             entry[key][teacher.name] = _teacher_summary(out_root / teacher.name, entry["prompt_version"])
@@ -82,22 +99,71 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return entry
 
 
+DONE_KEY = ("user_id", "sample", "content_hash")  # a sample is labeled once per user, sample index and document
+
+
 def read_documents(run_dir: Path, columns: list[str]) -> pa.Table:
-    """The run's documents/ sorted by user id (a clear error when ingest has not run)."""
-    folder = run_dir / "documents"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} does not exist; run the ingest stage first (python -m jobs.ingest)")
+    """The run's documents/ sorted by user id, as one table in this process (a clear error when ingest has
+    not run); the stages stream them with documents_dataset instead."""
+    folder = _documents_folder(run_dir)
     if not any(folder.glob("*.parquet")):  # ingest rejected every row: no documents, not an error
         return DOCUMENT_SCHEMA.empty_table().select(columns)
     return pq.read_table(folder, columns=columns).sort_by("user_id")
 
 
-def label_sets(docs: pa.Table, label: LabelConfig) -> tuple[pa.Table, pa.Table]:
-    """(the users labeled for training: the first label.max_users by user_id, or all; the held-out users
-    labeled for scoring only: the next label.heldout_users). ``docs`` is sorted by user_id."""
-    if not label.max_users:
-        return docs, docs.slice(0, 0)
-    return docs.slice(0, label.max_users), docs.slice(label.max_users, label.heldout_users)
+def _documents_folder(run_dir: Path) -> Path:
+    folder = run_dir / "documents"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist; run the ingest stage first (python -m jobs.ingest)")
+    return folder
+
+
+def documents_dataset(run_dir: Path, columns: list[str]) -> tuple[Any, int]:
+    """(the run's documents/ as a Ray dataset read by the workers; the number of documents, from the
+    Parquet footers). A clear error when ingest has not run."""
+    import ray.data
+
+    files = sorted(str(p) for p in _documents_folder(run_dir).glob("*.parquet"))
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    if not total:  # ingest rejected every row: nothing to do, not an error
+        return ray.data.from_arrow(DOCUMENT_SCHEMA.empty_table().select(columns)), 0
+    return read_parquet(files, columns), total
+
+
+def read_parquet(files: list[str], columns: list[str]) -> Any:
+    """ray.data.read_parquet with light read tasks. Ray Data's newer read path lists files in a task that asks
+    for a whole CPU whatever the read's num_cpus; on a small node whose other cores the engine actors hold, it
+    never gets one (the dataset hangs), so the read goes through the path that honours num_cpus."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    v2, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:
+        return ray.data.read_parquet(files, columns=columns, num_cpus=SMALL_CPUS)
+    finally:
+        ctx.use_datasource_v2 = v2
+
+
+def keep_users(ds: Any, users: pa.Array) -> Any:
+    """The rows of ``ds`` whose user_id is in ``users`` (filtered by the workers)."""
+    return ds.map_batches(_keep_users, fn_args=(users,), batch_format="pyarrow", num_cpus=SMALL_CPUS)
+
+
+def _keep_users(table: pa.Table, users: pa.Array) -> pa.Table:
+    return table.filter(pc.is_in(table.column("user_id"), value_set=users))
+
+
+def first_users(docs: Any, label: LabelConfig) -> list[str]:
+    """The first label.max_users + label.heldout_users user ids in order (a sort on the cluster; only those
+    ids come back)."""
+    ids = docs.select_columns(["user_id"]).sort("user_id").limit(label.max_users + label.heldout_users)
+    return [row["user_id"] for row in ids.take_all()]
+
+
+def label_sets(first: list[str], label: LabelConfig) -> tuple[list[str], list[str]]:
+    """(the users labeled for training: the first label.max_users of ``first``, the user ids in order; the
+    held-out users labeled for scoring only: the next label.heldout_users)."""
+    return first[: label.max_users], first[label.max_users : label.max_users + label.heldout_users]
 
 
 def engine_device(engine: EngineConfig, resources: dict[str, float]) -> str:
@@ -106,37 +172,53 @@ def engine_device(engine: EngineConfig, resources: dict[str, float]) -> str:
     return "gpu" if resources.get("GPU", 0) > 0 else "cpu"
 
 
-def _done_keys(folder: Path, version: str) -> set[tuple[str, int, str]]:
-    """(user_id, sample, content_hash) already labeled with this prompt version (unreadable files skipped)."""
-    done: set[tuple[str, int, str]] = set()
+def _done_keys(folder: Path, version: str) -> Any:
+    """The keys (DONE_KEY) already labeled with this prompt version, as a Ray dataset, or None when nothing
+    is; files cut short by an interrupted run are left out (their rows are labeled again)."""
+    readable = []
     for path in sorted(folder.rglob("*.parquet")) if folder.is_dir() else []:
         try:
-            t = pq.read_table(path, columns=["user_id", "sample", "content_hash", "prompt_version"])
+            if pq.ParquetFile(path).metadata.num_rows:
+                readable.append(str(path))
         except (OSError, pa.ArrowInvalid):
-            continue  # a file cut short by an interrupted run: its rows are labeled again
-        t = t.filter(pc.equal(t.column("prompt_version"), version))
-        done.update(zip(*(t.column(c).to_pylist() for c in ("user_id", "sample", "content_hash")), strict=True))
-    return done
+            continue
+    if not readable:
+        return None
+    keys = read_parquet(readable, [*DONE_KEY, "prompt_version"])
+    return keys.map_batches(_with_version, fn_args=(version,), batch_format="pyarrow", num_cpus=SMALL_CPUS)
 
 
-def _requests(
-    docs: pa.Table, teacher: TeacherConfig, model: str, taxonomy: Taxonomy, version: str, done: set
-) -> list[dict]:
-    rows = []
-    for uid, document, chash in zip(*(docs.column(c).to_pylist() for c in docs.column_names), strict=True):
-        for k in range(teacher.samples):
-            if (uid, k, chash) in done:
-                continue
-            rows.append({
-                "user_id": uid, "document": document, "content_hash": chash, "teacher": teacher.name,
-                "teacher_weight": teacher.weight, "sample": k, "seed": sample_seed(teacher.seed, teacher.name, uid, k),
-                "model": model, "prompt_version": version, "taxonomy_version": taxonomy.version,
-            })  # fmt: skip
-    return rows
+def _with_version(keys: pa.Table, version: str) -> pa.Table:
+    return keys.filter(pc.equal(keys.column("prompt_version"), version)).select(list(DONE_KEY))
+
+
+class _Requests:
+    """A batch of documents -> K request rows per user for one teacher (sample index, seed, provenance)."""
+
+    def __init__(self, teacher: TeacherConfig, model: str, taxonomy_version: str, version: str) -> None:
+        self.teacher, self.model, self.taxonomy_version, self.version = teacher, model, taxonomy_version, version
+
+    def __call__(self, docs: pa.Table) -> pa.Table:
+        t, k = self.teacher, self.teacher.samples
+        users = docs.column("user_id").to_pylist()
+        out = docs.select(["user_id", "document", "content_hash"]).take(np.repeat(np.arange(docs.num_rows), k))
+        n = out.num_rows
+        columns = {
+            "teacher": pa.array([t.name] * n, pa.string()),
+            "teacher_weight": pa.array([t.weight] * n, pa.float64()),
+            "sample": pa.array(np.tile(np.arange(k, dtype=np.int32), docs.num_rows)),
+            "seed": pa.array([sample_seed(t.seed, t.name, u, j) for u in users for j in range(k)], pa.int64()),
+            "model": pa.array([self.model] * n, pa.string()),
+            "prompt_version": pa.array([self.version] * n, pa.string()),
+            "taxonomy_version": pa.array([self.taxonomy_version] * n, pa.string()),
+        }
+        for name, column in columns.items():
+            out = out.append_column(name, column)
+        return out
 
 
 def _generate(
-    requests: list[dict], teacher: TeacherConfig, model: str, taxonomy: Taxonomy, cfg: Config, device: str, out: Path
+    requests: Any, teacher: TeacherConfig, model: str, taxonomy: Taxonomy, cfg: Config, device: str, out: Path
 ) -> None:
     import ray.data
     from ray.data.llm import build_processor
@@ -157,8 +239,7 @@ def _generate(
             preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
             postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
         )
-    ds = ray.data.from_items(requests, override_num_blocks=max(1, len(requests) // cfg.label.engine.batch_size))
-    labeled = processor(ds).map_batches(
+    labeled = processor(requests).map_batches(
         _sample_table, fn_kwargs={"taxonomy": taxonomy}, batch_format="pyarrow", num_cpus=SMALL_CPUS
     )
     labeled.write_parquet(str(out))

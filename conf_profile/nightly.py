@@ -99,7 +99,9 @@ def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file:
     key = id_key(cfg)
     if key is not None:  # privacy.pseudonymize_ids: every published table carries pseudonyms
         profiles = pseudonymize(profiles, key)
-    write_profiles(root, date, profiles, taxonomy)
+    import ray.data
+
+    write_profiles(root, date, ray.data.from_arrow(profiles), taxonomy)
     replace_folder(root / "rejects" / f"dt={date}", {"part-0.parquet": pq.read_table(work / "rejects")})
     latest = _update_latest(root, profiles)
     # The watermark never passes the job's start: an event stamped in the future (clock skew, accepted up to

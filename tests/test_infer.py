@@ -100,3 +100,65 @@ def test_pseudonymized_ids_in_the_product_tables(run_dir, monkeypatch) -> None:
         ids = pq.read_table(run_dir / table / "dt=2026-11-02").column("user_id").to_pylist()
         assert sorted(set(ids)) == expected and not set(ids) & set(raw)
     assert entry["pseudonymized"] is True and "k3y-for-the-test" not in json.dumps(entry)
+
+
+def _out(value: str, level: int) -> str:
+    judgement = {"level": level, "evidence": "e"}
+    attrs = {a: {**judgement, "value": value if a == "gender" else "unknown"} for a in load_taxonomy().attribute_names}
+    return json.dumps({"rationale": value, **attrs})
+
+
+def test_requests_repeat_each_user_k_times_with_its_sample_seeds() -> None:
+    import pyarrow as pa
+
+    from conf_profile.core.labeling import sample_seed
+    from conf_profile.infer import _requests
+
+    out = _requests(pa.table({"user_id": ["a", "b"], "document": ["da", "db"]}), 3, 7)
+    assert out.column("user_id").to_pylist() == ["a"] * 3 + ["b"] * 3
+    assert out.column("document").to_pylist() == ["da"] * 3 + ["db"] * 3
+    assert out.column("sample").to_pylist() == [0, 1, 2, 0, 1, 2]
+    assert out.column("seed").to_pylist()[4] == sample_seed(7, "student", "b", 1)
+
+
+def test_vote_makes_one_row_per_user_in_sample_order_and_keeps_engine_errors() -> None:
+    import pyarrow as pa
+
+    from conf_profile.infer import _OUTPUTS, _vote
+
+    taxonomy = load_taxonomy()
+    male = taxonomy.attribute("gender").value_names[0]
+    other = taxonomy.attribute("gender").value_names[1]
+    outputs = pa.Table.from_pylist([  # shuffled, as a group-by hands them over
+        {"user_id": "b", "sample": 1, "generated_text": None, "engine_error": "prompt too long", "output_tokens": 0},
+        {"user_id": "a", "sample": 2, "generated_text": _out(other, 2), "engine_error": None, "output_tokens": 5},
+        {"user_id": "a", "sample": 0, "generated_text": _out(male, 5), "engine_error": None, "output_tokens": 7},
+        {"user_id": "a", "sample": 1, "generated_text": _out(male, 5), "engine_error": None, "output_tokens": 6},
+        {"user_id": "b", "sample": 0, "generated_text": None, "engine_error": "prompt too long", "output_tokens": 0},
+    ], schema=_OUTPUTS)  # fmt: skip
+    provenance = {"model": "m", "taxonomy_version": "t", "run_id": "r", "generated_at": "g"}
+    rows = {r["user_id"]: r for r in _vote(outputs, taxonomy, None, (0.2, 0.4, 0.6, 0.8, 1.0), provenance).to_pylist()}
+    assert set(rows) == {"a", "b"}
+    assert rows["a"]["gender"] == male and rows["a"]["error"] is None and rows["a"]["rationale"] == male
+    assert (rows["a"]["_outputs"], rows["a"]["_output_tokens"]) == (3, 18)
+    assert rows["b"]["error"] == "engine: prompt too long" and rows["b"]["gender"] == "unknown"
+    assert rows["b"]["model"] == "m" and rows["b"]["run_id"] == "r"
+
+
+def test_attribute_rows_carry_the_provenance_of_their_user() -> None:
+    import pyarrow as pa
+
+    from conf_profile.core.profiles import profile_row, profile_schema
+    from conf_profile.infer import PROVENANCE, _attributes, attributes_schema
+
+    taxonomy = load_taxonomy()
+    value = taxonomy.attribute("gender").value_names[0]
+    prov = {"taxonomy_version": "t", "run_id": "r", "generated_at": "g"}
+    rows = [{**profile_row(u, _out(value, 4), taxonomy, None), "model": f"m{u}", **prov} for u in ("a", "b")]
+
+    table = _attributes(pa.Table.from_pylist(rows, schema=profile_schema(taxonomy, PROVENANCE)), taxonomy)
+    assert table.num_rows == 2 * len(taxonomy.attribute_names)
+    assert [(r["user_id"], r["model"]) for r in table.to_pylist()] == [("a", "ma"), ("b", "mb")] * len(
+        taxonomy.attribute_names
+    )
+    assert table.schema == attributes_schema(taxonomy)

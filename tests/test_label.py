@@ -89,8 +89,6 @@ def test_aggregate_and_evaluate_the_tiny_models_samples(run_dir, labeled) -> Non
     """The aggregate and evaluate stages on real teacher samples (3 per user) of the tiny model."""
     import json
 
-    import pyarrow as pa
-
     from conf_profile.aggregate import run_aggregate
     from conf_profile.core.student import parse_student_output
     from conf_profile.evaluate import run_evaluate
@@ -228,13 +226,38 @@ def test_label_sets_are_the_first_users_then_the_next_heldout_users() -> None:
     from conf_profile.core.settings import LabelConfig
     from conf_profile.label import label_sets
 
-    docs = pa.table({"user_id": [f"u{i}" for i in range(10)]})
-    train, heldout = label_sets(docs, LabelConfig(max_users=4, heldout_users=3))
-    assert train.column("user_id").to_pylist() == ["u0", "u1", "u2", "u3"]
-    assert heldout.column("user_id").to_pylist() == ["u4", "u5", "u6"]
-    train, heldout = label_sets(docs, LabelConfig(max_users=8, heldout_users=5))  # only 2 are left to hold out
-    assert train.num_rows == 8 and heldout.column("user_id").to_pylist() == ["u8", "u9"]
-    train, heldout = label_sets(docs, LabelConfig(max_users=0))
-    assert train.num_rows == 10 and heldout.num_rows == 0
+    first = [f"u{i}" for i in range(7)]  # first_users: the first max_users + heldout_users ids in order
+    assert label_sets(first, LabelConfig(max_users=4, heldout_users=3)) == (
+        ["u0", "u1", "u2", "u3"],
+        ["u4", "u5", "u6"],
+    )
+    first = [f"u{i}" for i in range(10)]  # only 10 users: 2 are left to hold out
+    assert label_sets(first, LabelConfig(max_users=8, heldout_users=5)) == ([f"u{i}" for i in range(8)], ["u8", "u9"])
     with pytest.raises(ValueError, match="none is left to hold out"):
         LabelConfig(max_users=0, heldout_users=2).validate()
+
+
+def test_requests_fan_each_user_out_into_k_rows_with_seeds_and_provenance() -> None:
+    from conf_profile.core.labeling import sample_seed
+    from conf_profile.core.settings import TeacherConfig
+    from conf_profile.label import _Requests
+
+    teacher = TeacherConfig(name="a", model="tiny", samples=3, weight=0.5, seed=9)
+    docs = pa.table({"user_id": ["u1", "u2"], "document": ["d1", "d2"], "content_hash": ["h1", "h2"]})
+    out = _Requests(teacher, "/models/tiny", "tax-v", "prompt-v")(docs)
+    assert out.num_rows == 6
+    assert list(zip(out["user_id"].to_pylist(), out["sample"].to_pylist(), strict=True)) == [
+        ("u1", 0), ("u1", 1), ("u1", 2), ("u2", 0), ("u2", 1), ("u2", 2)]  # fmt: skip
+    assert out["document"].to_pylist()[3:] == ["d2"] * 3 and out["content_hash"].to_pylist()[:3] == ["h1"] * 3
+    assert out["seed"].to_pylist()[5] == sample_seed(9, "a", "u2", 2)
+    assert set(out["teacher_weight"].to_pylist()) == {0.5} and set(out["prompt_version"].to_pylist()) == {"prompt-v"}
+    assert out.schema.field("sample").type == samples_schema(load_taxonomy()).field("sample").type  # the join key
+
+
+def test_done_keys_are_this_prompt_versions_keys_only() -> None:
+    from conf_profile.label import DONE_KEY, _with_version
+
+    keys = pa.table({"user_id": ["u1", "u1", "u2"], "sample": pa.array([0, 1, 0], pa.int32()),
+                     "content_hash": ["h", "h", "h"], "prompt_version": ["v1", "v2", "v1"]})  # fmt: skip
+    done = _with_version(keys, "v1")
+    assert done.column_names == list(DONE_KEY) and done["sample"].to_pylist() == [0, 0]

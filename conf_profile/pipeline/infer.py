@@ -12,11 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from conf_profile.cli import id_key
-from conf_profile.core.privacy import pseudonym
 from conf_profile.core.profiles import long_form
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
@@ -36,23 +32,13 @@ def final_model(run_dir: Path) -> tuple[str, Path]:
 
 
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    from conf_profile.infer import replace_folder, run_infer, without_labeled
+    from conf_profile.infer import run_infer
 
     name, model = final_model(run_dir)
-    entry = run_infer(cfg, run_dir, str(model), cfg.infer.date)
-    attributes = pq.read_table(run_dir / "profile_attributes" / f"dt={entry['date']}")
-    key = id_key(cfg)
-    if key is not None:  # the report joins on the real ids: map the pseudonyms back through the documents
-        ids = pq.read_table(run_dir / "documents", columns=["user_id"]).column("user_id").to_pylist()
-        real = {pseudonym(u, key): u for u in ids}
-        attributes = attributes.set_column(0, "user_id", pa.array([real[p] for p in attributes["user_id"].to_pylist()]))
-    attributes = without_labeled(attributes, run_dir)
     for other in {"rl", "sft"} - {name}:  # the other student of an earlier try: the report shows this run's final one
         shutil.rmtree(run_dir / "predictions" / f"student_{other}", ignore_errors=True)
-    predictions = run_dir / "predictions" / f"student_{name}"
-    replace_folder(predictions, {"part-0.parquet": attributes})
-    held_out = len(attributes.column("user_id").unique())
-    entry = {**entry, "student": f"student_{name}", "predictions": str(predictions), "held_out_users": held_out}
+    entry = run_infer(cfg, run_dir, str(model), cfg.infer.date, predictions=f"student_{name}")
+    entry["student"] = f"student_{name}"
     if name == "rl":
         scored = _sft_on_scored_users(cfg, run_dir)
         if scored is not None:
@@ -63,16 +49,16 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
 def _sft_on_scored_users(cfg: Config, run_dir: Path) -> int | None:
     """predictions/student_sft for the users the teacher labeled for scoring only; None without them."""
     from conf_profile.aggregate import heldout_users
-    from conf_profile.infer import profile_users, read_calibration, replace_folder
-    from conf_profile.label import read_documents
+    from conf_profile.infer import documents_dataset, long_schema, profile_dataset, read_calibration, write_dataset
 
     users = heldout_users(run_dir)
     if users is None:
         return None
-    docs = read_documents(run_dir, ["user_id", "document"])
-    docs = docs.filter(pc.is_in(docs.column("user_id"), value_set=pa.array(users, pa.string())))
-    model = str(run_dir / "models" / "sft")
-    profiles, _ = profile_users(cfg, docs, model, read_calibration(run_dir), run_dir.name)
-    replace_folder(run_dir / "predictions" / "student_sft",
-                   {"part-0.parquet": long_form(profiles, load_taxonomy(cfg.taxonomy.path))})  # fmt: skip
-    return profiles.num_rows
+    docs = documents_dataset(run_dir, only=pa.array(users, pa.string()))[0]
+    profiles, entry = profile_dataset(
+        cfg, docs, str(run_dir / "models" / "sft"), read_calibration(run_dir), run_dir.name
+    )
+    taxonomy = load_taxonomy(cfg.taxonomy.path)
+    long = profiles.map_batches(long_form, fn_args=(taxonomy,), batch_format="pyarrow")
+    write_dataset(long, run_dir / "predictions" / "student_sft", long_schema(taxonomy))
+    return entry["users"]
