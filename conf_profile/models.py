@@ -1,4 +1,4 @@
-"""Embedded models: the demo LLM from its wheel, a tiny test model, and a vLLM chat helper (DESIGN.md 3).
+"""Embedded models: the demo LLM from its wheel, a tiny test model, and a vLLM chat helper (docs/architecture.md 3).
 
 No hub access on these machines, so every model is built from files that are already installed:
 

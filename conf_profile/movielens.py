@@ -3,7 +3,7 @@
 
 The source is the official ``ml-100k.zip`` (or its extracted folder), or the ``recbole==1.2.1`` wheel, which
 ships the data set; without a source the wheel is fetched once with ``pip download --no-deps`` into
-``<cache>/movielens/`` (DESIGN.md section 3). The data's licence forbids redistribution: nothing here is
+``<cache>/movielens/`` (docs/architecture.md 3). The data's licence forbids redistribution: nothing here is
 committed, and ``out`` should stay outside the repository (``data/`` is ignored).
 """
 

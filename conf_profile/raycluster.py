@@ -15,7 +15,7 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     if ray.is_initialized():
         return
     cfg = cfg or RayConfig()
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # readable Ray Train logs (DESIGN.md 3)
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # readable Ray Train logs (docs/architecture.md 3)
     common = {"log_to_driver": True, "logging_level": "WARNING"}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**common)

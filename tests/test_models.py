@@ -1,4 +1,4 @@
-"""Embedded models: the tiny test model, the demo model from its wheel, and vLLM on CPU (DESIGN.md 3)."""
+"""Embedded models: the tiny test model, the demo model from its wheel, and vLLM on CPU (docs/architecture.md 3)."""
 
 from __future__ import annotations
 

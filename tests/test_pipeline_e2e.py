@@ -1,10 +1,16 @@
-"""The whole pipeline as users run it (`python -m jobs.pipeline`, quick profile on the tiny model): every
-input user ends in profiles/ or rejects/, the tables match the contract, a re-run resumes, --from/--to
-redo a range, and re-running a date replaces its partition."""
+"""The whole pipeline as users run it (quick profile on the tiny model): first under `ray job submit` against
+a real local Ray head (127.0.0.1) with the checked-in runtime environment, as a data engineer runs it on a
+cluster; then `python -m jobs.pipeline` on the same run directory. Every input user ends in profiles/ or
+rejects/, the tables match the contract, a re-run resumes, --from/--to redo a range, and re-running a date
+replaces its partition. One pipeline run serves all of these checks (a second full run under job submit
+alone would repeat every stage for the same assertions)."""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +26,7 @@ from conf_profile.infer import PROVENANCE
 from conf_profile.pipeline.runner import STAGE_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 DATE = "2026-11-20"
 HELDOUT = ("--set", "label.heldout_users=6")  # the teacher also labels 6 users for scoring only
 
@@ -32,6 +39,36 @@ def _pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedPr
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _job_submit(run_dir: Path, cache: Path, *extra: str) -> tuple[subprocess.CompletedProcess, str]:
+    """The pipeline under `ray job submit` on a fresh local head (stopped afterwards); (the CLI's result,
+    the token the head, CLI and job shared)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this environment's
+    # Token authentication, as a shared cluster should run (Ray 2.59 turns it on for local clusters anyway):
+    # the head, the CLI and the job share the token through the environment.
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)})
+    gcs, dashboard = _free_port(), _free_port()
+    head = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"]  # fmt: skip
+    started = subprocess.run(head, env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        job = ["python", "-m", "jobs.pipeline", "--config", "jobs/configs/quick.yaml", "--run-dir", str(run_dir),
+               "--set", f"models.cache_dir={cache}", "--set", f"infer.date={DATE}", *extra]  # fmt: skip
+        submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--runtime-env",
+                  "jobs/runtime_env.yaml", "--working-dir", ".", "--", *job]  # fmt: skip
+        res = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    return res, env["RAY_AUTH_TOKEN"]
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.llm
@@ -39,8 +76,11 @@ def _pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedPr
 @pytest.mark.e2e
 def test_quick_pipeline_end_to_end(tmp_path) -> None:
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    first = _pipeline(run_dir, cache, *HELDOUT)
-    assert first.returncode == 0, first.stderr[-3000:]
+    first, token = _job_submit(run_dir, cache, *HELDOUT)
+    # ray job submit streams the job's stdout and stderr back into its own output
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    assert "succeeded" in (first.stdout + first.stderr).lower()
+    assert token not in first.stdout + first.stderr  # the secret is never printed
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [s for s in STAGE_NAMES if manifest["stages"][s]["status"] == "ok"] == list(STAGE_NAMES)
     assert set(manifest["run"]) >= {"taxonomy_version", "teacher_prompt_version", "student_prompt_version"}
@@ -73,9 +113,10 @@ def test_quick_pipeline_end_to_end(tmp_path) -> None:
     assert len(profiled) == len(set(profiled))  # one row per user
     assert input_users == set(profiled) | rejected_users and not set(profiled) & rejected_users
     assert len(input_users) == 30 and manifest["stages"]["infer"]["users"] == len(profiled)
+    assert len(profiled) == manifest["stages"]["ingest"]["users_out"] > 0
     assert "every input user accounted for" in first.stdout
 
-    # The contract's schema (DESIGN.md 1.7), provenance included; the long form beside it.
+    # The contract's schema (docs/architecture.md 1), provenance included; the long form beside it.
     taxonomy = load_taxonomy()
     assert profiles.schema.remove_metadata() == profile_schema(taxonomy, PROVENANCE)
     assert set(profiles.column("taxonomy_version").to_pylist()) == {taxonomy.version}

@@ -1,4 +1,4 @@
-"""Student outputs -> profile rows (DESIGN.md 1.7): one wide row per user, and the long form.
+"""Student outputs -> profile rows (docs/architecture.md 1): one wide row per user, and the long form.
 
 The student states a calibrated level 1..5 per attribute; its confidence (0..1) is the level's confidence in
 the saved calibrator (the mean raw vote confidence of that level when it was fitted), or level / 5 without

@@ -61,7 +61,7 @@ class ModelsConfig:
 
 @dataclass
 class IngestConfig:
-    """``jobs.ingest``: raw logs -> documents/ + rejects/ (DESIGN.md sections 1 and 1.7)."""
+    """``jobs.ingest``: raw logs -> documents/ + rejects/ (docs/architecture.md 1)."""
 
     format: Literal["auto", "parquet", "jsonl"] = "auto"  # auto: by file extension
     token_budget: int = 1200  # the whole document (estimated tokens, see core.events.estimate_tokens)
@@ -75,7 +75,7 @@ class IngestConfig:
     block_mb: int = 32  # Ray Data's target block size
     split_mb: int = 64  # Parquet row groups read by one pass-1 task (compressed bytes)
     batch_rows: int = 8192  # rows per validation batch
-    cpus_per_task: float = 0.5  # fractional, so that small nodes run tasks side by side (DESIGN.md 3)
+    cpus_per_task: float = 0.5  # fractional, so that small nodes run tasks side by side (docs/architecture.md 3)
 
     def validate(self) -> None:
         unknown = set(self.source_budgets) - set(SOURCES)
