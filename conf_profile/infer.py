@@ -38,7 +38,7 @@ from conf_profile.core.profiles import consensus_rows, long_form, profile_schema
 from conf_profile.core.settings import Config
 from conf_profile.core.student import student_schema, student_system_prompt
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
-from conf_profile.label import SMALL_CPUS, ChatRequest, engine_device, keep_users, processor_config
+from conf_profile.label import SMALL_CPUS, ChatRequest, engine_device, first_users, keep_users, processor_config
 from conf_profile.label import documents_dataset as label_documents
 
 PROVENANCE = ("model", "taxonomy_version", "run_id", "generated_at")
@@ -59,12 +59,9 @@ def run_infer(
     init_ray(cfg.ray)
     docs, total = documents_dataset(run_dir, cfg)
     profiles, entry = profile_dataset(cfg, docs, model, read_calibration(run_dir), run_dir.name)
-    selected = docs.count()
-    if entry["users"] != selected:
-        raise RuntimeError(f"{selected - entry['users']} of {selected} users came back from the engine without a row")
-    entry["left_out"] = total - selected  # by infer.max_users / infer.exclude_labeled
+    entry["left_out"] = total - entry["users"]  # by infer.max_users / infer.exclude_labeled
     if eval_name:
-        write_dataset(_long(profiles, taxonomy), run_dir / "predictions" / eval_name, long_schema(taxonomy))
+        write_dataset(long_dataset(profiles, taxonomy), run_dir / "predictions" / eval_name, long_schema(taxonomy))
         entry.update({"predictions": str(run_dir / "predictions" / eval_name), "written": [f"predictions/{eval_name}"]})
     else:
         date = date or datetime.now(UTC).date().isoformat()
@@ -77,7 +74,9 @@ def run_infer(
     if predictions:
         held_out = profiles.map_batches(_drop_users, fn_args=(labeled_users(run_dir),), batch_format="pyarrow",
                                         num_cpus=SMALL_CPUS)  # fmt: skip
-        rows = write_dataset(_long(held_out, taxonomy), run_dir / "predictions" / predictions, long_schema(taxonomy))
+        rows = write_dataset(
+            long_dataset(held_out, taxonomy), run_dir / "predictions" / predictions, long_schema(taxonomy)
+        )
         entry.update({"predictions": str(run_dir / "predictions" / predictions),
                       "held_out_users": rows // max(1, len(taxonomy.attribute_names))})  # fmt: skip
     entry["seconds"] = round(time.monotonic() - started, 1)
@@ -107,7 +106,7 @@ def documents_dataset(run_dir: Path, cfg: Config | None = None, only: pa.Array |
         docs = docs.map_batches(_drop_users, fn_args=(labeled_users(run_dir),), batch_format="pyarrow",
                                 num_cpus=SMALL_CPUS)  # fmt: skip
     if cfg is not None and cfg.infer.max_users:
-        docs = docs.sort("user_id").limit(cfg.infer.max_users)
+        docs = keep_users(docs, pa.array(first_users(docs, cfg.infer.max_users), pa.string()))
     return docs, total
 
 
@@ -133,7 +132,7 @@ def profile_dataset(
     cfg: Config, docs: Any, model: str, calibration: dict | None, run_id: str
 ) -> tuple[Any, dict[str, Any]]:
     """(the voted profile rows of ``docs`` (user_id, document) as a materialized Ray dataset, one row per
-    user with provenance; the manifest facts)."""
+    user with provenance; the manifest facts). Raises when a user comes back from the engine without a row."""
     import ray
     import ray.data
     from ray.data.llm import build_processor
@@ -156,23 +155,31 @@ def profile_dataset(
         preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
         postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
     )
+    facts = {"device": device, "model": model, "dtype": engine_dtype(engine.dtype, device, cpu_flags()),
+             "calibration": "calibration.json" if calibration else "none (confidence = level / 5)",
+             "samples": infer.samples}  # fmt: skip
+    selected = docs.count()  # an execution of its own, before any engine starts
+    if not selected:  # nothing to profile: no engine is started
+        empty = ray.data.from_arrow(profile_schema(taxonomy, PROVENANCE).empty_table())
+        return empty, {**facts, "users": 0, "parse_errors": 0, "outputs": 0, "output_tokens": 0}
     requests = docs.map_batches(_requests, fn_args=(infer.samples, infer.seed), batch_format="pyarrow",
                                 num_cpus=SMALL_CPUS)  # fmt: skip
     outputs = processor(requests).map_batches(_output_table, batch_format="pyarrow", num_cpus=SMALL_CPUS)
     vote_args = (taxonomy, calibration, tuple(cfg.aggregate.confidence_weights), provenance)
     if infer.samples > 1:  # the k outputs of a user meet in one group
+        # materialized first: the group-by's shuffle tasks ask for whole CPUs, which the engines hold until done
+        outputs = outputs.materialize()
         voted = outputs.groupby("user_id").map_groups(_vote, fn_args=vote_args, batch_format="pyarrow",
                                                       num_cpus=SMALL_CPUS)  # fmt: skip
     else:
         voted = outputs.map_batches(_vote, fn_args=vote_args, batch_format="pyarrow", num_cpus=SMALL_CPUS)
     voted = voted.materialize()
     counts = _totals(voted)
+    if counts["users"] != selected:
+        raise RuntimeError(f"{selected - counts['users']} of {selected} users came back from the engine without a row")
     profiles = voted.drop_columns(list(_COUNTS))
-    entry: dict[str, Any] = {"users": counts["users"], "parse_errors": counts["errors"], "device": device,
-                             "model": model, "dtype": engine_dtype(engine.dtype, device, cpu_flags()),
-                             "calibration": "calibration.json" if calibration else "none (confidence = level / 5)",
-                             "samples": infer.samples, "outputs": counts["_outputs"],
-                             "output_tokens": counts["_output_tokens"]}  # fmt: skip
+    entry: dict[str, Any] = {**facts, "users": counts["users"], "parse_errors": counts["errors"],
+                             "outputs": counts["_outputs"], "output_tokens": counts["_output_tokens"]}  # fmt: skip
     return profiles, entry
 
 
@@ -187,7 +194,9 @@ def profile_users(
     from conf_profile.raycluster import init_ray
 
     init_ray(cfg.ray)
-    profiles, entry = profile_dataset(cfg, ray.data.from_arrow(docs), model, calibration, run_id)
+    step = max(1, cfg.infer.engine.batch_size // cfg.infer.samples)  # engine-batch blocks: every replica gets work
+    blocks = [docs.slice(i, step) for i in range(0, docs.num_rows, step)] or [docs]
+    profiles, entry = profile_dataset(cfg, ray.data.from_arrow(blocks), model, calibration, run_id)
     schema = profile_schema(load_taxonomy(cfg.taxonomy.path), PROVENANCE)
     tables = [t for t in ray.get(profiles.to_arrow_refs()) if t.num_rows]
     return pa.concat_tables([schema.empty_table(), *tables]).sort_by("user_id"), entry
@@ -210,7 +219,7 @@ def attributes_schema(taxonomy: Taxonomy) -> pa.Schema:
     return _attributes(profile_schema(taxonomy, PROVENANCE).empty_table(), taxonomy).schema
 
 
-def _long(profiles: Any, taxonomy: Taxonomy) -> Any:
+def long_dataset(profiles: Any, taxonomy: Taxonomy) -> Any:
     return profiles.map_batches(long_form, fn_args=(taxonomy,), batch_format="pyarrow", num_cpus=SMALL_CPUS)
 
 

@@ -65,7 +65,7 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     init_ray(cfg.ray)
     docs, total = documents_dataset(run_dir, ["user_id", "document", "content_hash"])
-    first = first_users(docs, cfg.label) if cfg.label.max_users and total else []
+    first = first_users(docs, cfg.label.max_users + cfg.label.heldout_users) if cfg.label.max_users and total else []
     train_ids, heldout_ids = label_sets(first, cfg.label)
     device = engine_device(cfg.label.engine, ray.cluster_resources())
     entry: dict[str, Any] = {"users": len(train_ids) if cfg.label.max_users else total, "device": device,
@@ -153,11 +153,10 @@ def _keep_users(table: pa.Table, users: pa.Array) -> pa.Table:
     return table.filter(pc.is_in(table.column("user_id"), value_set=users))
 
 
-def first_users(docs: Any, label: LabelConfig) -> list[str]:
-    """The first label.max_users + label.heldout_users user ids in order (a sort on the cluster; only those
-    ids come back)."""
-    ids = docs.select_columns(["user_id"]).sort("user_id").limit(label.max_users + label.heldout_users)
-    return [row["user_id"] for row in ids.take_all()]
+def first_users(docs: Any, n: int) -> list[str]:
+    """The first ``n`` user ids in order: a sort on the cluster, in an execution of its own (its tasks ask for
+    whole CPUs, which engine actors would hold); only those ids come back."""
+    return [row["user_id"] for row in docs.select_columns(["user_id"]).sort("user_id").limit(n).take_all()]
 
 
 def label_sets(first: list[str], label: LabelConfig) -> tuple[list[str], list[str]]:

@@ -65,19 +65,21 @@ def test_profiles_one_row_per_user_and_a_rerun_replaces_the_date(run_dir) -> Non
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.llm
-def test_self_consistency_votes_k_outputs_into_one_row_per_user(run_dir) -> None:
+def test_self_consistency_votes_k_outputs_into_one_row_per_user_of_the_first_max_users(run_dir) -> None:
     from conf_profile.infer import run_infer
     from conf_profile.models import tiny_model_dir
 
+    # infer.max_users=4 as well: the first 4 users by id (picked by a sort on the cluster before the engines start)
     overrides = [f"models.cache_dir={run_dir / 'cache'}", "infer.max_tokens=600", "infer.samples=3",
-                 "infer.temperature=0.8"]  # fmt: skip
+                 "infer.temperature=0.8", "infer.max_users=4"]  # fmt: skip
     cfg = build(Config, overrides=overrides)
     entry = run_infer(cfg, run_dir, str(tiny_model_dir(run_dir / "cache")), eval_name="student_k3")
-    assert entry["samples"] == 3 and entry["outputs"] == 18 and entry["users"] == 6
+    assert entry["samples"] == 3 and entry["outputs"] == 12 and entry["users"] == 4 and entry["left_out"] == 2
     predictions = pq.read_table(run_dir / "predictions" / "student_k3")
     taxonomy = load_taxonomy()
-    assert predictions.num_rows == 6 * len(taxonomy.attribute_names)
-    assert predictions.group_by("user_id").aggregate([("attribute", "count")]).num_rows == 6
+    assert predictions.num_rows == 4 * len(taxonomy.attribute_names)
+    first = sorted(pq.read_table(run_dir / "documents", columns=["user_id"]).column("user_id").to_pylist())[:4]
+    assert sorted(set(predictions.column("user_id").to_pylist())) == first
     answered = [r for r in predictions.to_pylist() if r["value"] != "unknown"]
     assert all(1 <= r["level"] <= 5 and 0.0 <= r["confidence"] <= 1.0 for r in answered)
 
@@ -162,3 +164,26 @@ def test_attribute_rows_carry_the_provenance_of_their_user() -> None:
         taxonomy.attribute_names
     )
     assert table.schema == attributes_schema(taxonomy)
+
+
+@pytest.mark.ray
+def test_no_documents_write_empty_tables_without_starting_an_engine(tmp_path) -> None:
+    from conf_profile.core.profiles import profile_schema
+    from conf_profile.infer import PROVENANCE, attributes_schema, run_infer
+    from conf_profile.ingest import DOCUMENT_SCHEMA
+
+    run = tmp_path / "run"
+    (run / "documents").mkdir(parents=True)
+    pq.write_table(DOCUMENT_SCHEMA.empty_table(), run / "documents" / "part-00000.parquet")
+    # a model folder that no engine could load: the job must not try
+    model = tmp_path / "not-loadable"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    cfg = build(Config, overrides=[f"models.cache_dir={tmp_path / 'cache'}"])
+    entry = run_infer(cfg, run, str(model), date="2026-11-03")
+    assert entry["users"] == 0 and entry["outputs"] == 0 and entry["left_out"] == 0
+    profiles = pq.read_table(run / "profiles" / "dt=2026-11-03")
+    attributes = pq.read_table(run / "profile_attributes" / "dt=2026-11-03")
+    assert profiles.num_rows == attributes.num_rows == 0
+    assert profiles.schema.remove_metadata() == profile_schema(load_taxonomy(), PROVENANCE)
+    assert attributes.schema.remove_metadata() == attributes_schema(load_taxonomy())

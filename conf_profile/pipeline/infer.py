@@ -13,7 +13,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from conf_profile.core.profiles import long_form
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
 from conf_profile.runs import read_manifest
@@ -49,7 +48,14 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
 def _sft_on_scored_users(cfg: Config, run_dir: Path) -> int | None:
     """predictions/student_sft for the users the teacher labeled for scoring only; None without them."""
     from conf_profile.aggregate import heldout_users
-    from conf_profile.infer import documents_dataset, long_schema, profile_dataset, read_calibration, write_dataset
+    from conf_profile.infer import (
+        documents_dataset,
+        long_dataset,
+        long_schema,
+        profile_dataset,
+        read_calibration,
+        write_dataset,
+    )
 
     users = heldout_users(run_dir)
     if users is None:
@@ -59,6 +65,5 @@ def _sft_on_scored_users(cfg: Config, run_dir: Path) -> int | None:
         cfg, docs, str(run_dir / "models" / "sft"), read_calibration(run_dir), run_dir.name
     )
     taxonomy = load_taxonomy(cfg.taxonomy.path)
-    long = profiles.map_batches(long_form, fn_args=(taxonomy,), batch_format="pyarrow")
-    write_dataset(long, run_dir / "predictions" / "student_sft", long_schema(taxonomy))
+    write_dataset(long_dataset(profiles, taxonomy), run_dir / "predictions" / "student_sft", long_schema(taxonomy))
     return entry["users"]
