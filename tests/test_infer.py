@@ -114,9 +114,9 @@ def test_requests_repeat_each_user_k_times_with_its_sample_seeds() -> None:
     import pyarrow as pa
 
     from conf_profile.core.labeling import sample_seed
-    from conf_profile.infer import _requests
+    from conf_profile.label import with_samples
 
-    out = _requests(pa.table({"user_id": ["a", "b"], "document": ["da", "db"]}), 3, 7)
+    out = with_samples(pa.table({"user_id": ["a", "b"], "document": ["da", "db"]}), 3, 7, "student")
     assert out.column("user_id").to_pylist() == ["a"] * 3 + ["b"] * 3
     assert out.column("document").to_pylist() == ["da"] * 3 + ["db"] * 3
     assert out.column("sample").to_pylist() == [0, 1, 2, 0, 1, 2]
