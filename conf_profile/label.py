@@ -22,6 +22,7 @@ every stage, teacher and student, on the same users.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -34,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from conf_profile.core.hardware import cpu_flags, engine_dtype
+from conf_profile.core.hardware import TEACHER_RESOURCE, cpu_flags, enforce_eager, engine_dtype, pinned_resources
 from conf_profile.core.labeling import (
     chat_messages,
     output_schema,
@@ -67,7 +68,8 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
     docs, total = documents_dataset(run_dir, ["user_id", "document", "content_hash"])
     first = first_users(docs, cfg.label.max_users + cfg.label.heldout_users) if cfg.label.max_users and total else []
     train_ids, heldout_ids = label_sets(first, cfg.label)
-    device = engine_device(cfg.label.engine, ray.cluster_resources())
+    cluster = ray.cluster_resources()
+    device = engine_device(cfg.label.engine, cluster)
     entry: dict[str, Any] = {"users": len(train_ids) if cfg.label.max_users else total, "device": device,
                              "prompt_version": prompt_version(taxonomy),
                              "dtype": engine_dtype(cfg.label.engine.dtype, device, cpu_flags()),
@@ -80,6 +82,8 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
         sets.append((heldout, len(heldout_ids), run_dir / HELDOUT_SAMPLES, "heldout_teachers"))
     for teacher in cfg.label.teachers:
         model = teacher.model if teacher.endpoint else str(resolve_model(teacher.model, cfg.models.cache_dir))
+        engine = teacher_engine(cfg.label, teacher, cluster)
+        teacher_device = engine_device(engine, cluster)
         for users, n_users, out_root, key in sets:
             fan_out = _Requests(teacher, model, taxonomy.version, entry["prompt_version"])
             requests = users.map_batches(fan_out, batch_format="pyarrow", num_cpus=SMALL_CPUS)
@@ -90,10 +94,10 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
                 requests = requests.materialize()  # before the engines start: the join's tasks need the cores
                 todo = requests.count()
             _log(f"teacher {teacher.name} ({out_root.name}): {todo} samples to generate "
-                 f"({n_users * teacher.samples - todo} already done), {device}")  # fmt: skip
+                 f"({n_users * teacher.samples - todo} already done), {teacher_device}")  # fmt: skip
             if todo:
                 out = out_root / teacher.name / f"part-{new_run_id()}"
-                _generate(requests, teacher, model, taxonomy, cfg, device, out)
+                _generate(requests, teacher, model, taxonomy, cfg, engine, teacher_device, out)
             entry[key][teacher.name] = _teacher_summary(out_root / teacher.name, entry["prompt_version"])
     entry["seconds"] = round(time.monotonic() - started, 1)
     return entry
@@ -177,6 +181,13 @@ def label_sets(first: list[str], label: LabelConfig) -> tuple[list[str], list[st
     return first[: label.max_users], first[label.max_users : label.max_users + label.heldout_users]
 
 
+def teacher_engine(label: LabelConfig, teacher: TeacherConfig, cluster: dict[str, float]) -> EngineConfig:
+    """The teacher's engine settings (label.engine under its own), pinned to the cluster's teacher nodes
+    when it declares that resource and no resources are configured."""
+    engine = label.engine_for(teacher)
+    return dataclasses.replace(engine, resources=pinned_resources(engine.resources, cluster, TEACHER_RESOURCE))
+
+
 def engine_device(engine: EngineConfig, resources: dict[str, float]) -> str:
     if engine.device != "auto":
         return engine.device
@@ -236,8 +247,9 @@ class _Requests:
 
 
 def _generate(
-    requests: Any, teacher: TeacherConfig, model: str, taxonomy: Taxonomy, cfg: Config, device: str, out: Path
-) -> None:
+    requests: Any, teacher: TeacherConfig, model: str, taxonomy: Taxonomy, cfg: Config, engine: EngineConfig,
+    device: str, out: Path,
+) -> None:  # fmt: skip
     import ray.data
     from ray.data.llm import build_processor
 
@@ -251,7 +263,7 @@ def _generate(
         processor = _http_processor(teacher, system, schema)
     else:
         processor = build_processor(
-            processor_config(model, cfg.label.engine, device, structured=schema is not None),
+            processor_config(model, engine, device, structured=schema is not None),
             preprocess=ChatRequest(system, params, schema, request_seeds=device == "gpu"),
             postprocess=KeepGeneration(taxonomy.attribute_names),
             preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
@@ -289,10 +301,12 @@ def processor_config(model: str, engine: EngineConfig, device: str, structured: 
         "max_model_len": engine.max_model_len,
         "tensor_parallel_size": engine.tensor_parallel_size,
         "enable_prefix_caching": True,  # the shared prompt prefix is reused across users
-        "enforce_eager": engine.enforce_eager,
+        "enforce_eager": enforce_eager(engine.enforce_eager, device),
         "dtype": engine_dtype(engine.dtype, device, cpu_flags()),
         "seed": 0,
     }
+    if engine.max_num_seqs:
+        engine_kwargs["max_num_seqs"] = engine.max_num_seqs
     if structured:
         # xgrammar, and compact JSON: small models otherwise spend their tokens on whitespace that the
         # grammar allows between tokens (a per-request flag is not enough; it is an engine setting).

@@ -9,27 +9,42 @@ so ZeRO-3 shards are gathered); the driver copies it to ``models/<name>/``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
 import tempfile
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from conf_profile.core.hardware import TRAINER_RESOURCE, pinned_resources, train_workers
 from conf_profile.core.settings import Config, TrainerSettings
 from conf_profile.core.training import deepspeed_config
 from conf_profile.runs import checkpoint_location
 
+T = typing.TypeVar("T", bound=TrainerSettings)
 
-def use_gpu(cfg: Config, settings: TrainerSettings) -> bool:
+
+def placement(cfg: Config, settings: T) -> tuple[bool, T]:
+    """(GPU or not; the settings with the worker count and the per-worker custom resources resolved for
+    this cluster: core.hardware.train_workers and pinned_resources)."""
     import ray
 
     from conf_profile.raycluster import init_ray
 
     init_ray(cfg.ray)
-    return settings.device == "gpu" or (settings.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+    cluster = ray.cluster_resources()
+    gpu = settings.device == "gpu" or (settings.device == "auto" and cluster.get("GPU", 0) > 0)
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    resolved = dataclasses.replace(
+        settings, workers=train_workers(settings.workers, gpu, nodes),
+        resources=pinned_resources(settings.resources, cluster, TRAINER_RESOURCE),
+    )  # fmt: skip
+    resolved.validate()  # e.g. global_batch_size against the resolved worker count
+    return gpu, resolved
 
 
 def fit(
@@ -48,13 +63,16 @@ def fit(
         "deepspeed": deepspeed_config(t.zero_stage, t.micro_batch_size, t.grad_accum, t.workers, bf16=gpu,
                                       offload_optimizer=t.offload_optimizer, offload_params=t.offload_params),
     }  # fmt: skip
-    log(stage, f"{t.workers} {'GPU' if gpu else 'CPU'} workers, ZeRO-{t.zero_stage}, checkpoints in {storage}/{name}")
+    pinned = f" on nodes with {', '.join(t.resources)}" if t.resources else ""
+    kind = "GPU" if gpu else "CPU"
+    log(stage, f"{t.workers} {kind} workers{pinned}, ZeRO-{t.zero_stage}, checkpoints in {storage}/{name}")
     trainer = TorchTrainer(
         loop,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=gpu,
-                                     resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if gpu else {})}),
+                                     resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if gpu else {}),
+                                                           **t.resources}),
         run_config=RunConfig(name=name, storage_path=storage, checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=t.max_failures)),
     )  # fmt: skip

@@ -44,7 +44,7 @@ def run_train_rl(cfg: Config, run_dir: Path) -> dict[str, Any]:
     if users == 0:  # a legitimate outcome (every user easy or noise): the SFT model stays the student
         raytrain.log(STAGE, f"{data} is empty: the difficulty filter kept no user (aggregate.rl_*); skipped")
         return {"skipped": "the RL set is empty (aggregate.rl_* settings)", "users": 0}
-    gpu = raytrain.use_gpu(cfg, t)
+    gpu, t = raytrain.placement(cfg, t)
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     vllm = t.use_vllm == "on" or (t.use_vllm == "auto" and gpu)
     loop_config = {"settings": t.__dict__, "model": str(start.resolve()), "data": str(data.resolve()),

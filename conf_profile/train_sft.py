@@ -31,7 +31,7 @@ def run_train_sft(cfg: Config, run_dir: Path) -> dict[str, Any]:
     examples = pq.read_metadata(train_file).num_rows
     if examples == 0:
         raise ValueError(f"{train_file} has no examples (aggregate.sft_min_mean_level filtered them all?)")
-    gpu = raytrain.use_gpu(cfg, t)
+    gpu, t = raytrain.placement(cfg, t)
     batch = global_batch(t.micro_batch_size, t.grad_accum, t.workers, t.global_batch_size)
     student = str(resolve_model(cfg.models.student, cfg.models.cache_dir))
     has_eval = eval_file.exists() and pq.read_metadata(eval_file).num_rows > 0

@@ -215,7 +215,7 @@ def _raw_vllm(args: argparse.Namespace) -> None:
     from vllm.sampling_params import StructuredOutputsParams
 
     from conf_profile.core.config import build
-    from conf_profile.core.hardware import cpu_flags, engine_dtype
+    from conf_profile.core.hardware import cpu_flags, enforce_eager, engine_dtype
     from conf_profile.core.labeling import output_schema, teacher_messages
     from conf_profile.core.settings import Config, EngineConfig, TeacherConfig
     from conf_profile.core.student import student_messages, student_schema
@@ -231,7 +231,8 @@ def _raw_vllm(args: argparse.Namespace) -> None:
     conversations = [messages(taxonomy, d) for d in docs.column("document").to_pylist() for _ in range(samples)]
     dtype = engine_dtype(engine.dtype, "cpu", cpu_flags())  # as the jobs resolve it
     llm = LLM(model=str(resolve_model(args.model, None)), max_model_len=engine.max_model_len, dtype=dtype,
-              enforce_eager=engine.enforce_eager, enable_prefix_caching=True, seed=0, disable_log_stats=False,
+              enforce_eager=enforce_eager(engine.enforce_eager, "cpu"), enable_prefix_caching=True, seed=0,
+              disable_log_stats=False,
               structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True})  # fmt: skip
     structured = StructuredOutputsParams(json=json.dumps(schema(taxonomy)))
     if args.kind == "infer":

@@ -34,3 +34,93 @@ def test_a_bad_dtype_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="use one of"):
         engine_dtype("half", "cpu", frozenset())
     assert build(Config, overrides=["infer.engine.dtype=float32"]).infer.engine.dtype == "float32"
+
+
+# Simulated clusters: the live nodes' resource dicts as ray.nodes() reports them.
+CPU_LAPTOP = [{"CPU": 2.0, "memory": 2e10}]
+ONE_GPU = [{"CPU": 16.0, "GPU": 1.0}]
+CLUSTER_YAML = [{"CPU": 0.0}, {"CPU": 96.0, "GPU": 8.0, "teacher": 8.0}, {"CPU": 96.0, "GPU": 8.0, "teacher": 8.0},
+                {"CPU": 96.0, "GPU": 8.0, "trainer": 8.0}]  # fmt: skip
+
+
+def _totals(nodes: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for node in nodes:
+        for key, value in node.items():
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def test_training_workers_default_to_the_gpus_of_the_trainer_nodes() -> None:
+    from conf_profile.core.hardware import train_workers
+
+    assert train_workers(0, False, CPU_LAPTOP) == 2  # CPU: two data-parallel workers, as before
+    assert train_workers(0, True, ONE_GPU) == 1  # a 1-GPU node no longer waits forever for a second GPU
+    assert train_workers(0, True, CLUSTER_YAML) == 8  # only the gpu_train node's GPUs, not the teachers'
+    assert train_workers(0, True, CLUSTER_YAML[:3]) == 16  # no trainer node: every GPU node counts
+    assert train_workers(4, True, CLUSTER_YAML) == 4  # an explicit count is kept
+    with pytest.raises(ValueError, match="no GPU node is up"):
+        train_workers(0, True, [{"CPU": 8.0}])  # autoscaling cluster with no GPU node yet: says what to set
+
+
+def test_engines_and_trainers_are_pinned_to_their_node_types_when_the_cluster_declares_them() -> None:
+    from conf_profile.core.hardware import pinned_resources
+    from conf_profile.core.settings import LabelConfig, TeacherConfig
+    from conf_profile.label import processor_config, teacher_engine
+
+    cluster = _totals(CLUSTER_YAML)
+    assert pinned_resources({}, cluster, "trainer") == {"trainer": 1.0}
+    assert pinned_resources({}, _totals(ONE_GPU), "trainer") == {}  # nothing declared: nothing asked
+    engine = teacher_engine(LabelConfig(), TeacherConfig(), cluster)
+    bundles = processor_config("/m", engine, "gpu").placement_group_config["bundles"]
+    assert bundles == [{"GPU": 1, "CPU": 1, "teacher": 1.0}]
+    assert teacher_engine(LabelConfig(), TeacherConfig(), _totals(ONE_GPU)).resources == {}
+
+
+def test_eager_mode_is_off_on_gpu_and_on_on_cpu_unless_set() -> None:
+    from conf_profile.core.hardware import enforce_eager
+    from conf_profile.core.settings import EngineConfig
+    from conf_profile.label import processor_config
+
+    assert processor_config("/m", EngineConfig(), "gpu").engine_kwargs["enforce_eager"] is False  # CUDA graphs
+    assert processor_config("/m", EngineConfig(), "cpu").engine_kwargs["enforce_eager"] is True
+    assert build(Config, overrides=["infer.engine.enforce_eager=true"]).infer.engine.enforce_eager is True
+    with pytest.raises(ValueError, match="enforce_eager"):
+        build(Config, overrides=["label.engine.enforce_eager=sometimes"])
+    with pytest.raises(ValueError, match="auto, true or false"):
+        enforce_eager("yes", "gpu")
+
+
+def test_each_teacher_can_have_its_own_engine_settings() -> None:
+    cfg = build(Config, {"label": {"engine": {"replicas": 2, "max_model_len": 4096}, "teachers": [
+        {"name": "big", "engine": {"tensor_parallel_size": 4, "max_model_len": 8192}}, {"name": "small"}]}})  # fmt: skip
+    big, small = (cfg.label.engine_for(t) for t in cfg.label.teachers)
+    assert (big.tensor_parallel_size, big.replicas, big.max_model_len) == (4, 2, 8192)
+    assert (small.tensor_parallel_size, small.replicas, small.max_model_len) == (1, 2, 4096)
+    with pytest.raises(ValueError, match=r"teachers \(big\)\.engine: unknown config key 'tensor_parallel'"):
+        build(Config, {"label": {"teachers": [{"name": "big", "engine": {"tensor_parallel": 4}}]}})
+    with pytest.raises(ValueError, match="must be >= 1"):
+        build(Config, {"label": {"teachers": [{"name": "big", "engine": {"replicas": 0}}]}})
+
+
+def test_the_training_placement_resolves_workers_and_resources_for_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """raytrain.placement against simulated clusters (a fake of the two ray calls it makes; no Ray starts)."""
+    import ray
+
+    from conf_profile import raycluster, raytrain
+
+    monkeypatch.setattr(raycluster, "init_ray", lambda cfg=None: None)
+    for nodes, expected in ((CPU_LAPTOP, (False, 2, {})), (ONE_GPU, (True, 1, {})),
+                            (CLUSTER_YAML, (True, 8, {"trainer": 1.0}))):  # fmt: skip
+        monkeypatch.setattr(ray, "cluster_resources", lambda nodes=nodes: _totals(nodes))
+        monkeypatch.setattr(ray, "nodes", lambda nodes=nodes: [{"Alive": True, "Resources": n} for n in nodes])
+        cfg = Config()
+        gpu, t = raytrain.placement(cfg, cfg.train_sft)
+        assert (gpu, t.workers, t.resources) == expected
+        assert t.max_length == cfg.train_sft.max_length  # the stage's own settings ride along
+    cfg = build(Config, overrides=["train_rl.workers=3", "train_rl.resources={big_gpu: 1}"])
+    gpu, t = raytrain.placement(cfg, cfg.train_rl)
+    assert (t.workers, t.resources, t.num_generations) == (3, {"big_gpu": 1.0}, cfg.train_rl.num_generations)
+    with pytest.raises(ValueError, match="global_batch_size=8 but"):  # checked once the workers are known
+        cfg = build(Config, overrides=["train_sft.global_batch_size=8"])  # 1 x 2 x 2 CPU workers = 4
+        raytrain.placement(cfg, cfg.train_sft)

@@ -64,3 +64,19 @@ def test_the_job_prints_the_plan_and_the_overrides(tmp_path) -> None:
     bad = subprocess.run([sys.executable, "-m", "jobs.plan", "--model", "nope", "--gpus", "1", "--users", "1"],
                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert bad.returncode != 0 and "known models are" in bad.stderr
+
+
+def test_the_plans_overrides_are_real_config_keys_that_reach_the_engine() -> None:
+    from conf_profile.core.config import build
+    from conf_profile.core.settings import Config
+    from conf_profile.label import processor_config
+
+    p = plan(MODELS["qwen3-32b"], GPUS["h100"], gpus=16, users=1_000_000)
+    for section in ("label", "infer"):
+        cfg = build(Config, overrides=p.config_overrides(section))
+        engine = getattr(cfg, section).engine
+        assert (engine.tensor_parallel_size, engine.replicas, engine.batch_size) == (p.tensor_parallel, p.replicas,
+                                                                                   p.batch_size)  # fmt: skip
+        assert (engine.max_concurrent_batches, engine.max_num_seqs) == (p.max_concurrent_batches, p.max_num_seqs)
+        kwargs = processor_config("/m", engine, "gpu").engine_kwargs
+        assert kwargs["tensor_parallel_size"] == p.tensor_parallel and kwargs["max_num_seqs"] == p.max_num_seqs

@@ -1,4 +1,5 @@
-"""Engine settings that depend on the hardware: which dtype an engine computes in.
+"""Settings that depend on the hardware: an engine's dtype and eager mode, the training workers and the
+custom resources that pin engines and trainers to their node types.
 
 bf16 is fast on CPUs with AVX-512 BF16 or AMX; on AVX2-only CPUs vLLM falls back to slow kernels in bf16
 (the demo's labeling ran about 10x slower there), so ``auto`` serves fp32 on such CPUs. On GPU, ``auto`` is
@@ -12,10 +13,16 @@ dtype explicitly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # either makes bf16 matmuls fast on CPU
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+# The custom resources the node types of cluster.yaml declare (one unit per GPU): a stage that finds its
+# resource on the cluster asks one unit per engine bundle or training worker, and so lands on those nodes.
+TEACHER_RESOURCE = "teacher"
+TRAINER_RESOURCE = "trainer"
+CPU_TRAIN_WORKERS = 2  # data-parallel workers on CPU when train_*.workers is 0 (auto)
 
 
 def engine_dtype(requested: str, device: str, cpu_flags: set[str] | frozenset[str]) -> str:
@@ -48,3 +55,57 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
         if line.startswith("flags"):
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
+
+
+def enforce_eager(requested: bool | str, device: str) -> bool:
+    """vLLM's enforce_eager: ``auto`` is eager on CPU (torch.compile costs about a minute of start-up there
+    for ~15% speed) and CUDA graphs on GPU (eager decodes several times slower there).
+
+    >>> enforce_eager("auto", "cpu"), enforce_eager("auto", "gpu"), enforce_eager(True, "gpu")
+    (True, False, True)
+    """
+    if requested == "auto":
+        return device != "gpu"
+    if not isinstance(requested, bool):
+        raise ValueError(f"enforce_eager={requested!r}: use auto, true or false")
+    return requested
+
+
+def train_workers(
+    requested: int, gpu: bool, nodes: Sequence[Mapping[str, float]], resource: str = TRAINER_RESOURCE
+) -> int:
+    """Ray Train workers: ``requested`` when set (> 0); ``0`` (auto) is, on GPU, the GPUs of the live nodes
+    that declare ``resource`` (of every GPU node when none does), and on CPU ``CPU_TRAIN_WORKERS``.
+    ``nodes`` are the live nodes' resource dicts (``ray.nodes()[i]["Resources"]``).
+
+    >>> nodes = [{"CPU": 8}, {"CPU": 96, "GPU": 8, "teacher": 8}, {"CPU": 96, "GPU": 8, "trainer": 8}]
+    >>> train_workers(0, True, nodes), train_workers(0, True, nodes[:2]), train_workers(3, True, nodes)
+    (8, 8, 3)
+    """
+    if requested < 0:
+        raise ValueError(f"workers={requested}: must be >= 0 (0 = auto)")
+    if requested:
+        return requested
+    if not gpu:
+        return CPU_TRAIN_WORKERS
+    pinned = [n for n in nodes if n.get(resource, 0) > 0]
+    gpus = int(sum(n.get("GPU", 0) for n in (pinned or nodes)))
+    if gpus < 1:
+        raise ValueError("workers=0 (auto) counts the GPUs of the trainer nodes, but no GPU node is up (on an "
+                         "autoscaling cluster whose GPU nodes start on demand, set train_sft.workers and "
+                         "train_rl.workers to the GPUs to use)")  # fmt: skip
+    return gpus
+
+
+def pinned_resources(configured: Mapping[str, float], cluster: Mapping[str, float], resource: str) -> dict[str, float]:
+    """The custom resources one engine bundle or training worker asks for: ``configured`` when any are set;
+    else one unit of ``resource`` when the cluster declares it (the node types of cluster.yaml); else none.
+
+    >>> pinned_resources({}, {"CPU": 8, "trainer": 8}, "trainer"), pinned_resources({}, {"CPU": 8}, "trainer")
+    ({'trainer': 1.0}, {})
+    >>> pinned_resources({"big": 1.0}, {"trainer": 8}, "trainer")
+    {'big': 1.0}
+    """
+    if configured:
+        return dict(configured)
+    return {resource: 1.0} if cluster.get(resource, 0) > 0 else {}

@@ -87,7 +87,8 @@ class Plan:
     def config_overrides(self, section: str = "label") -> list[str]:
         e = f"{section}.engine"
         values = {"tensor_parallel_size": self.tensor_parallel, "replicas": self.replicas,
-                  "batch_size": self.batch_size, "max_concurrent_batches": self.max_concurrent_batches}  # fmt: skip
+                  "batch_size": self.batch_size, "max_concurrent_batches": self.max_concurrent_batches,
+                  "max_num_seqs": self.max_num_seqs}  # fmt: skip
         return [f"{e}.{k}={v}" for k, v in values.items()]
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from conf_profile.core.config import build, merge
 from conf_profile.core.documents import default_source_budgets
 from conf_profile.core.events import SOURCES, parse_time_ms
 from conf_profile.core.hardware import DTYPES
@@ -114,6 +115,9 @@ class TeacherConfig:
     qps: float | None = None  # request rate limit per replica (None: no limit)
     max_retries: int = 3  # with exponential backoff, on 429/5xx and connection errors
     http_concurrency: int = 1  # replicas of the HTTP stage
+    # This teacher's engine settings over label.engine, e.g. {tensor_parallel_size: 4, replicas: 2,
+    # max_model_len: 8192} for a large teacher beside a small one (any key of label.engine)
+    engine: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not self.name.replace("_", "").replace("-", "").isalnum():
@@ -140,12 +144,16 @@ class EngineConfig:
     max_model_len: int = 4096  # prompt + output tokens per sequence
     gpu_memory_utilization: float = 0.9  # share of GPU memory vLLM may take (weights + KV cache)
     cpu_kv_cache_gb: int = 1  # VLLM_CPU_KVCACHE_SPACE on CPU
-    enforce_eager: bool = True  # no torch.compile: on CPU it costs ~60 s of start-up for ~15% speed
+    # auto: eager on CPU (torch.compile costs ~60 s of start-up there for ~15% speed), CUDA graphs on GPU
+    enforce_eager: bool | Literal["auto"] = "auto"
+    max_num_seqs: int = 0  # sequences the engine schedules at once (0: vLLM's default; jobs.plan sizes it)
     # auto: bfloat16 on CPUs with AVX-512 BF16 or AMX, float32 on other CPUs (bf16 is several times slower
     # there), the checkpoint's dtype on GPU (core/hardware.py); or bfloat16, float16, float32
     dtype: str = "auto"
     # Custom Ray resources each engine bundle asks for, to pin the engines to a node type that declares
     # them (e.g. {teacher_gpu: 1} with `resources: {teacher_gpu: 8}` on that node type in cluster.yaml).
+    # Empty: the teachers' engines ask one `teacher` unit each when the cluster declares that resource
+    # (cluster.yaml's gpu_teacher nodes), else nothing.
     resources: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -153,6 +161,8 @@ class EngineConfig:
             raise ValueError(f"resources={self.resources}: custom resources only (not CPU/GPU/memory), each > 0")
         if min(self.tensor_parallel_size, self.replicas, self.batch_size, self.max_concurrent_batches) < 1:
             raise ValueError("tensor_parallel_size, replicas, batch_size and max_concurrent_batches must be >= 1")
+        if self.max_num_seqs < 0 or self.max_model_len < 256:
+            raise ValueError("max_num_seqs must be >= 0 (0: vLLM's default) and max_model_len >= 256")
         if not 0.05 <= self.gpu_memory_utilization <= 0.98:
             raise ValueError(f"gpu_memory_utilization={self.gpu_memory_utilization}: must be in [0.05, 0.98]")
         if self.dtype not in DTYPES:
@@ -178,7 +188,20 @@ class LabelConfig:
     # tokens): a confidence beside the stated level, which small models state degenerately.
     token_confidence: bool = True
 
+    def engine_for(self, teacher: TeacherConfig) -> EngineConfig:
+        """label.engine with the teacher's own engine settings over it."""
+        import dataclasses
+
+        if not teacher.engine:
+            return self.engine
+        return build(EngineConfig, merge(dataclasses.asdict(self.engine), teacher.engine))
+
     def validate(self) -> None:
+        for teacher in self.teachers:
+            try:
+                self.engine_for(teacher)
+            except ValueError as exc:
+                raise ValueError(f"teachers ({teacher.name}).engine: {exc}") from exc
         names = [t.name for t in self.teachers]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"teachers: need at least one, with distinct names; got {names}")
@@ -221,7 +244,12 @@ class TrainerSettings:
     """What the two training stages share: Ray Train workers, DeepSpeed, batch, checkpoints."""
 
     device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: gpu when the Ray cluster has GPUs
-    workers: int = 2  # Ray Train workers (one process each; one GPU each on GPU)
+    # Ray Train workers (one process each; one GPU each on GPU). 0 = auto: on GPU the GPUs of the nodes that
+    # declare the `trainer` resource (cluster.yaml's gpu_train), or of every GPU node; on CPU 2.
+    workers: int = 0
+    # Custom Ray resources each worker asks for, to pin training to a node type; empty: one `trainer` unit
+    # when the cluster declares that resource, else nothing.
+    resources: dict[str, float] = field(default_factory=dict)
     cpus_per_worker: float = 1.0  # CPUs reserved per worker
     zero_stage: int = 2  # DeepSpeed ZeRO stage: 2 or 3
     offload_optimizer: bool = False  # optimizer state in CPU memory (DeepSpeed CPU Adam, JIT-compiled on first use)
@@ -243,9 +271,11 @@ class TrainerSettings:
             raise ValueError(f"zero_stage={self.zero_stage}: use 2 or 3")
         if self.offload_params and self.zero_stage != 3:
             raise ValueError("offload_params needs zero_stage: 3")
-        if min(self.workers, self.micro_batch_size, self.grad_accum, self.save_steps) < 1 or self.max_steps < 0:
-            raise ValueError("workers, micro_batch_size, grad_accum and save_steps must be >= 1, max_steps >= 0")
-        if self.global_batch_size is not None:
+        if min(self.micro_batch_size, self.grad_accum, self.save_steps) < 1 or min(self.max_steps, self.workers) < 0:
+            raise ValueError("micro_batch_size, grad_accum and save_steps must be >= 1, max_steps and workers >= 0")
+        if {"CPU", "GPU", "memory"} & set(self.resources) or any(v <= 0 for v in self.resources.values()):
+            raise ValueError(f"resources={self.resources}: custom resources only (not CPU/GPU/memory), each > 0")
+        if self.global_batch_size is not None and self.workers:  # with auto workers: checked once resolved
             from conf_profile.core.training import global_batch
 
             global_batch(self.micro_batch_size, self.grad_accum, self.workers, self.global_batch_size)
