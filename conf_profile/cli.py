@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from conf_profile.core.config import ConfigError, build, load_yaml, to_dict
+from conf_profile.core.config import ConfigError, build, changed_keys, load_yaml, merge, to_dict
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import TaxonomyError, load_taxonomy
 
@@ -50,13 +50,47 @@ def load_config(args: argparse.Namespace, extra_overrides: Sequence[str] = ()) -
     try:
         data = load_yaml(args.config) if args.config else {}
         cfg = build(Config, data, [*args.overrides, *extra_overrides])
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}")
+    return load_config_checks(cfg)
+
+
+def load_config_checks(cfg: Config) -> Config:
+    """What a config needs beyond its own validation: a taxonomy that loads, the pseudonymization key."""
+    try:
         load_taxonomy(cfg.taxonomy.path)
-    except (ConfigError, TaxonomyError) as exc:
+    except TaxonomyError as exc:
         fail(f"configuration error: {exc}")
     if cfg.privacy.pseudonymize_ids and not os.environ.get(cfg.privacy.key_env):
         fail(f"configuration error: privacy.pseudonymize_ids needs the key in the environment variable "
              f"{cfg.privacy.key_env} (set it, or privacy.key_env to the variable that holds it)")  # fmt: skip
     return cfg
+
+
+def load_run_config(args: argparse.Namespace, extra_overrides: Sequence[str] = ()) -> Config:
+    """For the jobs that continue a run: the run's own settings (its manifest's config) < --config < --set <
+    job flags, so that a run made with other settings (``--set taxonomy.path=...``) needs no flag repeated.
+    Says on stderr which keys the flags change against the run's settings. Without a run directory or a
+    manifest: load_config (the job then reports the missing run)."""
+    cfg = load_config(args, extra_overrides)
+    from conf_profile.runs import MANIFEST, existing_run_dir
+
+    try:
+        manifest = existing_run_dir(args.run_dir, cfg.run.runs_root) / MANIFEST
+    except FileNotFoundError:
+        return cfg
+    saved = json.loads(manifest.read_text(encoding="utf-8")).get("config") if manifest.exists() else None
+    if not saved:
+        return cfg
+    try:
+        data = load_yaml(args.config) if args.config else {}
+        run_cfg = build(Config, merge(saved, data), [*args.overrides, *extra_overrides])
+    except ConfigError as exc:
+        fail(f"configuration error: the run's settings ({manifest}) with the flags given: {exc}")
+    changed = changed_keys(saved, to_dict(run_cfg))
+    note = f"; the flags change {', '.join(changed)}" if changed else ""
+    print(f"{Path(sys.argv[0]).stem or 'conf-profile'}: the run's settings from {manifest}{note}", file=sys.stderr)
+    return load_config_checks(run_cfg)
 
 
 def id_key(cfg: Config) -> bytes | None:

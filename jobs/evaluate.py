@@ -14,7 +14,7 @@ Writes <run-dir>/report/metrics.json and report/index.html with reliability, lev
 
 from __future__ import annotations
 
-from conf_profile.cli import job_parser, load_config, run_stage
+from conf_profile.cli import job_parser, load_run_config, run_stage
 from conf_profile.evaluate import run_evaluate
 
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.report.replace("_", "").replace("-", "").isalnum():
         parser.error(f"--report {args.report!r}: a folder name (letters, digits, - and _)")
     stage = "evaluate" if args.report == "report" else f"evaluate_{args.report}"
-    run_dir = run_stage(stage, args, load_config(args),
+    run_dir = run_stage(stage, args, load_run_config(args),
                         lambda cfg, rd: run_evaluate(cfg, rd, args.truth, args.users, args.report))  # fmt: skip
     print(f"report: {run_dir / args.report / 'index.html'}")
 

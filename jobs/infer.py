@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from conf_profile.cli import fail, job_parser, load_config, run_stage
+from conf_profile.cli import fail, job_parser, load_run_config, run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"--date {args.date}: use YYYY-MM-DD")
     if args.eval_name and not re.fullmatch(r"[a-z][a-z0-9_]{0,47}", args.eval_name):
         fail(f"--eval-name {args.eval_name}: use lower-case letters, digits and _")
-    cfg = load_config(args)
+    cfg = load_run_config(args)
     from conf_profile.infer import run_infer  # after the checks: it imports Ray
 
     stage = f"infer_{args.eval_name}" if args.eval_name else "infer"

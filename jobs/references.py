@@ -11,7 +11,7 @@ Needs the run's documents/ (ingest) and scikit-learn (installed by `make setup`)
 
 from __future__ import annotations
 
-from conf_profile.cli import job_parser, load_config, run_stage
+from conf_profile.cli import job_parser, load_run_config, run_stage
 from conf_profile.references import run_references
 
 
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = job_parser("python -m jobs.references", __doc__)
     parser.add_argument("--truth", required=True, metavar="PATH", help="truth Parquet: user_id + attribute columns")
     args = parser.parse_args(argv)
-    run_stage("references", args, load_config(args), lambda cfg, rd: run_references(cfg, rd, args.truth))
+    run_stage("references", args, load_run_config(args), lambda cfg, rd: run_references(cfg, rd, args.truth))
 
 
 if __name__ == "__main__":

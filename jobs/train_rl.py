@@ -14,12 +14,12 @@ jobs.train_sft (train_rl.* settings). Writes <run-dir>/models/rl/ and the metric
 
 from __future__ import annotations
 
-from conf_profile.cli import job_parser, load_config, run_stage
+from conf_profile.cli import job_parser, load_run_config, run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
     args = job_parser("python -m jobs.train_rl", __doc__).parse_args(argv)
-    cfg = load_config(args)
+    cfg = load_run_config(args)
     from conf_profile.train_rl import run_train_rl  # after the config checks: it imports Ray
 
     run_dir = run_stage("train_rl", args, cfg, run_train_rl)

@@ -13,12 +13,12 @@ training metrics (eval loss before / after, steps, tokens, time) into the run ma
 
 from __future__ import annotations
 
-from conf_profile.cli import job_parser, load_config, run_stage
+from conf_profile.cli import job_parser, load_run_config, run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
     args = job_parser("python -m jobs.train_sft", __doc__).parse_args(argv)
-    cfg = load_config(args)
+    cfg = load_run_config(args)
     from conf_profile.train_sft import run_train_sft  # after the config checks: it imports Ray
 
     run_dir = run_stage("train_sft", args, cfg, run_train_sft)

@@ -92,8 +92,8 @@ def test_eager_mode_is_off_on_gpu_and_on_on_cpu_unless_set() -> None:
 
 
 def test_each_teacher_can_have_its_own_engine_settings() -> None:
-    cfg = build(Config, {"label": {"engine": {"replicas": 2, "max_model_len": 4096}, "teachers": [
-        {"name": "big", "engine": {"tensor_parallel_size": 4, "max_model_len": 8192}}, {"name": "small"}]}})  # fmt: skip
+    teachers = [{"name": "big", "engine": {"tensor_parallel_size": 4, "max_model_len": 8192}}, {"name": "small"}]
+    cfg = build(Config, {"label": {"engine": {"replicas": 2, "max_model_len": 4096}, "teachers": teachers}})
     big, small = (cfg.label.engine_for(t) for t in cfg.label.teachers)
     assert (big.tensor_parallel_size, big.replicas, big.max_model_len) == (4, 2, 8192)
     assert (small.tensor_parallel_size, small.replicas, small.max_model_len) == (1, 2, 4096)

@@ -61,3 +61,39 @@ def test_every_job_documents_its_options() -> None:
     assert res.returncode == 0
     for flag in ("--config", "--set", "--run-dir", "--users", "--out", "--seed", "--bad-fraction"):
         assert flag in res.stdout
+
+
+def test_jobs_on_an_existing_run_take_the_runs_own_settings(tmp_path, capsys) -> None:
+    """A run made with another taxonomy is evaluated without repeating its flags; a flag still wins, and the
+    job says which keys it changes. (In-process: load_run_config is what the run's jobs call first.)"""
+    import pytest
+
+    from conf_profile.cli import job_parser, load_run_config
+    from conf_profile.core.config import build, to_dict
+    from conf_profile.core.settings import Config
+
+    movielens = str(ROOT / "conf_profile" / "data" / "taxonomy_movielens.yaml")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    made = build(Config, overrides=[f"taxonomy.path={movielens}", "aggregate.eval_percent=20"])
+    (run_dir / "manifest.json").write_text(json.dumps({"config": to_dict(made), "stages": {}}))
+    parser = job_parser("python -m jobs.evaluate", "")
+
+    cfg = load_run_config(parser.parse_args(["--run-dir", str(run_dir)]))
+    assert cfg.taxonomy.path == movielens and cfg.aggregate.eval_percent == 20
+    assert "the run's settings from" in capsys.readouterr().err
+
+    cfg = load_run_config(parser.parse_args(["--run-dir", str(run_dir), "--set", "aggregate.eval_percent=30"]))
+    assert cfg.taxonomy.path == movielens and cfg.aggregate.eval_percent == 30
+    assert "the flags change aggregate.eval_percent" in capsys.readouterr().err
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()  # no manifest yet: the flags alone
+    assert load_run_config(parser.parse_args(["--run-dir", str(fresh)])).taxonomy.path is None
+
+    broken = to_dict(made)
+    broken["label"]["no_such_key"] = 1
+    (run_dir / "manifest.json").write_text(json.dumps({"config": broken, "stages": {}}))
+    with pytest.raises(SystemExit) as exc:
+        load_run_config(parser.parse_args(["--run-dir", str(run_dir)]))
+    assert exc.value.code == 2 and "unknown config key 'label.no_such_key'" in capsys.readouterr().err

@@ -138,9 +138,9 @@ def test_quick_pipeline_end_to_end(tmp_path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     assert all(f"{s}: already done" in second.stderr for s in STAGE_NAMES)
 
-    # Side jobs on the finished run: the references and a report on their test users.
-    common = ["--config", "jobs/configs/quick.yaml", "--run-dir", str(run_dir), "--truth",
-              str(run_dir / "input" / "truth.parquet")]  # fmt: skip
+    # Side jobs on the finished run: the references and a report on their test users. No --config: they
+    # take the run's own settings (quick.yaml's) from its manifest.
+    common = ["--run-dir", str(run_dir), "--truth", str(run_dir / "input" / "truth.parquet")]
     for job in (
         ["jobs.references"],
         ["jobs.evaluate", "--users", str(run_dir / "references" / "test_users.parquet"), "--report", "test"],

@@ -75,6 +75,22 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def changed_keys(base: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose value differs between two nested mappings (keys of either).
+
+    >>> changed_keys({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 1, "c": 5}, "d": 3, "e": 0})
+    ['a.c', 'e']
+    """
+    out = []
+    for key in sorted(set(base) | set(new), key=str):
+        x, y = base.get(key), new.get(key)
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            out += changed_keys(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key}")
+    return out
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a config YAML file; the top level must be a mapping."""
     p = Path(path)
