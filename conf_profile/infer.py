@@ -48,6 +48,7 @@ from conf_profile.label import (
     without_users,
 )
 from conf_profile.label import documents_dataset as label_documents
+from conf_profile.progress import Progress, count_rows
 
 PROVENANCE = ("model", "taxonomy_version", "run_id", "generated_at")
 _COUNTS = ("_outputs", "_output_tokens")  # per-user bookkeeping columns of the voted rows, never written
@@ -164,16 +165,20 @@ def profile_dataset(
     )
     requests = docs.map_batches(with_samples, fn_args=(infer.samples, infer.seed, "student"),
                                 batch_format="pyarrow", num_cpus=SMALL_CPUS)  # fmt: skip
-    outputs = processor(requests).map_batches(_output_table, batch_format="pyarrow", num_cpus=SMALL_CPUS)
     vote_args = (taxonomy, calibration, tuple(cfg.aggregate.confidence_weights), provenance)
-    if infer.samples > 1:  # the k outputs of a user meet in one group
-        # materialized first: the group-by's shuffle tasks ask for whole CPUs, which the engines hold until done
-        outputs = outputs.materialize()
-        voted = outputs.groupby("user_id").map_groups(_vote, fn_args=vote_args, batch_format="pyarrow",
-                                                      num_cpus=SMALL_CPUS)  # fmt: skip
-    else:
-        voted = outputs.map_batches(_vote, fn_args=vote_args, batch_format="pyarrow", num_cpus=SMALL_CPUS)
-    voted = voted.materialize()
+    rows = selected * infer.samples
+    with Progress("infer", "student", rows, infer.samples, cfg.run.progress_interval_s) as progress:
+        outputs = processor(requests).map_batches(_output_table, batch_format="pyarrow", num_cpus=SMALL_CPUS)
+        outputs = outputs.map_batches(count_rows, fn_kwargs={"counter": progress.counter}, batch_format="pyarrow",
+                                      num_cpus=SMALL_CPUS)  # fmt: skip
+        if infer.samples > 1:  # the k outputs of a user meet in one group
+            # materialized first: the group-by's shuffle tasks ask for whole CPUs, which the engines hold
+            outputs = outputs.materialize()
+            voted = outputs.groupby("user_id").map_groups(_vote, fn_args=vote_args, batch_format="pyarrow",
+                                                          num_cpus=SMALL_CPUS)  # fmt: skip
+        else:
+            voted = outputs.map_batches(_vote, fn_args=vote_args, batch_format="pyarrow", num_cpus=SMALL_CPUS)
+        voted = voted.materialize()
     counts = _totals(voted)
     if counts["users"] != selected:
         raise RuntimeError(f"{selected - counts['users']} of {selected} users came back from the engine without a row")

@@ -50,6 +50,7 @@ from conf_profile.core.labeling import (
 from conf_profile.core.settings import Config, EngineConfig, LabelConfig, TeacherConfig
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
 from conf_profile.ingest import DOCUMENT_SCHEMA
+from conf_profile.progress import Progress, count_rows
 from conf_profile.runs import HELDOUT_SAMPLES, new_run_id
 
 SMALL_CPUS = 0.1  # the tokenizer/template/pre/post stages are light; whole CPUs for them starve the engine
@@ -97,7 +98,10 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
                  f"({n_users * teacher.samples - todo} already done), {teacher_device}")  # fmt: skip
             if todo:
                 out = out_root / teacher.name / f"part-{new_run_id()}"
-                _generate(requests, teacher, model, taxonomy, cfg, engine, teacher_device, out)
+                what = f"teacher {teacher.name} ({out_root.name})"
+                with Progress("label", what, todo, teacher.samples,
+                              cfg.run.progress_interval_s) as progress:  # fmt: skip
+                    _generate(requests, teacher, model, taxonomy, cfg, engine, teacher_device, out, progress.counter)
             entry[key][teacher.name] = _teacher_summary(out_root / teacher.name, entry["prompt_version"])
     entry["seconds"] = round(time.monotonic() - started, 1)
     return entry
@@ -248,7 +252,7 @@ class _Requests:
 
 def _generate(
     requests: Any, teacher: TeacherConfig, model: str, taxonomy: Taxonomy, cfg: Config, engine: EngineConfig,
-    device: str, out: Path,
+    device: str, out: Path, counter: Any,
 ) -> None:  # fmt: skip
     import ray.data
     from ray.data.llm import build_processor
@@ -272,6 +276,8 @@ def _generate(
     labeled = processor(requests).map_batches(
         _sample_table, fn_kwargs={"taxonomy": taxonomy}, batch_format="pyarrow", num_cpus=SMALL_CPUS
     )
+    labeled = labeled.map_batches(count_rows, fn_kwargs={"counter": counter}, batch_format="pyarrow",
+                                  num_cpus=SMALL_CPUS)  # fmt: skip
     labeled.write_parquet(str(out))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import random
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
@@ -270,13 +271,71 @@ def _release_vllm_groups(owns_process_group: bool) -> None:
     gc.collect()
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, as the Hugging Face hub names models
+
+
 def resolve_model(name: str, cache_dir: str | None) -> Path:
-    """``demo`` and ``tiny`` are the embedded models (prepared on first use); anything else is a folder."""
+    """A local model folder for ``name``:
+
+    - ``demo`` and ``tiny``: the embedded models (prepared on first use);
+    - a folder with ``config.json``: itself;
+    - a URI (``s3://bucket/models/x``, ``gs://...``, any file system pyarrow.fs knows): copied once into
+      ``<cache>/models/remote/``, complete or not at all (a marker is written last);
+    - a hub id (``Qwen/Qwen3-8B``): downloaded once into ``<cache>/hub/`` (huggingface_hub, which also reads
+      ``HF_TOKEN`` and ``HF_ENDPOINT``); offline, a clear error saying how to bring the folder.
+
+    On a cluster the engines and trainers load the returned path on their own nodes: put ``models.cache_dir``
+    on the shared file system there."""
     if name == "demo":
         return prepare_demo_model(cache_dir)
     if name == "tiny":
         return tiny_model_dir(cache_dir)
     path = Path(name)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model {name!r}: not 'demo', 'tiny' or a model folder with config.json")
-    return path
+    if (path / "config.json").is_file():
+        return path
+    if "://" in name:
+        return _copy_remote_model(name, cache_dir)
+    if HUB_ID.fullmatch(name) and not path.exists():
+        return _hub_model(name, cache_dir)
+    raise FileNotFoundError(f"model {name!r}: not 'demo', 'tiny', a model folder with config.json, a URI of one "
+                            "(s3://...) or a hub id (owner/name)")  # fmt: skip
+
+
+def _copy_remote_model(uri: str, cache_dir: str | None) -> Path:
+    import hashlib
+
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = pafs.FileSystem.from_uri(uri)
+        found = fs.get_file_info(f"{root.rstrip('/')}/config.json").type == pafs.FileType.File
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(f"model {uri!r}: cannot read it ({exc})") from exc
+    if not found:
+        raise FileNotFoundError(f"model {uri!r}: no config.json there (a model folder as transformers saves it)")
+    tail = root.rstrip("/").rsplit("/", 1)[-1]
+    dest = _models_dir(cache_dir) / "remote" / f"{tail}-{hashlib.sha256(uri.encode()).hexdigest()[:12]}"
+    if not (dest / MARKER).exists():
+        print(f"models: copying {uri} -> {dest}")
+
+    def copy(tmp: Path) -> None:
+        pafs.copy_files(root, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+
+    return _build_atomically(dest, False, copy)
+
+
+def _hub_model(repo_id: str, cache_dir: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    hub_cache = _models_dir(cache_dir).parent / "hub"
+    try:
+        folder = Path(snapshot_download(repo_id, cache_dir=str(hub_cache)))
+    except Exception as exc:  # offline, unknown repo, no access: one clear line
+        raise FileNotFoundError(
+            f"model {repo_id!r}: not a folder here, and the hub could not give it ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Download it where a hub is reachable "
+            f"(huggingface-cli download {repo_id} --local-dir DIR) and pass the folder, or a URI of it"
+        ) from exc
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model {repo_id!r}: the hub's snapshot at {folder} has no config.json")
+    return folder

@@ -65,15 +65,17 @@ def test_profiles_one_row_per_user_and_a_rerun_replaces_the_date(run_dir) -> Non
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.llm
-def test_self_consistency_votes_k_outputs_into_one_row_per_user_of_the_first_max_users(run_dir) -> None:
+def test_self_consistency_votes_k_outputs_into_one_row_per_user_of_the_first_max_users(run_dir, capfd) -> None:
     from conf_profile.infer import run_infer
     from conf_profile.models import tiny_model_dir
 
     # infer.max_users=4 as well: the first 4 users by id (picked by a sort on the cluster before the engines start)
     overrides = [f"models.cache_dir={run_dir / 'cache'}", "infer.max_tokens=600", "infer.samples=3",
-                 "infer.temperature=0.8", "infer.max_users=4"]  # fmt: skip
+                 "infer.temperature=0.8", "infer.max_users=4", "run.progress_interval_s=1"]  # fmt: skip
     cfg = build(Config, overrides=overrides)
     entry = run_infer(cfg, run_dir, str(tiny_model_dir(run_dir / "cache")), eval_name="student_k3")
+    err = capfd.readouterr().err  # progress: 12 outputs counted by the workers = 4 users of k = 3
+    assert "infer: student: 4/4 users (100%)" in err and "users/s, ETA" in err
     assert entry["samples"] == 3 and entry["outputs"] == 12 and entry["users"] == 4 and entry["left_out"] == 2
     predictions = pq.read_table(run_dir / "predictions" / "student_k3")
     taxonomy = load_taxonomy()

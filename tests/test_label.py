@@ -44,21 +44,32 @@ def _config(run_dir: Path, *overrides: str) -> Config:
 
 
 @pytest.fixture(scope="module")
-def labeled(run_dir) -> tuple[Config, dict]:
-    """Two teachers on the tiny model: a with K=2, b with K=1 at half weight."""
+def labeled(run_dir) -> tuple[Config, dict, str]:
+    """Two teachers on the tiny model: a with K=2, b with K=1 at half weight; with what the stage printed."""
+    import contextlib
+    import io
+
     cfg = _config(
         run_dir,
         "label.teachers=[{name: a, model: tiny, samples: 2, max_tokens: 1500},"
         " {name: b, model: tiny, samples: 1, max_tokens: 1500, weight: 0.5}]",
+        "run.progress_interval_s=2",
     )
-    return cfg, run_label(cfg, run_dir)
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):
+        entry = run_label(cfg, run_dir)
+    return cfg, entry, log.getvalue()
 
 
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.llm
 def test_k_samples_by_m_teachers_with_structured_output(run_dir, labeled) -> None:
-    cfg, entry = labeled
+    cfg, entry, log = labeled
+    # Progress from the workers' counter: the final line has every user of each teacher, done
+    assert "label: teacher a (teacher_samples): 5/5 users (100%)" in log
+    assert "label: teacher b (teacher_samples): 5/5 users (100%)" in log
+    assert "users/s, ETA" in log  # the periodic lines while the engine works (every 2 s here)
     assert entry["teachers"]["a"]["rows"] == 10 and entry["teachers"]["b"]["rows"] == 5
     rows = pq.read_table(run_dir / "teacher_samples").to_pylist()
     users = {r["user_id"] for r in rows}
@@ -93,7 +104,7 @@ def test_aggregate_and_evaluate_the_tiny_models_samples(run_dir, labeled) -> Non
     from conf_profile.core.student import parse_student_output
     from conf_profile.evaluate import run_evaluate
 
-    cfg, _ = labeled
+    cfg, _, _ = labeled
     entry = run_aggregate(cfg, run_dir)
     assert entry["users_voted"] == 5 and entry["samples_used"] == 15
     votes = pq.read_table(run_dir / "votes").to_pylist()

@@ -183,3 +183,52 @@ def test_demo_model_answers_in_vllm_on_gpu(demo_dir):
     llm = LLM(model=str(demo_dir), dtype="bfloat16", max_model_len=2048, gpu_memory_utilization=0.3)
     [out] = llm.chat([[{"role": "user", "content": "Say hello in five words."}]], SamplingParams(max_tokens=16))
     assert "hello" in out.outputs[0].text.lower()
+
+
+def _model_folder(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "config.json").write_text('{"model_type": "qwen2"}')
+    (root / "model.safetensors").write_bytes(b"weights")
+    return root
+
+
+def test_a_model_folder_by_uri_is_copied_into_the_cache_once(tmp_path):
+    """pyarrow.fs's file:// scheme stands for an object store here (the same code path as s3://)."""
+    src = _model_folder(tmp_path / "store" / "student")
+    cache = tmp_path / "cache"
+    local = models.resolve_model(f"file://{src}", str(cache))
+    assert local.parent == cache / "models" / "remote" and local.name.startswith("student-")
+    assert (local / "model.safetensors").read_bytes() == b"weights" and (local / models.MARKER).exists()
+    (src / "model.safetensors").write_bytes(b"changed")
+    assert models.resolve_model(f"file://{src}", str(cache)) == local  # cached: not copied again
+    assert (local / "model.safetensors").read_bytes() == b"weights"
+    assert models.resolve_model(str(src), str(cache)) == src  # a plain folder is used where it is
+    (src / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no config.json there"):
+        models.resolve_model(f"file://{src}x", str(cache))
+
+
+def test_a_hub_id_is_downloaded_into_the_cache(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot_download(repo_id, cache_dir):  # test double of the hub client: no network here
+        calls.append((repo_id, cache_dir))
+        return str(_model_folder(Path(cache_dir) / "snapshot"))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    folder = models.resolve_model("SomeOrg/some-model-1.5B", str(tmp_path / "cache"))
+    assert calls == [("SomeOrg/some-model-1.5B", str(tmp_path / "cache" / "hub"))]
+    assert (folder / "config.json").is_file()
+    with pytest.raises(FileNotFoundError, match="a URI of one"):
+        models.resolve_model("not/a/hub/id", str(tmp_path / "cache"))
+
+
+def test_a_hub_id_offline_fails_with_what_to_do(tmp_path):
+    code = ("from conf_profile.models import resolve_model\n"
+            f"resolve_model('SomeOrg/some-model', {str(tmp_path)!r})")  # fmt: skip
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode != 0
+    assert "the hub could not give it" in res.stderr and "huggingface-cli download SomeOrg/some-model" in res.stderr

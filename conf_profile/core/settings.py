@@ -405,6 +405,12 @@ class RayConfig:
 @dataclass
 class RunConfig:
     runs_root: str = "runs"  # where new run directories are created (runs/<run_id>/, runs/latest)
+    # Labeling and inference print users done, users/s and an ETA this often (0: only at the end)
+    progress_interval_s: float = 30.0
+
+    def validate(self) -> None:
+        if self.progress_interval_s < 0:
+            raise ValueError(f"progress_interval_s={self.progress_interval_s}: must be >= 0 (0: only at the end)")
 
 
 @dataclass
