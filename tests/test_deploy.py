@@ -111,4 +111,5 @@ def test_the_pinned_versions_agree() -> None:
     train = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
     assert f"ray[default,data,train]=={RAY_VERSION}" in train  # default: the job server that ray job submit needs
     image = yaml.safe_load((ROOT / "cluster.yaml").read_text())["docker"]["image"]
-    assert image.startswith(f"rayproject/ray:{RAY_VERSION}")
+    assert image.endswith(f":gpu-{RAY_VERSION}")  # the project's image (Dockerfile), tagged with its Ray
+    assert f"FROM rayproject/ray:{RAY_VERSION}-py311-gpu" in (ROOT / "Dockerfile").read_text()
