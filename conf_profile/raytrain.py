@@ -10,6 +10,7 @@ so ZeRO-3 shards are gathered); the driver copies it to ``models/<name>/``.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import shutil
 import sys
@@ -58,8 +59,11 @@ def fit(
 
     t = settings
     storage, name = checkpoint_location(t.storage_path, run_dir, stage)
+    if t.report_to == "mlflow" and importlib.util.find_spec("mlflow") is None:
+        raise ValueError(f"{stage}.report_to=mlflow needs the mlflow package on every node (pip install mlflow), "
+                         "or report_to: tensorboard")  # fmt: skip
     loop_config = {
-        **loop_config, "gpu": gpu, "stage": stage,
+        **loop_config, "gpu": gpu, "stage": stage, "tensorboard_dir": str(tensorboard_dir(run_dir, stage)),
         "deepspeed": deepspeed_config(t.zero_stage, t.micro_batch_size, t.grad_accum, t.workers, bf16=gpu,
                                       offload_optimizer=t.offload_optimizer, offload_params=t.offload_params),
     }  # fmt: skip
@@ -81,6 +85,10 @@ def fit(
     return {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float | str)}
 
 
+def tensorboard_dir(run_dir: Path, stage: str) -> Path:
+    return run_dir.resolve() / "tensorboard" / stage
+
+
 def export(checkpoint: Any, out: Path) -> None:
     """Copy the exported model out of the final checkpoint (temp folder, then rename)."""
     if checkpoint is None:
@@ -97,6 +105,7 @@ def export(checkpoint: Any, out: Path) -> None:
 
 def setup_worker(config: dict[str, Any], zero_stage: int) -> None:
     """In a worker, before anything imports DeepSpeed (docs/architecture.md 3)."""
+    os.environ["TENSORBOARD_LOGGING_DIR"] = config["tensorboard_dir"]  # read by transformers' TensorBoard callback
     if not config["gpu"]:
         os.environ["DS_ACCELERATOR"] = "cpu"
         if zero_stage == 3:
@@ -119,7 +128,7 @@ def trainer_args(settings: TrainerSettings, config: dict[str, Any]) -> dict[str,
         "save_strategy": "steps",
         "save_steps": t.save_steps,
         "save_total_limit": 1,
-        "report_to": "none",
+        "report_to": t.report_to,
         "disable_tqdm": True,  # Progress prints one line per step instead
         "bf16": config["gpu"],
         "fp16": False,

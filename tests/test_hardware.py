@@ -124,3 +124,22 @@ def test_the_training_placement_resolves_workers_and_resources_for_the_cluster(m
     with pytest.raises(ValueError, match="global_batch_size=8 but"):  # checked once the workers are known
         cfg = build(Config, overrides=["train_sft.global_batch_size=8"])  # 1 x 2 x 2 CPU workers = 4
         raytrain.placement(cfg, cfg.train_sft)
+
+
+def test_training_reports_to_tensorboard_unless_set_and_mlflow_needs_its_package(tmp_path) -> None:
+    import importlib.util
+    import shutil
+
+    from conf_profile import raytrain
+
+    cfg = build(Config, overrides=["train_sft.report_to=none"])
+    assert Config().train_rl.report_to == "tensorboard" and cfg.train_sft.report_to == "none"
+    args = raytrain.trainer_args(cfg.train_sft, {"stage": "train_sft", "gpu": False, "deepspeed": {}})
+    shutil.rmtree(args["output_dir"])  # the scratch folder trainer_args makes for a worker
+    assert args["report_to"] == "none"
+    with pytest.raises(ValueError, match="report_to"):
+        build(Config, overrides=["train_rl.report_to=wandb"])
+    if importlib.util.find_spec("mlflow") is None:  # the pinned stack has none: a clear error before any work
+        mlflow = build(Config, overrides=["train_sft.report_to=mlflow"]).train_sft
+        with pytest.raises(ValueError, match="needs the mlflow package"):
+            raytrain.fit("train_sft", lambda c: None, {}, mlflow, tmp_path, False, tmp_path / "out")

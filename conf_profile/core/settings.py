@@ -57,7 +57,7 @@ class ModelsConfig:
     """Where the embedded models are prepared, and the student model (teachers: ``label.teachers``)."""
 
     cache_dir: str | None = None  # None = $CONF_PROFILE_CACHE or ~/.cache/conf-profile
-    student: str = "demo"  # "demo" (SmolLM2-135M-Instruct), "tiny" (test model) or a model folder / hub id
+    student: str = "demo"  # "demo" (SmolLM2-135M), "tiny" (test model), a model folder, its URI (s3://...) or a hub id
 
 
 @dataclass
@@ -100,7 +100,7 @@ class TeacherConfig:
     """One teacher LLM: its model, its vote weight and how it samples."""
 
     name: str = "teacher"  # recorded in teacher_samples/; unique per teacher
-    model: str = "demo"  # "demo", "tiny", a model folder, or a hub id on machines that reach a hub
+    model: str = "demo"  # "demo", "tiny", a model folder, its URI (s3://...) or a hub id (models.py resolve_model)
     weight: float = 1.0  # the teacher's weight in the vote
     samples: int = 2  # K samples per user (one row each, distinct seeds); 2 keeps the CPU demo short, use 5+
     temperature: float = 0.8  # sampling temperature (> 0: the K samples differ)
@@ -264,6 +264,10 @@ class TrainerSettings:
     max_failures: int = 1  # Ray Train restarts from the last checkpoint this many times
     storage_path: str | None = None  # checkpoints: local folder or cloud URI; None = <run_dir>/checkpoints
     gradient_checkpointing: bool = False  # saves activation memory on large students, costs ~30% time
+    # Training metrics (loss, learning rate, rewards, KL) per step: tensorboard writes them to
+    # <run_dir>/tensorboard/<stage>/ (tensorboard --logdir there); mlflow to MLFLOW_TRACKING_URI (needs the
+    # mlflow package); none: the progress lines only
+    report_to: Literal["tensorboard", "mlflow", "none"] = "tensorboard"
     seed: int = 0  # data order and initialisation
 
     def validate(self) -> None:
