@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from conf_profile.core.documents import DocumentBudget
 from conf_profile.core.events import SOURCES, Limits, parse_time_ms
 from conf_profile.core.ingest import NO_USER_BUCKET, group_bucket, validate_rows
+from conf_profile.core.mapping import InputMapping
 from conf_profile.core.settings import IngestConfig, RayConfig
 from conf_profile.logs import LogInput, LogInputError, resolve_input
 
@@ -141,7 +142,13 @@ def staged_dataset(log_input: LogInput, cfg: IngestConfig, limits: Limits, bucke
     splits = log_input.splits(cfg.split_mb)
     return ray.data.from_items(splits, override_num_blocks=len(splits)).map_batches(
         _validate_split,
-        fn_kwargs={"log_input": log_input, "limits": limits, "buckets": buckets, "batch_rows": cfg.batch_rows},
+        fn_kwargs={
+            "log_input": log_input,
+            "limits": limits,
+            "buckets": buckets,
+            "batch_rows": cfg.batch_rows,
+            "mapping": cfg.mapping,
+        },
         batch_format="pyarrow",
         batch_size=1,
         num_cpus=cfg.cpus_per_task,
@@ -149,11 +156,11 @@ def staged_dataset(log_input: LogInput, cfg: IngestConfig, limits: Limits, bucke
 
 
 def _validate_split(
-    splits: pa.Table, log_input: LogInput, limits: Limits, buckets: int, batch_rows: int
+    splits: pa.Table, log_input: LogInput, limits: Limits, buckets: int, batch_rows: int, mapping: InputMapping
 ) -> Iterator[pa.Table]:
     for split in splits.to_pylist():
         for rows in log_input.read_split(split, batch_rows):
-            yield pa.table(validate_rows(rows, limits, buckets), schema=STAGED_SCHEMA)
+            yield pa.table(validate_rows(rows, limits, buckets, mapping), schema=STAGED_SCHEMA)
     pa.default_memory_pool().release_unused()
 
 

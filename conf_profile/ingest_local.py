@@ -42,7 +42,7 @@ def run_ingest_local(cfg: IngestConfig, logs: str, out_dir: Path) -> dict[str, A
     log_input = resolve_input(logs, cfg.format)
     limits = limits_for(cfg, started_at)
     staged_parts = [
-        pa.table(validate_rows(rows, limits, buckets=1), schema=STAGED_SCHEMA)
+        pa.table(validate_rows(rows, limits, 1, cfg.mapping), schema=STAGED_SCHEMA)
         for split in log_input.splits(cfg.split_mb)
         for rows in log_input.read_split(split, cfg.batch_rows)
     ]

@@ -1,4 +1,5 @@
-"""Finding and reading the raw logs: a file, a folder or a cloud URI, in Parquet or JSONL."""
+"""Finding and reading the raw logs: a file, a folder or a cloud URI, in Parquet, JSONL or CSV (with a
+header row; every value is read as text, which the input mapping converts: core/mapping.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pyarrow.parquet as pq
 
 PARQUET_EXTENSIONS = (".parquet", ".pq")
 JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
+CSV_EXTENSIONS = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+EXTENSIONS = {"parquet": PARQUET_EXTENSIONS, "jsonl": JSONL_EXTENSIONS, "csv": CSV_EXTENSIONS}
 
 
 class LogInputError(ValueError):
@@ -23,7 +26,7 @@ class LogInputError(ValueError):
 class LogInput:
     filesystem: Any  # pyarrow.fs.FileSystem
     paths: tuple[str, ...]
-    format: str  # "parquet" | "jsonl"
+    format: str  # "parquet" | "jsonl" | "csv"
     total_bytes: int
     unreadable: tuple[tuple[str, str], ...] = ()  # (path, error) of files that are not valid Parquet
 
@@ -31,7 +34,7 @@ class LogInput:
 
     def splits(self, split_mb: int) -> list[dict[str, Any]]:
         """Units of work for the readers: Parquet files cut into runs of row groups of about split_mb,
-        JSONL files whole (they are streamed line by line). A reader holds one batch at a time, so memory
+        JSONL and CSV files whole (they are streamed). A reader holds one batch at a time, so memory
         does not depend on file sizes."""
         if self.format != "parquet":
             return [{"path": p, "row_groups": None} for p in self.paths]
@@ -50,13 +53,16 @@ class LogInput:
         return out
 
     def read_split(self, split: dict[str, Any], batch_rows: int) -> Iterator[list[Any]]:
-        """Rows of one split in batches: dicts for Parquet, text lines for JSONL. Undecodable bytes in a
-        line become lone surrogates, so that the row is rejected as invalid_unicode, not the file."""
+        """Rows of one split in batches: dicts for Parquet and CSV, text lines for JSONL. Undecodable bytes
+        in a line become lone surrogates, so that the row is rejected as invalid_unicode, not the file."""
         if self.format == "parquet":
             with self.filesystem.open_input_file(split["path"]) as f:
                 groups = split["row_groups"]
                 for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, row_groups=groups):
                     yield batch.to_pylist()
+            return
+        if self.format == "csv":
+            yield from _csv_batches(self.filesystem, split["path"], batch_rows)
             return
         with self.filesystem.open_input_stream(split["path"]) as stream:  # .gz is detected by extension
             lines: list[Any] = []
@@ -89,7 +95,7 @@ def resolve_input(logs: str, fmt: str = "auto") -> LogInput:
             if i.type == pafs.FileType.File and not any(p.startswith((".", "_")) for p in Path(i.path).parts)
         ]
     fmt = _detect_format(logs, [i.path for i in infos], fmt)
-    extensions = PARQUET_EXTENSIONS if fmt == "parquet" else JSONL_EXTENSIONS
+    extensions = EXTENSIONS[fmt]
     chosen = sorted((i for i in infos if i.path.lower().endswith(extensions)), key=lambda i: i.path)
     if not chosen:
         raise LogInputError(f"--logs {logs!r}: no {fmt} files ({', '.join(extensions)}) found")
@@ -126,12 +132,32 @@ def _parquet_footers(filesystem: Any, paths: list[str]) -> tuple[dict[str, tuple
 def _detect_format(logs: str, paths: list[str], fmt: str) -> str:
     if fmt != "auto":
         return fmt
-    has_parquet = any(p.lower().endswith(PARQUET_EXTENSIONS) for p in paths)
-    has_jsonl = any(p.lower().endswith(JSONL_EXTENSIONS) for p in paths)
-    if has_parquet and has_jsonl:
-        raise LogInputError(f"--logs {logs!r}: both Parquet and JSONL files; set ingest.format to choose one")
-    if not (has_parquet or has_jsonl):
-        raise LogInputError(
-            f"--logs {logs!r}: no .parquet or .jsonl files found; set ingest.format if the names have no extension"
-        )
-    return "parquet" if has_parquet else "jsonl"
+    found = [f for f, ext in EXTENSIONS.items() if any(p.lower().endswith(ext) for p in paths)]
+    if len(found) > 1:
+        raise LogInputError(f"--logs {logs!r}: {' and '.join(found)} files together; set ingest.format to choose one")
+    if not found:
+        raise LogInputError(f"--logs {logs!r}: no .parquet, .jsonl or .csv files found; set ingest.format if the "
+                            "names have no extension")  # fmt: skip
+    return found[0]
+
+
+def _csv_batches(filesystem: Any, path: str, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
+    """A CSV file's rows as dicts of text (an empty cell is None), streamed block by block."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    tab = path.lower().endswith((".tsv", ".tsv.gz"))
+    parse = pacsv.ParseOptions(delimiter="\t" if tab else ",", newlines_in_values=True)
+    with filesystem.open_input_stream(path) as stream:
+        names = pacsv.open_csv(stream, parse_options=parse).schema.names  # the header
+    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True)
+    with filesystem.open_input_stream(path) as stream:
+        reader = pacsv.open_csv(stream, parse_options=parse, convert_options=convert)
+        rows: list[dict[str, Any]] = []
+        for batch in reader:
+            rows.extend(batch.to_pylist())
+            while len(rows) >= batch_rows:
+                yield rows[:batch_rows]
+                rows = rows[batch_rows:]
+        if rows:
+            yield rows

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,21 @@ def test_load_taxonomy_from_a_file(tmp_path) -> None:
         load_taxonomy(tmp_path / "missing.yaml")
     with pytest.raises(KeyError, match="no attribute 'y'"):
         load_taxonomy().attribute("y")
+
+
+def test_the_platform_in_the_prompts_comes_from_the_taxonomy_file(tmp_path) -> None:
+    from conf_profile.core.labeling import prompt_version, system_prompt
+    from conf_profile.core.student import student_system_prompt
+
+    default = load_taxonomy()
+    assert "one user of a video platform" in system_prompt(default) and default.platform == "a video platform"
+    text = (Path(__file__).parents[1] / "conf_profile" / "data" / "taxonomy_default.yaml").read_text()
+    path = tmp_path / "shop.yaml"
+    path.write_text(text.replace("name: default\n", "name: default\nplatform: an online outdoor shop\n"))
+    shop = load_taxonomy(path)
+    assert "one user of an online outdoor shop from" in system_prompt(shop)
+    assert "one user of an online outdoor shop from" in student_system_prompt(shop)
+    assert shop.version != default.version and prompt_version(shop) != prompt_version(default)
+    path.write_text(text.replace("name: default\n", "name: default\nplatform: [a, b]\n"))
+    with pytest.raises(TaxonomyError, match="'platform' must be one line of text"):
+        load_taxonomy(path)

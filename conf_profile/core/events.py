@@ -17,6 +17,7 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,7 @@ REJECT_REASONS = (
     "duplicate_event",  # the same event_id delivered again for the same user
     "no_usable_events",  # user level: every row of this user was rejected
     "unreadable_file",  # file level: an input file that cannot be opened (its rows are not counted)
+    "ignored_event_type",  # a type on ingest.mapping.ignore: dropped on purpose (its raw row is not kept)
 )
 MIN_TIME_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
 # Required text field first; (field, type, required).
@@ -69,8 +71,12 @@ class Event:
     text: str
 
 
-def parse_event(row: dict[str, Any], limits: Limits = Limits()) -> Event | str:
-    """An :class:`Event`, or the reject reason (one of :data:`REJECT_REASONS`)."""
+def parse_event(
+    row: dict[str, Any], limits: Limits = Limits(), line: tuple[str, Callable[[dict[str, Any]], str]] | None = None
+) -> Event | str:
+    """An :class:`Event`, or the reject reason (one of :data:`REJECT_REASONS`). ``line`` is a mapped event
+    type's (source, payload -> line or reason) (core/mapping.py); without it the type must be one of the
+    five built-in sources, rendered from their own payload fields."""
     user_id = _id(row.get("user_id"))
     if user_id is None:
         return "missing_user_id"
@@ -82,13 +88,21 @@ def parse_event(row: dict[str, Any], limits: Limits = Limits()) -> Event | str:
         return "bad_timestamp"
     if ts < limits.min_time_ms or (limits.max_time_ms is not None and ts > limits.max_time_ms):
         return "timestamp_out_of_range"
-    source = row.get("event_type")
-    if source not in _FIELDS:
+    kind = row.get("event_type")
+    if line is None and not (isinstance(kind, str) and kind in _FIELDS):
         return "unknown_event_type"
     payload = _payload(row.get("payload"))
     if payload is None:
         return "malformed_payload"
-    text = _render(source, payload, limits)
+    if line is not None:
+        source, render = line
+        text = render(payload)
+        if text not in REJECT_REASONS:
+            text = normalize_text(text)
+            text = cut(text, limits.max_line_chars) if text else "empty_text"
+    else:
+        source = str(kind)
+        text = _render(source, payload, limits)
     if text in REJECT_REASONS:
         return text
     return Event(user_id=user_id, event_id=event_id, ts_ms=ts, source=source, text=text)
@@ -165,7 +179,7 @@ def _id(value: Any) -> str | None:
         return str(value)
     if isinstance(value, str):
         value = value.strip()
-        if value and len(value) <= 256 and _valid_utf8(value):
+        if value and len(value) <= 256 and valid_utf8(value):
             return value
     return None
 
@@ -198,7 +212,7 @@ def _render(source: str, payload: dict[str, Any], limits: Limits) -> str:
             return "wrong_type"
         for text in texts:
             if isinstance(text, str):
-                if not _valid_utf8(text):
+                if not valid_utf8(text):
                     return "invalid_unicode"
                 if len(text) > limits.max_field_chars:
                     return "oversize_text"
@@ -209,7 +223,7 @@ def _render(source: str, payload: dict[str, Any], limits: Limits) -> str:
     return cut(line, limits.max_line_chars) if line else "empty_text"
 
 
-def _valid_utf8(text: str) -> bool:
+def valid_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -18,6 +18,7 @@ from typing import Any
 
 from conf_profile.core.documents import DocumentBudget, build_document
 from conf_profile.core.events import Event, Limits, parse_event
+from conf_profile.core.mapping import DEFAULT_MAPPING, IGNORED, InputMapping, canonical_row, line_of
 
 STAGED_COLUMNS = ("user_id", "event_id", "ts_ms", "source", "text", "reason", "raw", "bucket")
 REJECT_COLUMNS = ("reason", "user_id", "event_id", "raw")
@@ -43,26 +44,42 @@ def raw_row(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=True, default=repr)[:MAX_RAW_CHARS]
 
 
-def validate_rows(rows: Iterable[dict[str, Any] | str], limits: Limits, buckets: int) -> dict[str, list[Any]]:
-    """Staged columns (see STAGED_COLUMNS) for a batch of raw rows: dicts (Parquet rows) or JSONL lines."""
+def validate_rows(
+    rows: Iterable[dict[str, Any] | str], limits: Limits, buckets: int, mapping: InputMapping = DEFAULT_MAPPING
+) -> dict[str, list[Any]]:
+    """Staged columns (see STAGED_COLUMNS) for a batch of raw rows: dicts (Parquet or CSV rows) or JSONL
+    lines, read through the input mapping (core/mapping.py)."""
     out: dict[str, list[Any]] = {c: [] for c in STAGED_COLUMNS}
+    mapped = mapping != DEFAULT_MAPPING
     for item in rows:
-        for column, value in zip(STAGED_COLUMNS, _stage(item, limits, buckets), strict=True):
+        for column, value in zip(STAGED_COLUMNS, _stage(item, limits, buckets, mapping if mapped else None),
+                                 strict=True):  # fmt: skip
             out[column].append(value)
     return out
 
 
-def _stage(item: dict[str, Any] | str, limits: Limits, buckets: int) -> tuple[Any, ...]:
-    row = _json_line(item) if isinstance(item, str) else item
-    if row is None:  # a JSONL line that is not a JSON object
+def _stage(item: dict[str, Any] | str, limits: Limits, buckets: int, mapping: InputMapping | None) -> tuple[Any, ...]:
+    raw = _json_line(item) if isinstance(item, str) else item
+    if raw is None:  # a JSONL line that is not a JSON object
         return (None, None, None, None, None, "malformed_row", str(item)[:MAX_RAW_CHARS], NO_USER_BUCKET)
-    result = parse_event(row, limits)
+    row, line = raw, None
+    result: Event | str | None = None
+    if mapping is not None:
+        row = canonical_row(raw, mapping)
+        kind = row.get("event_type")
+        if isinstance(kind, str) and kind in mapping.ignore:
+            result = IGNORED
+        elif isinstance(kind, str) and kind in mapping.types:
+            line = line_of(mapping.types[kind], limits.max_field_chars)
+    if result is None:
+        result = parse_event(row, limits, line)
     if isinstance(result, Event):
         bucket = bucket_of(result.user_id, buckets)
         return (result.user_id, result.event_id, result.ts_ms, result.source, result.text, None, None, bucket)
     uid = _plain_id(row.get("user_id")) if result != "missing_user_id" else None
     bucket = bucket_of(uid, buckets) if uid is not None else NO_USER_BUCKET
-    return (uid, _plain_id(row.get("event_id")), None, None, None, result, raw_row(row), bucket)
+    kept = None if result == IGNORED else raw_row(raw)
+    return (uid, _plain_id(row.get("event_id")), None, None, None, result, kept, bucket)
 
 
 def _json_line(line: str) -> dict[str, Any] | None:

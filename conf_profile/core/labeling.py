@@ -50,7 +50,7 @@ PARSE_ERRORS = (
     "invalid_confidence",  # not an integer 1..5
     "invalid_field",  # evidence or rationale that is not a string (over-long text is cut, not failed)
 )
-_SYSTEM = """You are an expert analyst. You infer the profile of one user of a video platform from their activity log.
+_SYSTEM = """You are an expert analyst. You infer the profile of one user of {platform} from their activity log.
 
 Task: for every attribute below, choose exactly one value from its list, or "unknown" when the log does not
 support any value. For each attribute give a confidence from 1 to 5 and short evidence from the log (at most
@@ -96,8 +96,8 @@ def system_prompt(taxonomy: Taxonomy) -> str:
     example = {"value": "...", "confidence": 3, "evidence": "..."}
     shape = json.dumps({"rationale": "...", **{a.name: example for a in taxonomy.attributes}})
     return _SYSTEM.format(
-        evidence=MAX_EVIDENCE_CHARS, rationale=MAX_RATIONALE_CHARS, attributes=attributes, rubric=rubric,
-        open=USER_OPEN, close=USER_CLOSE, shape=shape,
+        platform=taxonomy.platform, evidence=MAX_EVIDENCE_CHARS, rationale=MAX_RATIONALE_CHARS,
+        attributes=attributes, rubric=rubric, open=USER_OPEN, close=USER_CLOSE, shape=shape,
     )  # fmt: skip
 
 

@@ -17,7 +17,9 @@ import tokenize
 import typing
 from typing import Any
 
-from conf_profile.core import settings
+from conf_profile.core import mapping, settings
+
+MODULES = (settings, mapping)  # where the config classes and their comments are
 
 _HEADER = """# Configuration reference
 
@@ -31,9 +33,15 @@ work, naming the key and the fix. List items (`label.teachers`) take the keys of
 
 
 def field_comments() -> dict[str, dict[str, str]]:
-    """class name -> field name -> its comment in settings.py: the comment lines right above the field,
-    then the comment at the end of its line."""
-    source = inspect.getsource(settings)
+    """class name -> field name -> its comment in settings.py (or core/mapping.py): the comment lines right
+    above the field, then the comment at the end of its line."""
+    out: dict[str, dict[str, str]] = {}
+    for module in MODULES:
+        out.update(_module_comments(inspect.getsource(module)))
+    return out
+
+
+def _module_comments(source: str) -> dict[str, dict[str, str]]:
     lines = source.splitlines()
     trailing: dict[int, str] = {}
     standalone: dict[int, str] = {}
@@ -69,7 +77,7 @@ def config_reference(root: type = settings.Config) -> str:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             tp = hints[f.name]
-            if dataclasses.is_dataclass(tp) or _list_of_dataclass(tp):
+            if dataclasses.is_dataclass(tp) or _list_of_dataclass(tp) or _dict_of_dataclass(tp):
                 continue
             comment = _comment(comments, cls, f.name)
             parts.append(f"| `{prefix}.{f.name}` | {_type_name(tp)} | `{_default(f)}` | {comment} |")
@@ -86,6 +94,8 @@ def _sections(cls: type, prefix: str) -> list[tuple[str, type]]:
             out += _sections(typing.cast(type, tp), name)
         elif _list_of_dataclass(tp):
             out += _sections(typing.get_args(tp)[0], f"{name}[]")
+        elif _dict_of_dataclass(tp):
+            out += _sections(typing.get_args(tp)[1], f"{name}.<name>")
     return out
 
 
@@ -100,6 +110,11 @@ def _comment(comments: dict[str, dict[str, str]], cls: type, name: str) -> str:
 def _list_of_dataclass(tp: Any) -> bool:
     args = typing.get_args(tp)
     return typing.get_origin(tp) is list and len(args) == 1 and dataclasses.is_dataclass(args[0])
+
+
+def _dict_of_dataclass(tp: Any) -> bool:
+    args = typing.get_args(tp)
+    return typing.get_origin(tp) is dict and len(args) == 2 and dataclasses.is_dataclass(args[1])
 
 
 def _type_name(tp: Any) -> str:

@@ -14,6 +14,7 @@ from conf_profile.core.config import build, merge
 from conf_profile.core.documents import default_source_budgets
 from conf_profile.core.events import SOURCES, parse_time_ms
 from conf_profile.core.hardware import DTYPES
+from conf_profile.core.mapping import InputMapping
 
 
 @dataclass
@@ -64,7 +65,10 @@ class ModelsConfig:
 class IngestConfig:
     """``jobs.ingest``: raw logs -> documents/ + rejects/ (docs/architecture.md 1)."""
 
-    format: Literal["auto", "parquet", "jsonl"] = "auto"  # auto: by file extension
+    format: Literal["auto", "parquet", "jsonl", "csv"] = "auto"  # auto: by file extension
+    # Which columns hold the user, event id, time and type, and how each event type renders into the
+    # document (core/mapping.py; README "Your own data"). The default is the built-in layout.
+    mapping: InputMapping = field(default_factory=InputMapping)
     token_budget: int = 1200  # the whole document (estimated tokens, see core.events.estimate_tokens)
     source_budgets: dict[str, int] = field(default_factory=default_source_budgets)  # estimated tokens per source
     max_field_chars: int = 20_000  # a longer text field is rejected as oversize_text
@@ -91,6 +95,7 @@ class IngestConfig:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
         if parse_time_ms(self.min_event_time) is None:
             raise ValueError(f"min_event_time={self.min_event_time!r}: must be an ISO 8601 date, e.g. 1990-01-01")
+        self.mapping.validate()
         if self.buckets < 0 or not 0 < self.cpus_per_task <= 64:
             raise ValueError("buckets must be >= 0 and cpus_per_task in (0, 64]")
 

@@ -35,7 +35,7 @@ from conf_profile.core.labeling import (
 )
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy
 
-_SYSTEM = """You profile one user of a video platform from their activity log.
+_SYSTEM = """You profile one user of {platform} from their activity log.
 For every attribute choose one value from its list, or "unknown" when the log does not support one. Give a
 level from 1 (least certain) to 5 (most certain) and short evidence from the log. Start with a short rationale.
 Attributes: {attributes}
@@ -47,7 +47,9 @@ def student_system_prompt(taxonomy: Taxonomy) -> str:
     attributes = "; ".join(f"{a.name} ({', '.join(a.value_names)})" for a in taxonomy.attributes)
     shape = json.dumps({"rationale": "...", **{a: {"value": "...", "level": 3, "evidence": "..."} for a in
                                                taxonomy.attribute_names}})  # fmt: skip
-    return _SYSTEM.format(attributes=attributes, open=USER_OPEN, close=USER_CLOSE, shape=shape)
+    return _SYSTEM.format(
+        platform=taxonomy.platform, attributes=attributes, open=USER_OPEN, close=USER_CLOSE, shape=shape
+    )
 
 
 def student_prompt_version(taxonomy: Taxonomy) -> str:

@@ -52,10 +52,15 @@ class Attribute:
         return tuple(v.name for v in self.values)
 
 
+DEFAULT_PLATFORM = "a video platform"
+
+
 @dataclass(frozen=True)
 class Taxonomy:
     name: str
     attributes: tuple[Attribute, ...]
+    # Where the users are, as the prompts say it ("one user of {platform}"): the taxonomy file's `platform`
+    platform: str = DEFAULT_PLATFORM
 
     @property
     def attribute_names(self) -> tuple[str, ...]:
@@ -68,8 +73,10 @@ class Taxonomy:
         raise KeyError(f"no attribute {name!r} in taxonomy {self.name!r}; have {', '.join(self.attribute_names)}")
 
     def to_dict(self) -> dict[str, Any]:
+        platform = {"platform": self.platform} if self.platform != DEFAULT_PLATFORM else {}
         return {
             "name": self.name,
+            **platform,  # left out at the default: the versions of existing taxonomies stay the same
             "attributes": [
                 {
                     "name": a.name,
@@ -90,9 +97,13 @@ def taxonomy_from_dict(data: Any, source: str = "taxonomy") -> Taxonomy:
     """Validate and build a taxonomy from parsed YAML; raises :class:`TaxonomyError`."""
     if not isinstance(data, dict):
         raise TaxonomyError(f"{source}: top level must be a mapping with 'name' and 'attributes'")
-    unknown_keys = set(data) - {"name", "attributes"}
+    unknown_keys = set(data) - {"name", "attributes", "platform"}
     if unknown_keys:
-        raise TaxonomyError(f"{source}: unknown top-level keys {sorted(unknown_keys)}; allowed: name, attributes")
+        raise TaxonomyError(f"{source}: unknown top-level keys {sorted(unknown_keys)}; allowed: name, platform, "
+                            "attributes")  # fmt: skip
+    platform = data.get("platform", DEFAULT_PLATFORM)
+    if not isinstance(platform, str) or not platform.strip() or "\n" in platform.strip() or len(platform) > 200:
+        raise TaxonomyError(f"{source}: 'platform' must be one line of text, e.g. 'an online bookshop'")
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         raise TaxonomyError(f"{source}: 'name' must be a non-empty string")
@@ -101,7 +112,7 @@ def taxonomy_from_dict(data: Any, source: str = "taxonomy") -> Taxonomy:
         raise TaxonomyError(f"{source}: 'attributes' must be a non-empty list")
     attrs = tuple(_attribute(raw, f"{source}: attributes[{i}]") for i, raw in enumerate(raw_attrs))
     _no_duplicates([a.name for a in attrs], f"{source}: attribute")
-    return Taxonomy(name=name.strip(), attributes=attrs)
+    return Taxonomy(name=name.strip(), attributes=attrs, platform=platform.strip())
 
 
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
