@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup demo test test-fast lint bench-ingest bench-quality movielens clean
+.PHONY: setup demo test test-fast lint bench-ingest bench-quality movielens gpu-check clean
 
 setup:  ## create .venv with the pinned stack (CPU; CONF_PROFILE_TARGET=gpu for CUDA machines)
 	bash scripts/setup.sh
@@ -36,6 +36,9 @@ movielens: setup  ## MovieLens 100K benchmark: import (ML_SOURCE=ml-100k.zip, or
 	$(PY) -m jobs.references --config jobs/configs/movielens.yaml --run-dir $(ML_RUN) --truth $(ML_DATA)/truth.parquet
 	$(PY) -m jobs.evaluate --config jobs/configs/movielens.yaml --run-dir $(ML_RUN) --truth $(ML_DATA)/truth.parquet \
 		--users $(ML_RUN)/references/test_users.parquet --report report_test
+
+gpu-check: setup  ## two SFT and two GRPO steps of the tiny model on this machine's GPU (NCCL, bf16), with figures
+	$(PY) scripts/gpu_check.py $(ARGS)
 
 clean:  ## remove runs/ (keeps .venv and the model cache)
 	rm -rf runs
