@@ -126,3 +126,12 @@ def test_a_yaml_date_is_read_as_its_iso_string_and_bad_dates_are_named() -> None
         build(Config, overrides=["infer.date=20-11-2026"])
     with pytest.raises(ConfigError, match="temperature"):
         build(Config, overrides=["infer.samples=3"])  # greedy k samples would repeat one output
+
+
+def test_a_bare_on_or_off_is_the_choice_not_a_boolean() -> None:
+    # YAML reads `off` as false; a setting whose choices are on/off takes it as the word
+    cfg = build(Config, overrides=["train_rl.use_vllm=off"])
+    assert cfg.train_rl.use_vllm == "off"
+    assert build(Config, {"train_rl": {"use_vllm": True}}).train_rl.use_vllm == "on"
+    with pytest.raises(ConfigError, match="choose one of"):
+        build(Config, overrides=["label.engine.device=off"])

@@ -82,7 +82,7 @@ def test_a_flat_clickstream_and_a_jsonl_of_posts_are_profiled_without_rewriting_
     reasons = sorted((r["reason"], r["user_id"]) for r in rejects)
     assert reasons == sorted([("ignored_event_type", str(100 + u)) for u in range(4)] + [
         ("ignored_event_type", "199"), ("unknown_event_type", "100"), ("no_usable_events", "199")])  # fmt: skip
-    assert ingested["users"] == 4
+    assert (ingested["users_out"], ingested["users_rejected"]) == (4, 1)
     profiles = pq.read_table(run_dir / "profiles" / "dt=2026-01-02")
     assert sorted(profiles.column("user_id").to_pylist()) == sorted(docs) and inferred["users"] == 4
 
@@ -96,6 +96,7 @@ def test_a_flat_clickstream_and_a_jsonl_of_posts_are_profiled_without_rewriting_
     _, run_dir, ingested, inferred = _run(tmp_path, "posts_run", tmp_path / "posts", POSTS, infer=True)
     docs = _documents(run_dir)
     assert sorted(docs) == ["ana", "ben"] and docs["ana"].count("Finished my nursing shift") == 1
+    assert (ingested["users_out"], ingested["users_rejected"]) == (2, 1)
     reasons = sorted(r["reason"] for r in pq.read_table(run_dir / "rejects").to_pylist())
     # the post delivered twice is one event (the same derived id); cy's only post is empty; a broken line
     assert reasons == ["duplicate_event", "empty_text", "malformed_row", "no_usable_events"]

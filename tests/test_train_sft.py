@@ -74,9 +74,10 @@ def test_two_cpu_workers_train_and_export_a_loadable_model(tmp_path, stage, lora
     assert entry["global_step"] == 3 and entry["workers"] == 2 and entry["zero_stage"] == stage
     assert 0 < entry["eval_loss_after"] < float("inf") and 0 < entry["eval_loss_before"] < float("inf")
     assert "step 1/3" in res.stderr and "tokens/s" in res.stderr  # progress while it runs
-    # TensorBoard by default: rank 0 alone writes one event file with the logged scalars
-    (events,) = (tmp_path / "tensorboard" / "train_sft").glob("events.out.tfevents.*")
-    assert b"train/loss" in events.read_bytes() and b"train/learning_rate" in events.read_bytes()
+    # TensorBoard by default: event files (a writer for the eval before training, one for the steps) with the
+    # logged scalars
+    events = b"".join(f.read_bytes() for f in (tmp_path / "tensorboard" / "train_sft").glob("events.out.tfevents.*"))
+    assert b"train/loss" in events and b"train/learning_rate" in events and b"eval/loss" in events
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dir(cache))
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "models" / "sft")
     assert set(after.state_dict()) == set(before.state_dict())  # a plain model (LoRA merged), same tensors

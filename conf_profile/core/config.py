@@ -168,6 +168,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0])
     if origin is Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(args):  # YAML 1.1 reads a bare on/off as a boolean
+            value = "on" if value else "off"
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
             raise ConfigError(f"{key}={value!r} is not allowed; choose one of {choices}")
