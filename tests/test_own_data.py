@@ -98,8 +98,9 @@ def test_a_flat_clickstream_and_a_jsonl_of_posts_are_profiled_without_rewriting_
     assert sorted(docs) == ["ana", "ben"] and docs["ana"].count("Finished my nursing shift") == 1
     assert (ingested["users_out"], ingested["users_rejected"]) == (2, 1)
     reasons = sorted(r["reason"] for r in pq.read_table(run_dir / "rejects").to_pylist())
-    # the post delivered twice is one event (the same derived id); cy's only post is empty; a broken line
-    assert reasons == ["duplicate_event", "empty_text", "malformed_row", "no_usable_events"]
+    # the post delivered twice is one event (the same derived id); cy's only post has empty text (a field
+    # the template needs); a broken line
+    assert reasons == ["duplicate_event", "malformed_row", "missing_field", "no_usable_events"]
     profiles = pq.read_table(run_dir / "profiles" / "dt=2026-01-02")
     assert sorted(profiles.column("user_id").to_pylist()) == ["ana", "ben"] and inferred["users"] == 2
 
