@@ -44,6 +44,7 @@ from conf_profile.label import (
     first_users,
     keep_users,
     processor_config,
+    quiet_memory_warning,
     with_samples,
     without_users,
 )
@@ -66,6 +67,7 @@ def run_infer(
     started = time.monotonic()
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     init_ray(cfg.ray)
+    quiet_memory_warning()
     docs, total = documents_dataset(run_dir, cfg)
     profiles, entry = profile_dataset(cfg, docs, model, read_calibration(run_dir), run_dir.name)
     entry["left_out"] = total - entry["users"]  # by infer.max_users / infer.exclude_labeled
@@ -199,6 +201,7 @@ def profile_users(
     from conf_profile.raycluster import init_ray
 
     init_ray(cfg.ray)
+    quiet_memory_warning()
     step = max(1, cfg.infer.engine.batch_size // cfg.infer.samples)  # engine-batch blocks: every replica gets work
     blocks = [docs.slice(i, step) for i in range(0, docs.num_rows, step)] or [docs]
     profiles, entry = profile_dataset(cfg, ray.data.from_arrow(blocks), model, calibration, run_id)

@@ -66,6 +66,7 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
     started = time.monotonic()
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     init_ray(cfg.ray)
+    quiet_memory_warning()
     docs, total = documents_dataset(run_dir, ["user_id", "document", "content_hash"])
     first = first_users(docs, cfg.label.max_users + cfg.label.heldout_users) if cfg.label.max_users and total else []
     train_ids, heldout_ids = label_sets(first, cfg.label)
@@ -185,6 +186,14 @@ def label_sets(first: list[str], label: LabelConfig) -> tuple[list[str], list[st
     return first[: label.max_users], first[label.max_users : label.max_users + label.heldout_users]
 
 
+def quiet_memory_warning() -> None:
+    """The engine actors hold a model: Ray Data's "high memory" warning would repeat every 30 s for nothing.
+    Called before any dataset is built: a dataset keeps the context it was created with."""
+    import ray.data
+
+    ray.data.DataContext.get_current().issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
+
+
 def teacher_engine(label: LabelConfig, teacher: TeacherConfig, cluster: dict[str, float]) -> EngineConfig:
     """The teacher's engine settings (label.engine under its own), pinned to the cluster's teacher nodes
     when it declares that resource and no resources are configured."""
@@ -254,11 +263,8 @@ def _generate(
     requests: Any, teacher: TeacherConfig, model: str, taxonomy: Taxonomy, cfg: Config, engine: EngineConfig,
     device: str, out: Path, counter: Any,
 ) -> None:  # fmt: skip
-    import ray.data
     from ray.data.llm import build_processor
 
-    # The engine actors hold a model: Ray Data's "high memory" warning would repeat every 30 s for nothing.
-    ray.data.DataContext.get_current().issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
     system = system_prompt(taxonomy)
     schema = output_schema(taxonomy) if cfg.label.structured_output else None
     # logprobs=1: the sampled token's log-prob, for the token confidence of each written value
