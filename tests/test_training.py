@@ -42,7 +42,12 @@ def test_invalid_deepspeed_choices() -> None:
 
 def test_train_sft_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match="global_batch_size=6"):
-        build(Config, overrides=["train_sft.global_batch_size=6"])  # 1 x 2 x 2 = 4
+        build(Config, overrides=["train_sft.global_batch_size=6", "train_sft.workers=2"])  # 1 x 2 x 2 = 4
+    # workers auto (0): the count is known only on the cluster (raytrain.placement checks it then), but a
+    # global batch no worker count can give is refused at once
+    with pytest.raises(ConfigError, match="global_batch_size=5 is no multiple of micro_batch_size x grad_accum = 2"):
+        build(Config, overrides=["train_sft.global_batch_size=5"])
+    assert build(Config, overrides=["train_sft.global_batch_size=6"]).train_sft.workers == 0
     with pytest.raises(ConfigError, match="zero_stage"):
         build(Config, overrides=["train_sft.zero_stage=1"])
 

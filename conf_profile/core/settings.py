@@ -284,7 +284,12 @@ class TrainerSettings:
             raise ValueError("micro_batch_size, grad_accum and save_steps must be >= 1, max_steps and workers >= 0")
         if {"CPU", "GPU", "memory"} & set(self.resources) or any(v <= 0 for v in self.resources.values()):
             raise ValueError(f"resources={self.resources}: custom resources only (not CPU/GPU/memory), each > 0")
-        if self.global_batch_size is not None and self.workers:  # with auto workers: checked once resolved
+        if self.global_batch_size is not None and not self.workers:  # auto: the full check once resolved
+            per_worker = self.micro_batch_size * self.grad_accum
+            if self.global_batch_size % per_worker:
+                raise ValueError(f"global_batch_size={self.global_batch_size} is no multiple of micro_batch_size x "
+                                 f"grad_accum = {per_worker}: no worker count gives it")  # fmt: skip
+        if self.global_batch_size is not None and self.workers:
             from conf_profile.core.training import global_batch
 
             global_batch(self.micro_batch_size, self.grad_accum, self.workers, self.global_batch_size)
