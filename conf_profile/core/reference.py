@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import io
 import tokenize
+import types
 import typing
 from typing import Any
 
@@ -125,6 +126,8 @@ def _type_name(tp: Any) -> str:
         inner = [_type_name(a) for a in args if a is not type(None)]
         if type(None) in args:
             return f"{' or '.join(inner)} or null"
+        if origin in (typing.Union, types.UnionType):
+            return " or ".join(inner)
         return f"{getattr(origin, '__name__', str(origin))}[{', '.join(inner)}]"
     return getattr(tp, "__name__", str(tp))
 
