@@ -199,4 +199,4 @@ def test_wholly_unreadable_input_fails_with_a_clear_message(tmp_path) -> None:
     assert res.returncode == 2 and "no such file or folder" in res.stderr
     (tmp_path / "empty").mkdir()
     res = _job("--logs", str(tmp_path / "empty"), "--run-dir", str(tmp_path / "run"))
-    assert res.returncode == 2 and "no .parquet or .jsonl files" in res.stderr
+    assert res.returncode == 2 and "no .parquet, .jsonl or .csv files" in res.stderr
