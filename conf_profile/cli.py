@@ -73,7 +73,7 @@ def load_run_config(args: argparse.Namespace, extra_overrides: Sequence[str] = (
     Says on stderr which keys the flags change against the run's settings. Without a run directory or a
     manifest: load_config (the job then reports the missing run)."""
     cfg = load_config(args, extra_overrides)
-    from conf_profile.runs import MANIFEST, existing_run_dir
+    from conf_profile.storage import MANIFEST, existing_run_dir
 
     try:
         manifest = existing_run_dir(args.run_dir, cfg.run.runs_root) / MANIFEST
@@ -93,23 +93,23 @@ def load_run_config(args: argparse.Namespace, extra_overrides: Sequence[str] = (
     return load_config_checks(run_cfg)
 
 
-def id_key(cfg: Config) -> bytes | None:
-    """The pseudonymization key (privacy.key_env), or None when ids are kept."""
-    return os.environ[cfg.privacy.key_env].encode("utf-8") if cfg.privacy.pseudonymize_ids else None
-
-
 def fail(message: str, status: int = 2) -> NoReturn:
     print(f"{Path(sys.argv[0]).stem or 'conf-profile'}: {message}", file=sys.stderr)
     raise SystemExit(status)
 
 
-def run_stage(stage: str, args: argparse.Namespace, cfg: Config, run: Callable[[Config, Path], dict[str, Any]]) -> Path:
-    """The body of a job that continues a run (--run-dir, or the latest run): run the stage, record it in
-    the manifest, print its entry. Missing inputs and invalid data end with one clear line and status 2."""
-    from conf_profile.runs import existing_run_dir, record_stage
+def run_stage(
+    stage: str, args: argparse.Namespace, cfg: Config, run: Callable[[Config, Path], dict[str, Any]],
+    reads: Sequence[Any] = (),
+) -> Path:  # fmt: skip
+    """The body of a job that continues a run (--run-dir, or the latest run): check that the run tables in
+    ``reads`` are there, run the stage, record it in the manifest, print its entry. Missing inputs and
+    invalid data end with one clear line and status 2."""
+    from conf_profile.storage import check_reads, existing_run_dir, record_stage
 
     try:
         run_dir = existing_run_dir(args.run_dir, cfg.run.runs_root)
+        check_reads(stage, reads, run_dir)
         entry = run(cfg, run_dir)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))

@@ -1,10 +1,14 @@
-"""Connecting to Ray: the cluster of a submitted job (RAY_ADDRESS), else a local one on this machine."""
+"""Connecting to Ray (the cluster of a submitted job, else a local one) and the Ray Data settings every stage
+shares: light tasks, a Parquet read that honours them, no memory warning beside engine actors."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from conf_profile.core.settings import RayConfig
+
+SMALL_CPUS = 0.1  # the tokenizer/template/pre/post stages are light; whole CPUs for them starve the engine
 
 
 def init_ray(cfg: RayConfig | None = None) -> None:
@@ -16,7 +20,7 @@ def init_ray(cfg: RayConfig | None = None) -> None:
         return
     cfg = cfg or RayConfig()
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # readable Ray Train logs (docs/architecture.md 3)
-    common = {"log_to_driver": True, "logging_level": "WARNING"}
+    common: dict[str, Any] = {"log_to_driver": True, "logging_level": "WARNING"}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**common)
         return
@@ -27,3 +31,25 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     # address="local": a new Ray of this job's own, never another one running on this machine (ray start)
     ray.init(address="local", num_cpus=cfg.local_num_cpus, object_store_memory=cfg.local_object_store_mb * 2**20,
              **common)  # fmt: skip
+
+
+def read_parquet(files: list[str], columns: list[str]) -> Any:
+    """ray.data.read_parquet with light read tasks. Ray Data's newer read path lists files in a task that asks
+    for a whole CPU whatever the read's num_cpus; on a small node whose other cores the engine actors hold, it
+    never gets one (the dataset hangs), so the read goes through the path that honours num_cpus."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    v2, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:
+        return ray.data.read_parquet(files, columns=columns, num_cpus=SMALL_CPUS)
+    finally:
+        ctx.use_datasource_v2 = v2
+
+
+def quiet_memory_warning() -> None:
+    """The engine actors hold a model: Ray Data's "high memory" warning would repeat every 30 s for nothing.
+    Called before any dataset is built: a dataset keeps the context it was created with."""
+    import ray.data
+
+    ray.data.DataContext.get_current().issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1

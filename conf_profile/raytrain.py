@@ -24,7 +24,7 @@ from typing import Any
 from conf_profile.core.hardware import TRAINER_RESOURCE, pinned_resources, train_workers
 from conf_profile.core.settings import Config, TrainerSettings
 from conf_profile.core.training import deepspeed_config
-from conf_profile.runs import checkpoint_location
+from conf_profile.storage import checkpoint_location
 
 T = typing.TypeVar("T", bound=TrainerSettings)
 

@@ -17,8 +17,8 @@ Settings are under `aggregate.` (conf_profile/core/settings.py).
 
 from __future__ import annotations
 
-from conf_profile.aggregate import run_aggregate
 from conf_profile.cli import job_parser, load_run_config, run_stage
+from conf_profile.stages.aggregate import READS, run_aggregate
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gold", metavar="FILE", help="truth-format Parquet for an isotonic fit to accuracy")
     args = parser.parse_args(argv)
     extra = [f"aggregate.{k}={v}" for k, v in (("calibration", args.calibration), ("gold", args.gold)) if v]
-    run_dir = run_stage("aggregate", args, load_run_config(args, extra), run_aggregate)
+    run_dir = run_stage("aggregate", args, load_run_config(args, extra), run_aggregate, READS)
     print(f"votes: {run_dir / 'votes'}\ncalibration: {run_dir / 'calibration.json'}")
     print(f"sft: {run_dir / 'sft'}\nrl: {run_dir / 'rl'}")
 

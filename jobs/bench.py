@@ -36,10 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile.bench.measure import run_measured
 from conf_profile.core.hardware import BF16_CPU_FLAGS, cpu_flags
 from conf_profile.core.ladder import markdown
 from conf_profile.core.settings import IngestConfig
-from conf_profile.measure import run_measured
 from conf_profile.synthetic.dataset import write_dataset
 
 
@@ -51,7 +51,7 @@ def bench_ingest(args: argparse.Namespace) -> None:
     runs = {
         "baseline (1 process, pyarrow)": (
             run_measured(
-                [py, "-m", "conf_profile.ingest_local", "--logs", str(data / "logs"), "--out", str(work / "base")]
+                [py, "-m", "conf_profile.bench.ingest_local", "--logs", str(data / "logs"), "--out", str(work / "base")]
             ),
             work / "base",
         ),
@@ -109,9 +109,9 @@ def _groupby_variant(args: argparse.Namespace) -> None:
 
     from conf_profile.core.ingest import group_bucket
     from conf_profile.core.settings import IngestConfig
-    from conf_profile.ingest import STAGED_SCHEMA, budget_for, documents_table, limits_for, staged_dataset
-    from conf_profile.logs import resolve_input
+    from conf_profile.log_input import resolve_input
     from conf_profile.raycluster import init_ray
+    from conf_profile.stages.ingest import STAGED_SCHEMA, budget_for, documents_table, limits_for, staged_dataset
 
     cfg = IngestConfig()
     log_input = resolve_input(str(args.logs))
@@ -133,7 +133,7 @@ def bench_label(args: argparse.Namespace) -> None:
     """The label job (Ray Data LLM) against plain vllm.LLM.chat with the same engine settings, prompts,
     schema and sampling, each in its own process on the same documents. Tokens/s are output tokens over
     each process's whole wall time (start-up included), and over generation alone for the raw engine."""
-    from conf_profile.ingest_local import run_ingest_local
+    from conf_profile.bench.ingest_local import run_ingest_local
 
     work = Path("runs/bench") / f"label-{args.users}"
     shutil.rmtree(work, ignore_errors=True)
@@ -174,7 +174,7 @@ def bench_label(args: argparse.Namespace) -> None:
 def bench_infer(args: argparse.Namespace) -> None:
     """The infer job (Ray Data LLM, student prompt and schema, greedy) against plain vllm.LLM.chat on the same
     prompts with the same engine settings, each in its own process; users/s over each whole run."""
-    from conf_profile.ingest_local import run_ingest_local
+    from conf_profile.bench.ingest_local import run_ingest_local
     from conf_profile.models import resolve_model
 
     work = Path("runs/bench") / f"infer-{args.users}"
@@ -291,7 +291,7 @@ def bench_quality(args: argparse.Namespace) -> None:
 
 def bench_vote(args: argparse.Namespace) -> None:
     """aggregate_tables (vote, calibration fit and apply, SFT and RL sets) against the same stage written
-    with pandas groupbys (conf_profile.vote_pandas), each in its own process on the same generated
+    with pandas groupbys (conf_profile.bench.vote_pandas), each in its own process on the same generated
     teacher_samples; checks that both wrote the same tables, prints seconds per phase, peak memory (PSS)
     and the ratios."""
     import platform
@@ -369,14 +369,14 @@ def _vote_impl(args: argparse.Namespace) -> None:
     out = args.work / args.impl
     out.mkdir(parents=True)
     if args.impl == "project":
-        from conf_profile.aggregate import aggregate_tables
+        from conf_profile.stages.aggregate import aggregate_tables
 
         read = time.perf_counter() - started
         result = aggregate_tables(samples, documents, taxonomy, acfg, "teacher0")
         tables, cal, seconds = (result.votes, result.sft, result.rl), result.calibration, result.seconds
         written = time.perf_counter()
     else:
-        from conf_profile.vote_pandas import aggregate_pandas
+        from conf_profile.bench.vote_pandas import aggregate_pandas
 
         frames = samples.to_pandas(), documents.to_pandas()  # pandas reads Parquet through pyarrow too
         read = time.perf_counter() - started

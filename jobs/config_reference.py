@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from conf_profile.core.reference import config_reference
+from conf_profile.core.config_docs import config_reference
 
 DEFAULT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 

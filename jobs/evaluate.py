@@ -15,7 +15,7 @@ Writes <run-dir>/report/metrics.json and report/index.html with reliability, lev
 from __future__ import annotations
 
 from conf_profile.cli import job_parser, load_run_config, run_stage
-from conf_profile.evaluate import run_evaluate
+from conf_profile.stages.evaluate import run_evaluate
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ import json
 
 from conf_profile.cli import fail
 from conf_profile.core.movielens import MovieLensFormatError
-from conf_profile.movielens import import_movielens
+from conf_profile.datasets.movielens import import_movielens
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,10 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.eval_name and not re.fullmatch(r"[a-z][a-z0-9_]{0,47}", args.eval_name):
         fail(f"--eval-name {args.eval_name}: use lower-case letters, digits and _")
     cfg = load_run_config(args)
-    from conf_profile.infer import run_infer  # after the checks: it imports Ray
+    from conf_profile.stages.infer import run_infer  # after the checks
+    from conf_profile.storage import DOCUMENTS
 
     stage = f"infer_{args.eval_name}" if args.eval_name else "infer"
-    run_stage(stage, args, cfg, lambda c, run_dir: run_infer(c, run_dir, args.model, args.date, args.eval_name))
+    run_stage(stage, args, cfg, lambda c, run_dir: run_infer(c, run_dir, args.model, args.date, args.eval_name),
+              (DOCUMENTS,))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ import json
 
 from conf_profile.cli import fail, job_parser, load_config
 from conf_profile.core.config import to_dict
-from conf_profile.ingest import run_ingest
-from conf_profile.logs import LogInputError
-from conf_profile.runs import open_run_dir, record_stage
+from conf_profile.log_input import LogInputError
+from conf_profile.stages.ingest import run_ingest
+from conf_profile.storage import open_run_dir, record_stage
 
 
 def main(argv: list[str] | None = None) -> None:

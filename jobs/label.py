@@ -13,12 +13,12 @@ prompt version.
 from __future__ import annotations
 
 from conf_profile.cli import job_parser, load_run_config, run_stage
-from conf_profile.label import run_label
+from conf_profile.stages.label import READS, run_label
 
 
 def main(argv: list[str] | None = None) -> None:
     args = job_parser("python -m jobs.label", __doc__).parse_args(argv)
-    run_dir = run_stage("label", args, load_run_config(args), run_label)
+    run_dir = run_stage("label", args, load_run_config(args), run_label, READS)
     print(f"teacher samples: {run_dir / 'teacher_samples'}")
 
 

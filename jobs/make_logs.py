@@ -15,7 +15,7 @@ import sys
 from conf_profile.cli import fail, job_parser, load_config
 from conf_profile.core.config import to_dict
 from conf_profile.core.settings import DataConfig
-from conf_profile.runs import open_run_dir, record_stage
+from conf_profile.storage import open_run_dir, record_stage
 from conf_profile.synthetic.dataset import write_dataset
 
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.run_dir is not None:
         fail("--run-dir is not used by the nightly job: its tables go under --out")
     cfg = load_config(args, [f"nightly.root={args.out}"] if args.out else [])
-    from conf_profile.nightly import GateFailure, run_nightly  # after the checks: it imports Ray
+    from conf_profile.stages.nightly import GateFailure, run_nightly  # after the checks: it imports Ray
 
     try:
         entry = run_nightly(cfg, args.logs, args.date, args.model, args.calibration)

@@ -25,8 +25,8 @@ from typing import Any
 
 from conf_profile.cli import fail, job_parser, load_config
 from conf_profile.core.ladder import markdown
-from conf_profile.pipeline.runner import STAGE_NAMES, StageOrderError, run_pipeline
-from conf_profile.runs import open_run_dir
+from conf_profile.runner import STAGE_NAMES, StageOrderError, run_pipeline
+from conf_profile.storage import open_run_dir
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from conf_profile import models
 from conf_profile.cli import fail, job_parser, load_config
-from conf_profile.runs import record_stage
+from conf_profile.storage import record_stage
 
 CHECK_PROMPT = "Say hello in five words."
 

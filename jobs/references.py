@@ -6,13 +6,13 @@ Splits users in halves by crc32 of the id, learns from the train half's true lab
 half (without the users the teacher labeled) into <run-dir>/predictions/ref_majority and ref_logreg;
 writes the test users to <run-dir>/references/test_users.parquet. Score everything on those users with
     python -m jobs.evaluate --truth PATH --users <run-dir>/references/test_users.parquet --report report_test
-Needs the run's documents/ (ingest) and scikit-learn (installed by `make setup`). See conf_profile/references.py.
+Needs the run's documents/ (ingest) and scikit-learn (installed by `make setup`). See conf_profile/stages/baselines.py.
 """
 
 from __future__ import annotations
 
 from conf_profile.cli import job_parser, load_run_config, run_stage
-from conf_profile.references import run_references
+from conf_profile.stages.baselines import run_references
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,9 +20,9 @@ from conf_profile.cli import job_parser, load_run_config, run_stage
 def main(argv: list[str] | None = None) -> None:
     args = job_parser("python -m jobs.train_rl", __doc__).parse_args(argv)
     cfg = load_run_config(args)
-    from conf_profile.train_rl import run_train_rl  # after the config checks: it imports Ray
+    from conf_profile.stages.train_rl import READS, run_train_rl  # after the config checks
 
-    run_dir = run_stage("train_rl", args, cfg, run_train_rl)
+    run_dir = run_stage("train_rl", args, cfg, run_train_rl, READS)
     if (run_dir / "models" / "rl").exists():
         print(f"model: {run_dir / 'models' / 'rl'}")
 

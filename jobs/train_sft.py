@@ -19,9 +19,9 @@ from conf_profile.cli import job_parser, load_run_config, run_stage
 def main(argv: list[str] | None = None) -> None:
     args = job_parser("python -m jobs.train_sft", __doc__).parse_args(argv)
     cfg = load_run_config(args)
-    from conf_profile.train_sft import run_train_sft  # after the config checks: it imports Ray
+    from conf_profile.stages.train_sft import READS, run_train_sft  # after the config checks
 
-    run_dir = run_stage("train_sft", args, cfg, run_train_sft)
+    run_dir = run_stage("train_sft", args, cfg, run_train_sft, READS)
     print(f"model: {run_dir / 'models' / 'sft'}")
 
 

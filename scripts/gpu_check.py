@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from conf_profile.core.config import build
     from conf_profile.core.settings import Config
-    from conf_profile.train_rl import run_train_rl
-    from conf_profile.train_sft import run_train_sft
+    from conf_profile.stages.train_rl import run_train_rl
+    from conf_profile.stages.train_sft import run_train_sft
 
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     run_dir.mkdir(parents=True, exist_ok=True)

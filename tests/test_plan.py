@@ -69,7 +69,7 @@ def test_the_job_prints_the_plan_and_the_overrides(tmp_path) -> None:
 def test_the_plans_overrides_are_real_config_keys_that_reach_the_engine() -> None:
     from conf_profile.core.config import build
     from conf_profile.core.settings import Config
-    from conf_profile.label import processor_config
+    from conf_profile.engines import processor_config
 
     p = plan(MODELS["qwen3-32b"], GPUS["h100"], gpus=16, users=1_000_000)
     for section in ("label", "infer"):

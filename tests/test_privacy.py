@@ -38,3 +38,14 @@ def test_missing_input_paths_stop_the_pipeline_before_any_work(tmp_path) -> None
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         assert res.returncode == 2 and f"{key}=" in res.stderr and "does not exist" in res.stderr
     assert not run_dir.exists()
+
+
+def test_the_key_comes_from_the_named_environment_variable_only_when_pseudonymizing(monkeypatch) -> None:
+    from conf_profile.core.config import build
+    from conf_profile.core.privacy import id_key
+    from conf_profile.core.settings import Config
+
+    monkeypatch.setenv("MY_ID_KEY", "s3cret")
+    on = build(Config, {"privacy": {"pseudonymize_ids": True, "key_env": "MY_ID_KEY"}})
+    assert id_key(on) == b"s3cret"
+    assert id_key(build(Config, {"privacy": {"key_env": "MY_ID_KEY"}})) is None

@@ -81,7 +81,11 @@ def test_missing_sft_model_is_a_clear_error(tmp_path) -> None:
     (tmp_path / "rl").mkdir()
     pq.write_table(pa.table({"user_id": ["u"]}), tmp_path / "rl" / "train.parquet")
     res = job("jobs.train_rl", tmp_path)
-    assert res.returncode == 2 and "run the SFT stage first" in res.stderr
+    assert (
+        res.returncode == 2
+        and "reads models/sft" in res.stderr
+        and "run train_sft first (python -m jobs.train_sft" in res.stderr
+    )
 
 
 def test_constrained_rollouts_follow_the_student_schema(tmp_path) -> None:
@@ -91,7 +95,7 @@ def test_constrained_rollouts_follow_the_student_schema(tmp_path) -> None:
 
     from conf_profile.core.student import parse_student_output, student_schema
     from conf_profile.models import build_tiny_model
-    from conf_profile.train_rl import constrain_generation
+    from conf_profile.stages.train_rl import constrain_generation
 
     (tmp_path / "tax.yaml").write_text(ONE_ATTRIBUTE)
     taxonomy = load_taxonomy(tmp_path / "tax.yaml")

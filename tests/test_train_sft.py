@@ -171,4 +171,8 @@ def test_bad_batch_arithmetic_fails_before_any_work(tmp_path) -> None:
 
 def test_missing_sft_set_is_a_clear_error(tmp_path) -> None:
     res = subprocess.run(sft_job(tmp_path, tmp_path), capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and "run the aggregate stage first" in res.stderr
+    assert (
+        res.returncode == 2
+        and "reads sft" in res.stderr
+        and "run aggregate first (python -m jobs.aggregate" in res.stderr
+    )

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from conf_profile.aggregate import aggregate_tables
+from conf_profile.bench.vote_pandas import aggregate_pandas
 from conf_profile.core.settings import AggregateConfig
 from conf_profile.core.taxonomy import load_taxonomy
+from conf_profile.stages.aggregate import aggregate_tables
 from conf_profile.synthetic.samples import teacher_samples_table
-from conf_profile.vote_pandas import aggregate_pandas
 from jobs.bench import _pandas_tables, _same_aggregation
 
 TAX = load_taxonomy()

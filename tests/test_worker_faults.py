@@ -74,10 +74,10 @@ def test_labeling_and_inference_survive_losing_the_engine_node(tmp_path) -> None
     import ray
     from ray.cluster_utils import Cluster
 
-    from conf_profile.infer import run_infer
-    from conf_profile.ingest_local import run_ingest_local
-    from conf_profile.label import run_label
+    from conf_profile.bench.ingest_local import run_ingest_local
     from conf_profile.models import tiny_model_dir
+    from conf_profile.stages.infer import run_infer
+    from conf_profile.stages.label import run_label
     from conf_profile.synthetic.dataset import write_dataset
 
     write_dataset(tmp_path / "in", users=24, seed=7, files=1)

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from conf_profile.core.settings import Config
 
 
 def pseudonym(user_id: str, key: bytes) -> str:
@@ -26,3 +31,9 @@ def pseudonymize(table: pa.Table, key: bytes, column: str = "user_id") -> pa.Tab
     ids = table.column(column).to_pylist()
     mapped = pa.array([None if u is None else pseudonym(u, key) for u in ids], pa.string())
     return table.set_column(table.column_names.index(column), column, mapped)
+
+
+def id_key(cfg: Config) -> bytes | None:
+    """The pseudonymization key (from the environment variable ``privacy.key_env``), or None when ids are
+    kept (``privacy.pseudonymize_ids`` off)."""
+    return os.environ[cfg.privacy.key_env].encode("utf-8") if cfg.privacy.pseudonymize_ids else None

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from conf_profile.runs import write_data_folder
+from conf_profile.storage import write_data_folder
 from conf_profile.synthetic.generator import (
     BAD_KINDS,
     BAD_ROWS_SCHEMA,

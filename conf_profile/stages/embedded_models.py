@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from conf_profile.core.settings import Config
+from conf_profile.storage import RunTable
+
+READS: tuple[RunTable, ...] = ()
+WRITES: tuple[RunTable, ...] = ()  # the model cache (models.cache_dir), shared by runs
 
 
 def run(cfg: Config, run_dir: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The pure parts of the report's references (conf_profile/references.py): the user split and the majority.
+"""The pure parts of the report's references (conf_profile/stages/baselines.py): the user split and the majority.
 
 >>> half("1"), half("4"), majority(["b", "a", "b"])
 ('test', 'train', ('b', 0.6666666666666666))

@@ -1,6 +1,6 @@
 """The aggregation stage written as plain pandas groupbys: the baseline of ``python -m jobs.bench vote``.
 
-It computes what ``conf_profile.aggregate.aggregate_tables`` computes with label-free calibration and fixed
+It computes what ``conf_profile.stages.aggregate.aggregate_tables`` computes with label-free calibration and fixed
 teacher weights (the vote rows with their calibrated level and confidence, the calibrator's thresholds,
 the SFT examples and the RL set), the way one would write it with pandas: per attribute a groupby over
 (user, value), sorts and drop_duplicates for the winners, a pivot to one row per user and a row-wise

@@ -1,10 +1,10 @@
 """Single-process ingest with plain pyarrow: the baseline that the Ray job is measured against.
 
-Same row functions and same outputs as conf_profile.ingest, but everything in one process: the staged rows
+Same row functions and same outputs as conf_profile.stages.ingest, but everything in one process: the staged rows
 of the whole input are held in memory (as Arrow), sorted by user and grouped. Fine for small inputs and
 for checking the Ray job's output; its memory grows with the input.
 
-    python -m conf_profile.ingest_local --logs PATH --out DIR
+    python -m conf_profile.bench.ingest_local --logs PATH --out DIR
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 
 from conf_profile.core.ingest import validate_rows
 from conf_profile.core.settings import IngestConfig
-from conf_profile.ingest import (
+from conf_profile.log_input import resolve_input
+from conf_profile.stages.ingest import (
     STAGED_SCHEMA,
     budget_for,
     group_and_write,
@@ -32,7 +33,6 @@ from conf_profile.ingest import (
     reject_unreadable_files,
     summarize,
 )
-from conf_profile.logs import resolve_input
 
 CHUNK_ROWS = 200_000
 

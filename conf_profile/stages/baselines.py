@@ -23,13 +23,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from conf_profile.aggregate import heldout_users
+from conf_profile.core.baselines import half, majority
 from conf_profile.core.metrics import load_truth
-from conf_profile.core.references import half, majority
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
-from conf_profile.infer import replace_folder, without_labeled
-from conf_profile.label import read_documents
+from conf_profile.storage import heldout_users, read_documents, replace_folder, without_labeled
 
 PREDICTION_SCHEMA = pa.schema([("user_id", pa.string()), ("attribute", pa.string()), ("value", pa.string()),
                                ("confidence", pa.float64()), ("level", pa.int64())])  # fmt: skip

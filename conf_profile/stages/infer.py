@@ -18,7 +18,6 @@ Destinations:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from datetime import UTC, datetime
@@ -29,27 +28,30 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from conf_profile.cli import id_key
 from conf_profile.core.hardware import cpu_flags, engine_dtype
-from conf_profile.core.privacy import pseudonymize
+from conf_profile.core.privacy import id_key, pseudonymize
 from conf_profile.core.profiles import consensus_rows, long_form, profile_schema
 from conf_profile.core.settings import Config
 from conf_profile.core.student import student_schema, student_system_prompt
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
-from conf_profile.label import (
-    SMALL_CPUS,
-    ChatRequest,
-    drop_users,
-    engine_device,
-    first_users,
-    keep_users,
-    processor_config,
-    quiet_memory_warning,
-    with_samples,
-    without_users,
-)
-from conf_profile.label import documents_dataset as label_documents
+from conf_profile.engines import ChatRequest, engine_device, processor_config, with_samples
 from conf_profile.progress import Progress, count_rows
+from conf_profile.raycluster import SMALL_CPUS, quiet_memory_warning
+from conf_profile.storage import (
+    DOCUMENTS,
+    MODEL_SFT,
+    PREDICTIONS,
+    PROFILE_ATTRIBUTES,
+    PROFILES,
+    drop_users,
+    first_users,
+    heldout_users,
+    keep_users,
+    labeled_users,
+    read_manifest,
+    swap_folder,
+)
+from conf_profile.storage import documents_dataset as read_documents_dataset
 
 PROVENANCE = ("model", "taxonomy_version", "run_id", "generated_at")
 _COUNTS = ("_outputs", "_output_tokens")  # per-user bookkeeping columns of the voted rows, never written
@@ -109,7 +111,7 @@ def documents_dataset(run_dir: Path, cfg: Config | None = None, only: pa.Array |
     """(the documents to profile as a Ray dataset of user_id, document; the number of documents in the run).
     ``infer.exclude_labeled`` drops the users the teacher labeled; ``infer.max_users`` keeps the first N by
     user_id; ``only`` keeps just those users."""
-    docs, total = label_documents(run_dir, ["user_id", "document"])
+    docs, total = read_documents_dataset(run_dir, ["user_id", "document"])
     if only is not None:
         docs = keep_users(docs, only)
     if cfg is not None and cfg.infer.exclude_labeled:
@@ -117,18 +119,6 @@ def documents_dataset(run_dir: Path, cfg: Config | None = None, only: pa.Array |
     if cfg is not None and cfg.infer.max_users:
         docs = keep_users(docs, pa.array(first_users(docs, cfg.infer.max_users), pa.string()))
     return docs, total
-
-
-def labeled_users(run_dir: Path) -> pa.Array:
-    """The distinct users of teacher_samples/ (empty when the teacher has not labeled)."""
-    if not (run_dir / "teacher_samples").is_dir():
-        return pa.array([], pa.string())
-    return pq.read_table(run_dir / "teacher_samples", columns=["user_id"]).column("user_id").unique()
-
-
-def without_labeled(table: pa.Table, run_dir: Path) -> pa.Table:
-    """The rows of users the teacher did not label in this run (held out from the student's training)."""
-    return without_users(table, labeled_users(run_dir))
 
 
 def profile_dataset(
@@ -311,26 +301,54 @@ def write_dataset(ds: Any, folder: Path, schema: pa.Schema) -> int:
         tmp.mkdir(parents=True, exist_ok=True)
         pq.write_table(schema.empty_table(), tmp / "part-0.parquet")
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    _swap(tmp, folder)
+    swap_folder(tmp, folder)
     return rows
 
 
-def replace_folder(folder: Path, files: dict[str, pa.Table]) -> None:
-    """Write tables into a sibling temp folder, then swap it in."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, table in files.items():
-        pq.write_table(table, tmp / name)
-    _swap(tmp, folder)
+READS = (DOCUMENTS, MODEL_SFT)  # models/rl/ too, when this run's train_rl trained it; calibration.json if any
+WRITES = (PROFILES, PROFILE_ATTRIBUTES, PREDICTIONS)
 
 
-def _swap(tmp: Path, folder: Path) -> None:
-    """Two renames: the folder is missing for that instant, never half-written or duplicated."""
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+def final_model(run_dir: Path) -> tuple[str, Path]:
+    """models/rl when this run's train_rl trained it (not skipped, not left over from an earlier try), else
+    models/sft."""
+    stages = read_manifest(run_dir).get("stages", {})
+    rl = stages.get("train_rl", {})
+    use_rl = rl.get("status") == "ok" and "skipped" not in rl
+    for name in ("rl", "sft") if use_rl else ("sft",):
+        if (run_dir / "models" / name / "config.json").exists():
+            return name, run_dir / "models" / name
+    raise FileNotFoundError(f"no trained student in {run_dir / 'models'} (run train_sft first)")
+
+
+def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """The final student (models/rl/, or models/sft/ when RL was skipped) profiles every user ->
+    profiles/dt=DATE/ + profile_attributes/dt=DATE/. The rows of the users the teacher did not label (the
+    student never trained on them) also go to predictions/student_<rl|sft>/, so that evaluate reports the
+    student on held-out users beside the teacher stages. When the teacher also labeled held-out users for
+    scoring (label.heldout_users) and the final student is the RL one, the SFT student profiles those users
+    too (predictions/student_sft), so that the quality ladder has both students on the same users."""
+    name, model = final_model(run_dir)
+    for other in {"rl", "sft"} - {name}:  # the other student of an earlier try: the report shows this run's final one
+        shutil.rmtree(run_dir / "predictions" / f"student_{other}", ignore_errors=True)
+    entry = run_infer(cfg, run_dir, str(model), cfg.infer.date, predictions=f"student_{name}")
+    entry["student"] = f"student_{name}"
+    if name == "rl":
+        scored = _sft_on_scored_users(cfg, run_dir)
+        if scored is not None:
+            entry["student_sft_scored_users"] = scored
+    return entry
+
+
+def _sft_on_scored_users(cfg: Config, run_dir: Path) -> int | None:
+    """predictions/student_sft for the users the teacher labeled for scoring only; None without them."""
+    users = heldout_users(run_dir)
+    if users is None:
+        return None
+    docs = documents_dataset(run_dir, only=pa.array(users, pa.string()))[0]
+    profiles, entry = profile_dataset(
+        cfg, docs, str(run_dir / "models" / "sft"), read_calibration(run_dir), run_dir.name
+    )
+    taxonomy = load_taxonomy(cfg.taxonomy.path)
+    write_dataset(long_dataset(profiles, taxonomy), run_dir / "predictions" / "student_sft", long_schema(taxonomy))
+    return entry["users"]

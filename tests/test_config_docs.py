@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from conf_profile.core.config import to_dict
+from conf_profile.core.config_docs import config_reference, field_comments
 from conf_profile.core.mapping import EventType
-from conf_profile.core.reference import config_reference, field_comments
 from conf_profile.core.settings import Config
 
 ROOT = Path(__file__).resolve().parents[1]

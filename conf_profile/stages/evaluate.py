@@ -23,12 +23,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from conf_profile.aggregate import heldout_users
 from conf_profile.core.ladder import align, ladder, risk_coverage
 from conf_profile.core.metrics import attribute_metrics, injection_adoption, load_truth, macro, reliability
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
-from conf_profile.runs import HELDOUT_VOTES, HELDOUT_VOTES_BY_TEACHER, write_text_atomic
+from conf_profile.storage import (
+    HELDOUT_VOTES,
+    HELDOUT_VOTES_BY_TEACHER,
+    REPORT,
+    RunTable,
+    heldout_users,
+    write_text_atomic,
+)
 
 REFERENCE = "ref_majority"  # the ladder's reference stage
 BOOTSTRAP_RESAMPLES = 1000
@@ -335,3 +341,30 @@ Calibration: {html.escape(str(metrics["calibration"]))}{gold_note}.</p>
 {ladder_table}<h2>Macro over attributes</h2><table><tr><th>stage</th>{head}</tr>{rows}</table>
 <h2>F1 per attribute</h2><table><tr><th>stage</th>{attr_head}</tr>{f1_rows}</table>
 {injection_table}{images}<p>All numbers: metrics.json.</p></body></html>"""
+
+
+READS: tuple[RunTable, ...] = ()  # whatever of votes*/ and predictions/ is there (run_evaluate says when none is)
+WRITES = (REPORT,)
+
+
+def truth_path(cfg: Config, run_dir: Path) -> str | None:
+    if cfg.input.truth:
+        return cfg.input.truth
+    builtin = run_dir / "input" / "truth.parquet"
+    return str(builtin) if not cfg.input.logs and builtin.exists() else None
+
+
+def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """report/ against truth, when there is truth (input.truth, or the built-in data's own). In a run with
+    held-out users (label.heldout_users) the references (conf_profile.stages.baselines) are fitted first, on
+    every other user's truth, so that the quality ladder compares each stage with ref_majority."""
+    truth = truth_path(cfg, run_dir)
+    if truth is None:
+        return {"skipped": "no truth: set input.truth to evaluate"}
+    written: list[str] = []
+    if heldout_users(run_dir) is not None:
+        from conf_profile.stages.baselines import run_references
+
+        written = run_references(cfg, run_dir, truth)["written"]
+    entry = run_evaluate(cfg, run_dir, truth)
+    return {**entry, "written": [*entry["written"], *written]}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from conf_profile.core.labeling import prompt_version
 from conf_profile.core.settings import Config
 from conf_profile.core.student import student_prompt_version
 from conf_profile.core.taxonomy import load_taxonomy
-from conf_profile.pipeline import (
+from conf_profile.stages import (
     aggregate,
     builtin_data,
     embedded_models,
@@ -29,7 +29,9 @@ from conf_profile.pipeline import (
     train_rl,
     train_sft,
 )
-from conf_profile.runs import (
+from conf_profile.storage import (
+    RunTable,
+    check_reads,
     checkpoint_location,
     drop_derived,
     drop_stages,
@@ -39,19 +41,18 @@ from conf_profile.runs import (
 )
 
 Stage = Callable[[Config, Path], dict[str, Any]]
-# Data-flow order.
-STAGES: tuple[tuple[str, Stage], ...] = (
-    ("builtin_data", builtin_data.run),
-    ("ingest", ingest.run),
-    ("embedded_models", embedded_models.run),
-    ("label", label.run),
-    ("aggregate", aggregate.run),
-    ("train_sft", train_sft.run),
-    ("train_rl", train_rl.run),
-    ("infer", infer.run),
-    ("evaluate", evaluate.run),
-)
+# Data-flow order. Each module has run(cfg, run_dir) and declares the run tables it READS and WRITES.
+MODULES = (builtin_data, ingest, embedded_models, label, aggregate, train_sft, train_rl, infer, evaluate)
+STAGES: tuple[tuple[str, Stage], ...] = tuple((m.__name__.rsplit(".", 1)[1], m.run) for m in MODULES)
 STAGE_NAMES = tuple(name for name, _ in STAGES)
+READS = {name: m.READS for name, m in zip(STAGE_NAMES, MODULES, strict=True)}
+
+
+def run_checked(name: str, reads: Sequence[RunTable], stage: Stage, cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Run one stage after checking that the tables it reads are in the run directory (a MissingInputError
+    names the job that writes a missing one)."""
+    check_reads(name, reads, run_dir)
+    return stage(cfg, run_dir)
 
 
 class StageOrderError(ValueError):
@@ -112,7 +113,7 @@ def run_pipeline(
         print(f"pipeline: {name}: running", file=sys.stderr, flush=True)
         started = time.monotonic()
         try:
-            out = stage(cfg, run_dir)
+            out = run_checked(name, READS.get(name, ()), stage, cfg, run_dir)
         except BaseException as exc:  # recorded for the operator, then raised as is
             failed = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000],
                       "seconds": round(time.monotonic() - started, 1)}  # fmt: skip

@@ -11,9 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conf_profile.core.settings import Config
-from conf_profile.runs import write_text_atomic
+from conf_profile.storage import INPUT, RunTable, write_text_atomic
 from conf_profile.synthetic.dataset import write_dataset
 from conf_profile.synthetic.hostile import hostile_events
+
+READS: tuple[RunTable, ...] = ()
+WRITES = (INPUT,)
 
 
 def logs_path(cfg: Config, run_dir: Path) -> str:

@@ -31,7 +31,7 @@ from conf_profile.core.movielens import (
     truth_row,
 )
 from conf_profile.models import default_cache_dir
-from conf_profile.runs import write_data_folder
+from conf_profile.storage import write_data_folder
 from conf_profile.synthetic.generator import LOG_SCHEMA  # the project's one log schema
 
 WHEEL = "recbole-1.2.1-py3-none-any.whl"

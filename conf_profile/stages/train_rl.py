@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from conf_profile import raytrain
 from conf_profile.core.settings import Config, TrainRlConfig
 from conf_profile.core.taxonomy import load_taxonomy
+from conf_profile.storage import MODEL_RL, MODEL_SFT, RL, check_reads
 
 STAGE = "train_rl"
 LOGGED = ("reward", "rewards/format_gate/mean", "rewards/accuracy/mean", "rewards/calibration/mean",
@@ -35,11 +36,8 @@ LOGGED = ("reward", "rewards/format_gate/mean", "rewards/accuracy/mean", "reward
 
 def run_train_rl(cfg: Config, run_dir: Path) -> dict[str, Any]:
     t = cfg.train_rl
-    data, start = run_dir / "rl" / "train.parquet", run_dir / "models" / "sft"
-    if not data.exists():
-        raise FileNotFoundError(f"{data} does not exist; run the aggregate stage first (jobs.aggregate)")
-    if not (start / "config.json").exists():
-        raise FileNotFoundError(f"{start} holds no model; run the SFT stage first (jobs.train_sft)")
+    check_reads(STAGE, READS, run_dir)
+    data, start = RL.path(run_dir) / "train.parquet", MODEL_SFT.path(run_dir)
     users = pq.read_metadata(data).num_rows
     if users == 0:  # a legitimate outcome (every user easy or noise): the SFT model stays the student
         raytrain.log(STAGE, f"{data} is empty: the difficulty filter kept no user (aggregate.rl_*); skipped")
@@ -134,3 +132,8 @@ def _trainer(t: TrainRlConfig, config: dict[str, Any], model: Any, tokenizer: An
     callbacks = [RayTrainReportCallback(), raytrain.Progress(STAGE)]
     return GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tokenizer,
                        callbacks=callbacks)  # fmt: skip
+
+
+READS = (RL, MODEL_SFT)
+WRITES = (MODEL_RL,)
+run = run_train_rl

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from conf_profile import raytrain
 from conf_profile.core.settings import Config, TrainSftConfig
 from conf_profile.core.training import global_batch
+from conf_profile.storage import MODEL_SFT, SFT, check_reads
 
 STAGE = "train_sft"
 
@@ -25,9 +26,8 @@ def run_train_sft(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from conf_profile.models import resolve_model
 
     t = cfg.train_sft
-    train_file, eval_file = run_dir / "sft" / "train.parquet", run_dir / "sft" / "eval.parquet"
-    if not train_file.exists():
-        raise FileNotFoundError(f"{train_file} does not exist; run the aggregate stage first (jobs.aggregate)")
+    check_reads(STAGE, READS, run_dir)
+    train_file, eval_file = SFT.path(run_dir) / "train.parquet", SFT.path(run_dir) / "eval.parquet"
     examples = pq.read_metadata(train_file).num_rows
     if examples == 0:
         raise ValueError(f"{train_file} has no examples (aggregate.sft_min_mean_level filtered them all?)")
@@ -108,3 +108,8 @@ def _trainer(t: TrainSftConfig, config: dict[str, Any], model: Any, tokenizer: A
     callbacks = [RayTrainReportCallback(), raytrain.Progress(STAGE)]
     return SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=evals, processing_class=tokenizer,
                       peft_config=peft_config, callbacks=callbacks)  # fmt: skip
+
+
+READS = (SFT,)
+WRITES = (MODEL_SFT,)
+run = run_train_sft

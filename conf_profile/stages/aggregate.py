@@ -7,7 +7,6 @@ One process with pyarrow and numpy: the vote is vectorized over the whole table 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,27 +24,42 @@ from conf_profile.core.labeling import prompt_version
 from conf_profile.core.metrics import load_truth
 from conf_profile.core.settings import AggregateConfig, Config
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
-from conf_profile.runs import HELDOUT_SAMPLES, HELDOUT_VOTES, HELDOUT_VOTES_BY_TEACHER, write_text_atomic
+from conf_profile.storage import (
+    CALIBRATION,
+    DOCUMENTS,
+    HELDOUT_SAMPLES,
+    HELDOUT_VOTES,
+    HELDOUT_VOTES_BY_TEACHER,
+    RL,
+    SFT,
+    TEACHER_SAMPLES,
+    VOTES,
+    VOTES_HELDOUT,
+    check_reads,
+    write_table_atomic,
+    write_text_atomic,
+)
 
 
 def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
     started = time.monotonic()
     acfg = cfg.aggregate
     taxonomy = load_taxonomy(cfg.taxonomy.path)
-    documents = _read(run_dir / "documents", "ingest (python -m jobs.ingest)", ["user_id", "document", "content_hash"])
-    samples = _read(run_dir / "teacher_samples", "labeling (python -m jobs.label)")
+    check_reads("aggregate", READS, run_dir)
+    documents = pq.read_table(DOCUMENTS.path(run_dir), columns=["user_id", "document", "content_hash"])
+    samples = pq.read_table(TEACHER_SAMPLES.path(run_dir))
     samples = current_samples(samples, documents, prompt_version(taxonomy))
     if samples.num_rows == 0:
         raise FileNotFoundError(f"{run_dir / 'teacher_samples'} has no samples for the current documents and prompt")
     primary = cfg.label.teachers[0].name
     result = aggregate_tables(samples, documents, taxonomy, acfg, primary)
     votes, cal, sft, rl = result.votes, result.calibration, result.sft, result.rl
-    _write_table(votes, run_dir / "votes" / "votes.parquet")
+    write_table_atomic(votes, run_dir / "votes" / "votes.parquet")
     heldout = _heldout_votes(run_dir, documents, taxonomy, primary, cal, acfg.confidence_weights, result.reliability)
     write_text_atomic(run_dir / "calibration.json", json.dumps(cal, indent=2, allow_nan=False))
     for split in ("train", "eval"):
-        _write_table(sft.filter(pc.equal(sft.column("split"), split)), run_dir / "sft" / f"{split}.parquet")
-    _write_table(rl, run_dir / "rl" / "train.parquet")
+        write_table_atomic(sft.filter(pc.equal(sft.column("split"), split)), run_dir / "sft" / f"{split}.parquet")
+    write_table_atomic(rl, run_dir / "rl" / "train.parquet")
     sft_dropped, decisions, reliability = result.sft_dropped, result.decisions, result.reliability
     voted_users = len(votes.column("user_id").unique())
     entry = {
@@ -124,21 +138,13 @@ def _heldout_votes(
     if samples.num_rows == 0:
         return 0
     votes = apply_calibration(vote_samples(samples, taxonomy, primary, weights, reliability), cal, taxonomy)
-    _write_table(votes, run_dir / HELDOUT_VOTES / "votes.parquet")
+    write_table_atomic(votes, run_dir / HELDOUT_VOTES / "votes.parquet")
     teachers = sorted(set(samples.column("teacher").to_pylist()))
     for teacher in teachers if len(teachers) > 1 else []:  # each teacher alone, for the quality ladder
         own = samples.filter(pc.equal(samples.column("teacher"), teacher))
-        _write_table(apply_calibration(vote_samples(own, taxonomy, teacher, weights), cal, taxonomy),
+        write_table_atomic(apply_calibration(vote_samples(own, taxonomy, teacher, weights), cal, taxonomy),
                      alone / f"{teacher}.parquet")  # fmt: skip
     return len(votes.column("user_id").unique())
-
-
-def heldout_users(run_dir: Path) -> list[str] | None:
-    """The users the teacher labeled for scoring only (votes_heldout/), sorted; None in a run without them."""
-    folder = run_dir / HELDOUT_VOTES
-    if not folder.is_dir():
-        return None
-    return sorted(pq.read_table(folder, columns=["user_id"]).column("user_id").unique().to_pylist())
 
 
 def apply_calibration(votes: pa.Table, cal: dict[str, Any], taxonomy: Taxonomy) -> pa.Table:
@@ -188,15 +194,6 @@ def _level_counts(votes: pa.Table) -> dict[str, int]:
     return {str(k): int((levels == k).sum()) for k in range(1, 6)}
 
 
-def _read(folder: Path, producer: str, columns: list[str] | None = None) -> pa.Table:
-    if not folder.is_dir() or not any(folder.rglob("*.parquet")):
-        raise FileNotFoundError(f"{folder} is missing or empty; run {producer} first")
-    return pq.read_table(folder, columns=columns)
-
-
-def _write_table(table: pa.Table, path: Path) -> None:
-    """Write next to the target, then rename: a re-run replaces the file, readers never see half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+READS = (DOCUMENTS, TEACHER_SAMPLES)  # teacher_samples_heldout/ too, when label wrote it
+WRITES = (VOTES, VOTES_HELDOUT, CALIBRATION, SFT, RL)
+run = run_aggregate

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conf_profile.runs import (
+from conf_profile.storage import (
     drop_derived,
     new_run_id,
     open_run_dir,
@@ -44,7 +44,7 @@ def test_manifest_keeps_every_stage(tmp_path) -> None:
 
 
 def test_drop_stages_forgets_every_named_stage(tmp_path) -> None:
-    from conf_profile.runs import drop_stages
+    from conf_profile.storage import drop_stages
 
     for stage in ("label", "aggregate", "train_sft"):
         record_stage(tmp_path, stage, {"status": "ok"})
@@ -53,7 +53,7 @@ def test_drop_stages_forgets_every_named_stage(tmp_path) -> None:
 
 
 def test_checkpoints_are_per_run_on_shared_storage(tmp_path) -> None:
-    from conf_profile.runs import checkpoint_location
+    from conf_profile.storage import checkpoint_location
 
     assert checkpoint_location(None, tmp_path / "r1", "train_sft") == (str((tmp_path / "r1" / "checkpoints").resolve()),
                                                                       "train_sft")  # fmt: skip
@@ -101,3 +101,54 @@ def test_a_redo_drops_the_side_jobs_run_on_the_old_outputs(tmp_path) -> None:
     assert not (run / "report_test").exists() and (run / "report").is_dir()
     assert (tmp_path / "keep").is_dir() and run.is_dir()  # nothing outside the run directory, nor the run itself
     assert drop_derived(run, ["infer", "evaluate"]) == []
+
+
+def test_every_stage_reads_only_tables_an_earlier_stage_writes() -> None:
+    """The declared data flow runs one way, and each table's producer is the stage that declares it."""
+    from conf_profile import runner
+
+    written: set[str] = set()
+    for name, module in zip(runner.STAGE_NAMES, runner.MODULES, strict=True):
+        for table in module.READS:
+            assert table.name in written, f"{name} reads {table.name}, which no earlier stage writes"
+        for table in module.WRITES:
+            assert table.producer == name, f"{table.name} is declared by {name}, its producer says {table.producer}"
+            written.add(table.name)
+    assert {"documents", "teacher_samples", "votes", "sft", "rl", "models/sft", "profiles"} <= written
+
+
+def test_a_missing_input_names_the_job_that_writes_it(tmp_path) -> None:
+    from conf_profile.runner import run_checked
+    from conf_profile.storage import MODEL_SFT, RL, MissingInputError
+
+    ran = []
+    with pytest.raises(MissingInputError, match=r"train_rl reads rl .*run aggregate first \(python -m jobs.aggregate"):
+        run_checked("train_rl", (RL, MODEL_SFT), lambda cfg, rd: ran.append(rd) or {}, None, tmp_path)
+    (tmp_path / "rl").mkdir()  # a folder is swapped in whole: there means complete, even when empty
+    with pytest.raises(MissingInputError, match="reads models/sft .*run train_sft first"):
+        run_checked("train_rl", (RL, MODEL_SFT), lambda cfg, rd: ran.append(rd) or {}, None, tmp_path)
+    (tmp_path / "models" / "sft").mkdir(parents=True)  # a model folder counts once its config is written
+    with pytest.raises(MissingInputError):
+        run_checked("train_rl", (RL, MODEL_SFT), lambda cfg, rd: ran.append(rd) or {}, None, tmp_path)
+    (tmp_path / "models" / "sft" / "config.json").write_text("{}")
+    assert run_checked("train_rl", (RL, MODEL_SFT), lambda cfg, rd: ran.append(rd) or {"ok": 1}, None, tmp_path) == {
+        "ok": 1
+    }
+    assert ran == [tmp_path]
+
+
+def test_the_pipeline_checks_a_stages_inputs_before_running_it(tmp_path) -> None:
+    """A run whose ingest output was deleted stops at label with the fix, and records the failure."""
+    from conf_profile.core.settings import Config
+    from conf_profile.runner import run_pipeline
+    from conf_profile.storage import MissingInputError
+
+    ran: list[str] = []
+    stages = (
+        ("ingest", lambda cfg, rd: ran.append("ingest") or {}),
+        ("label", lambda cfg, rd: ran.append("label") or {}),
+    )
+    with pytest.raises(MissingInputError, match="label reads documents .*run ingest first"):
+        run_pipeline(Config(), tmp_path, stages)
+    assert ran == ["ingest"]
+    assert read_manifest(tmp_path)["stages"]["label"]["status"] == "failed"

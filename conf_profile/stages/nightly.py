@@ -26,15 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from conf_profile.cli import id_key
 from conf_profile.core.config import to_dict
 from conf_profile.core.nightly import check_gates, partition_stats, watermark_since
-from conf_profile.core.privacy import pseudonymize
+from conf_profile.core.privacy import id_key, pseudonymize
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
-from conf_profile.infer import check_model, profile_users, replace_folder, write_profiles
-from conf_profile.label import read_documents
-from conf_profile.runs import record_stage, write_text_atomic
+from conf_profile.stages.infer import check_model, profile_users, write_profiles
+from conf_profile.storage import read_documents, record_stage, replace_folder, write_text_atomic
 
 WATERMARK = "watermark.json"
 
@@ -65,7 +63,7 @@ def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
 
-    from conf_profile.ingest import run_ingest
+    from conf_profile.stages.ingest import run_ingest
 
     ingest = run_ingest(cfg.ingest, logs, work, cfg.ray)
     record_stage(work, "ingest", {**ingest, "status": "ok"}, to_dict(cfg))

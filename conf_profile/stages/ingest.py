@@ -35,28 +35,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conf_profile.core.documents import DocumentBudget
-from conf_profile.core.events import SOURCES, Limits, parse_time_ms
+from conf_profile.core.events import Limits, parse_time_ms
 from conf_profile.core.ingest import NO_USER_BUCKET, group_bucket, validate_rows
 from conf_profile.core.mapping import InputMapping
-from conf_profile.core.settings import IngestConfig, RayConfig
-from conf_profile.logs import LogInput, LogInputError, resolve_input
+from conf_profile.core.settings import Config, IngestConfig, RayConfig
+from conf_profile.log_input import LogInput, LogInputError, resolve_input
+from conf_profile.storage import DOCUMENT_SCHEMA, DOCUMENTS, REJECT_SCHEMA, REJECTS, RunTable
 
-DOCUMENT_SCHEMA = pa.schema(
-    [("user_id", pa.string()), ("document", pa.string()), ("n_events", pa.int32())]
-    + [(f"events_{s}", pa.int32()) for s in SOURCES]
-    + [
-        ("lines_shown", pa.int32()),
-        ("truncated", pa.bool_()),
-        ("chars", pa.int32()),
-        ("est_tokens", pa.int32()),
-        ("first_event_time", pa.timestamp("ms", tz="UTC")),
-        ("last_event_time", pa.timestamp("ms", tz="UTC")),
-        ("content_hash", pa.string()),
-    ]
-)
-REJECT_SCHEMA = pa.schema(
-    [("reason", pa.string()), ("user_id", pa.string()), ("event_id", pa.string()), ("raw", pa.string())]
-)
 STAGED_SCHEMA = pa.schema(
     [
         ("user_id", pa.string()),
@@ -271,3 +256,13 @@ def publish(staging: Path, run_dir: Path) -> None:
 
 def _log(message: str) -> None:
     print(f"ingest: {message}", file=sys.stderr, flush=True)
+
+
+READS: tuple[RunTable, ...] = ()  # the raw logs, outside the run directory (input.logs or builtin_data's)
+WRITES = (DOCUMENTS, REJECTS)
+
+
+def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    from conf_profile.stages.builtin_data import logs_path
+
+    return run_ingest(cfg.ingest, logs_path(cfg, run_dir), run_dir, cfg.ray)

