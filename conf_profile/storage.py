@@ -13,13 +13,17 @@ A run lives in ``runs/<run_id>/`` (or any ``--run-dir``); ``runs/latest`` points
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import secrets
 import shutil
+import socket
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -249,6 +253,65 @@ def swap_folder(tmp: Path, folder: Path) -> None:
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+class LeaseHeld(RuntimeError):
+    """Another process holds the lease: it is writing the same tables."""
+
+
+@contextmanager
+def lease(path: Path, owner: dict[str, Any]) -> Iterator[None]:
+    """Hold the lease file ``path`` (created exclusively, removed on exit) while writing shared tables, so that
+    two writers never publish at once: a second one raises LeaseHeld naming the holder. A lease left by a
+    dead process on this host is taken over; one from another host is left alone (the message says how
+    to clear it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {**owner, "pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _read_lease(path)
+            if holder.get("host") != socket.gethostname() or _alive(holder.get("pid")):
+                raise LeaseHeld(
+                    f"{path} is held by {json.dumps(holder, sort_keys=True)}: another run is writing these tables; "
+                    f"wait for it to end (if it died on another machine, remove {path})"
+                ) from None
+            print(f"lease: taking over {path} from the dead process {holder.get('pid')}", file=sys.stderr)
+            with contextlib.suppress(FileNotFoundError):  # another taker may have moved it first
+                os.replace(path, path.with_name(f"{path.name}.stale-{os.getpid()}"))
+    else:
+        raise LeaseHeld(f"{path}: could not take the lease; try again")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    try:
+        yield
+    finally:
+        if _read_lease(path).get("pid") == record["pid"]:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        for stale in path.parent.glob(f"{path.name}.stale-*"):
+            stale.unlink(missing_ok=True)
+
+
+def _read_lease(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}  # being written, or removed meanwhile: treated as held by an unknown live process
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return True  # unknown holder: never taken over
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_data_folder(

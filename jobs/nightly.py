@@ -4,17 +4,23 @@
                            [--config FILE] [--set KEY=VALUE ...]
 
 Reads the logs (all of each user's history: a user's document is rebuilt from it), selects the users whose
-newest event is later than the watermark of the last published night (the first night: every user),
-profiles them with the student model (as jobs.infer, infer.* settings) and checks the quality gates:
+document changed since the last published night (its content hash; late events included), the users new
+to the store, and every user when the model changed (the first night: every user), profiles them with the
+student model (as jobs.infer, infer.* settings) and checks the quality gates:
 parse-failure rate, abstain rate, and label drift against the previous partition (nightly.* thresholds).
 Only when every gate passes does it publish, under --out (nightly.root, default ./nightly):
   profiles/dt=DATE/, profile_attributes/dt=DATE/   the night's users (a re-run of a date replaces them)
   profiles_latest/                                 the latest row of every user
   rejects/dt=DATE/                                 unusable rows and users, with reasons
-  watermark.json                                   the newest event time published
+  state/dt=DATE/                                   what each published profile was made from (content
+                                                   hash, model): the next night compares with it
+  watermark.json                                   the newest event time published, the last date
 A failed gate exits with status 3 and publishes nothing; work/dt=DATE/gates.json says why.
 --calibration defaults to the calibration.json of the run that trained the model (<run>/models/<name>).
-Exit status: 0 published, 2 bad input or configuration, 3 a quality gate failed.
+Two nights never publish to one store at once: a night holds the store's lease (<out>/.lease) from start to
+end, and a second one started meanwhile exits with status 4 and writes nothing.
+Exit status: 0 published, 2 bad input or configuration, 3 a quality gate failed, 4 another night holds the
+store.
 """
 
 from __future__ import annotations
@@ -52,12 +58,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.run_dir is not None:
         fail("--run-dir is not used by the nightly job: its tables go under --out")
     cfg = load_config(args, [f"nightly.root={args.out}"] if args.out else [])
-    from conf_profile.stages.nightly import GateFailure, run_nightly  # after the checks: it imports Ray
+    from conf_profile.stages.nightly import GateFailure, run_nightly  # after the checks
+    from conf_profile.storage import LeaseHeld
 
     try:
         entry = run_nightly(cfg, args.logs, args.date, args.model, args.calibration)
     except GateFailure as exc:
         fail(str(exc), status=3)
+    except LeaseHeld as exc:
+        fail(str(exc), status=4)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     print(json.dumps(entry, indent=2, default=str))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,7 +15,15 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from conf_profile.core.nightly import WatermarkError, check_gates, drift, partition_stats, watermark_since
+from conf_profile.core.nightly import (
+    WatermarkError,
+    changed_mask,
+    check_gates,
+    drift,
+    next_state,
+    partition_stats,
+    watermark_since,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GATES = {"max_parse_failure_rate": 0.1, "max_abstain_rate": 0.9, "max_drift": 0.3, "min_users_for_drift": 2}
@@ -54,6 +65,43 @@ def test_watermark_selection_for_next_same_and_earlier_dates() -> None:
     assert watermark_since(state, "2026-11-02") is None  # the same date again: the same starting point
     with pytest.raises(WatermarkError, match="before the last published date"):
         watermark_since(state, "2026-11-01")
+
+
+def test_changed_users_are_new_or_have_another_document_or_model() -> None:
+    docs = pa.table({"user_id": ["a", "b", "c", "d", "e"], "content_hash": ["h1", "h2", "h3", "h4", None]})
+    state = pa.table({"user_id": ["e", "c", "b", "a", "gone"], "content_hash": ["h5", "h3", "old", "h1", "h9"],
+                      "model": ["m", "m2", "m", "m", "m"]})  # fmt: skip
+    assert changed_mask(docs, state, "m").to_pylist() == [False, True, True, True, True]  # order of docs kept
+    assert changed_mask(docs, None, "m").to_pylist() == [True] * 5  # the first night: everyone
+    assert changed_mask(docs, state.slice(0, 0), "m").to_pylist() == [True] * 5
+    assert changed_mask(docs.slice(0, 0), state, "m").to_pylist() == []
+
+
+def test_the_next_state_keeps_the_previous_entry_of_a_user_whose_output_failed() -> None:
+    prev = pa.table({"user_id": ["a", "b", "c"], "content_hash": ["1", "2", "3"], "model": ["m", "m", "m"]})
+    night = pa.table({"user_id": ["c", "b", "z"], "content_hash": ["3b", "2b", "9"], "model": ["m2"] * 3,
+                      "error": ["not_json", None, None], "gender": ["x", "y", "z"]})  # fmt: skip
+    state = next_state(prev, night)
+    assert state.column_names == ["user_id", "content_hash", "model"]
+    assert state.to_pylist() == [{"user_id": "a", "content_hash": "1", "model": "m"},
+                                 {"user_id": "b", "content_hash": "2b", "model": "m2"},
+                                 {"user_id": "c", "content_hash": "3", "model": "m"},  # failed: retried next night
+                                 {"user_id": "z", "content_hash": "9", "model": "m2"}]  # fmt: skip
+    assert next_state(None, night).column("user_id").to_pylist() == ["b", "z"]
+    # The next night, with c's new document again: c is chosen (its state still holds the old hash).
+    docs = pa.table({"user_id": ["a", "b", "c", "z"], "content_hash": ["1", "2b", "3b", "9"]})
+    assert changed_mask(docs, state, "m2").to_pylist() == [True, False, True, False]  # a: made by model m
+
+
+def test_a_second_night_on_a_held_store_exits_4_and_writes_nothing(tmp_path) -> None:
+    out = tmp_path / "store"
+    out.mkdir()
+    (out / ".lease").write_text(json.dumps({"job": "nightly", "date": "2026-11-01", "pid": os.getpid(),
+                                            "host": socket.gethostname()}))  # fmt: skip
+    res = _nightly(out, tmp_path / "no-logs", "2026-11-02", tmp_path / "no-model")
+    assert res.returncode == 4, res.stderr[-2000:]
+    assert "another run is writing these tables" in res.stderr and '"date": "2026-11-01"' in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".lease"]
 
 
 def _rows(*rows: tuple[str, str, str | None]) -> pa.Table:
@@ -127,12 +175,30 @@ def test_two_nights_reprofile_only_changed_users_and_a_failed_gate_publishes_not
     assert len(users) == 8 and pq.read_table(out / "profiles_latest").num_rows == 8
     mark1 = json.loads((out / "watermark.json").read_text())
 
-    changed = users[:2]
-    _day_two(day1, day2, changed)
+    assert night1.column("calibration_hash").unique().to_pylist() == ["none"]  # no calibrator beside this model
+    assert night1.column("teachers").null_count == 8  # a model from no run: its teachers are not known
+    assert len(set(night1.column("content_hash").to_pylist())) == 8
+    state1 = pq.read_table(out / "state" / "dt=2026-11-01")
+    assert state1.column_names == ["user_id", "content_hash", "model"] and state1.num_rows == 8
+
+    _day_two(day1, day2, users[:2])
+    late_user = users[2]  # one event stamped before night 1's newest event, arriving in a new file on day 2
+    late = datetime.fromisoformat(mark1["last_event_time"]) - timedelta(minutes=5)
+    row = next(r for r in pads.dataset(day1).to_table().to_pylist() if r["user_id"] == late_user)
+    late_row = {**row, "event_id": "e_late", "event_time": late.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    pq.write_table(pa.Table.from_pylist([late_row], schema=pq.read_schema(day2 / "part-1.parquet")),
+                   day2 / "part-2.parquet")  # fmt: skip
+    changed = sorted([*users[:2], late_user])
     second = _nightly(out, day2, "2026-11-02", model)
     assert second.returncode == 0, second.stderr[-3000:]
     night2 = pq.read_table(out / "profiles" / "dt=2026-11-02")
-    assert sorted(night2.column("user_id").to_pylist()) == changed  # only users with new activity
+    assert sorted(night2.column("user_id").to_pylist()) == changed  # the users whose document changed
+    hashes1 = dict(zip(state1.column("user_id").to_pylist(), state1.column("content_hash").to_pylist(), strict=True))
+    assert all(r["content_hash"] != hashes1[r["user_id"]] for r in night2.to_pylist())
+    state2 = pq.read_table(out / "state" / "dt=2026-11-02").to_pylist()
+    keys = ["user_id", "content_hash", "model"]
+    parsed = [{k: r[k] for k in keys} for r in pq.read_table(out / "profiles_latest").to_pylist() if r["error"] is None]
+    assert all(r in state2 for r in parsed) and {r["user_id"] for r in state2} <= set(users)
     latest = pq.read_table(out / "profiles_latest")
     assert sorted(latest.column("user_id").to_pylist()) == users  # one row per user
     runs = dict(zip(latest.column("user_id").to_pylist(), latest.column("run_id").to_pylist(), strict=True))

@@ -152,3 +152,32 @@ def test_the_pipeline_checks_a_stages_inputs_before_running_it(tmp_path) -> None
         run_pipeline(Config(), tmp_path, stages)
     assert ran == ["ingest"]
     assert read_manifest(tmp_path)["stages"]["label"]["status"] == "failed"
+
+
+def test_a_lease_is_exclusive_released_on_exit_and_taken_over_from_a_dead_holder(tmp_path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from conf_profile.storage import LeaseHeld, lease
+
+    path = tmp_path / "store" / ".lease"
+    with lease(path, {"job": "a"}):
+        held = json.loads(path.read_text())
+        assert held["job"] == "a" and held["pid"] == os.getpid()
+        with pytest.raises(LeaseHeld, match='held by .*"job": "a"'), lease(path, {"job": "b"}):
+            pass
+        assert path.exists()  # the refused one did not remove the holder's lease
+    assert not path.exists()
+    with pytest.raises(RuntimeError, match="boom"), lease(path, {"job": "c"}):
+        raise RuntimeError("boom")
+    assert not path.exists()  # released when the holder fails too
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path.write_text(json.dumps({"job": "old", "pid": int(dead.stdout), "host": socket.gethostname()}))
+    with lease(path, {"job": "d"}):  # its holder is gone: taken over
+        assert json.loads(path.read_text())["job"] == "d"
+    assert sorted(p.name for p in path.parent.iterdir()) == []
+    path.write_text(json.dumps({"job": "remote", "pid": int(dead.stdout), "host": "another-host"}))
+    with pytest.raises(LeaseHeld, match="remove .*lease"), lease(path, {"job": "e"}):
+        pass  # a holder on another machine cannot be checked here: never taken over

@@ -1,10 +1,15 @@
-"""The nightly refresh's decisions: which activity is new (the watermark) and whether a partition may be
+"""The nightly refresh's decisions: which users changed, which dates may run, and whether a partition may be
 published (quality gates).
 
+Changed users: a night profiles the users whose document differs from the one their published profile was
+made from (content hash), or whose profile was made by another model, and the users without a published
+profile. The published state a night compares with is that of the last night before its date, so a
+re-run of a date selects the same users again. A late event (stamped before the last night's newest event,
+but in a file that arrived since) changes its user's document, so that user is profiled again.
+
 Watermark: the state file holds the newest event time of the last published night, the date it was
-published for and the watermark that night started from. A night selects the users whose newest event is
-later than the watermark. Re-running the last published date starts again from that date's own starting
-point (the same users, its partition replaced); a date before the last published one is refused.
+published for and the watermark that night started from (for the record). Re-running the last published
+date is allowed (its partition is replaced); a date before the last published one is refused.
 
 Quality gates: a partition is published only when its profiles pass.
 
@@ -26,7 +31,48 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from conf_profile.core.taxonomy import UNKNOWN
+
+STATE_COLUMNS = ("user_id", "content_hash", "model")  # the published state: what each user's profile was made from
+
+
+def changed_mask(documents: pa.Table, published: pa.Table | None, model: str) -> pa.Array:
+    """Which rows of ``documents`` (user_id, content_hash) to profile tonight: users absent from ``published``
+    (STATE_COLUMNS), or whose content hash or model differs from the published one.
+
+    >>> docs = pa.table({"user_id": ["a", "b", "c", "d"], "content_hash": ["1", "2", "3", "4"]})
+    >>> state = pa.table({"user_id": ["a", "b", "c"], "content_hash": ["1", "x", "3"], "model": ["m", "m", "old"]})
+    >>> changed_mask(docs, state, "m").to_pylist()  # b: new document, c: new model, d: new user
+    [False, True, True, True]
+    """
+    if published is None or published.num_rows == 0:
+        return pa.array([True] * documents.num_rows, pa.bool_())
+    index = pc.index_in(documents.column("user_id"), value_set=published.column("user_id"))
+    same_hash = pc.equal(documents.column("content_hash"), published.column("content_hash").take(index))
+    same_model = pc.equal(published.column("model").take(index), pa.scalar(model, pa.string()))
+    unchanged = pc.fill_null(pc.and_(same_hash, same_model), False)  # a null index (new user) is a change
+    return pc.invert(unchanged)
+
+
+def next_state(previous: pa.Table | None, tonight: pa.Table) -> pa.Table:
+    """The published state after a night, sorted by user: tonight's rows whose output parsed (``error`` null)
+    replace their users' entries; a user whose output did not parse keeps the previous entry (or none), so
+    the next night tries that user again.
+
+    >>> prev = pa.table({"user_id": ["a", "b"], "content_hash": ["1", "2"], "model": ["m", "m"]})
+    >>> night = pa.table({"user_id": ["b", "c", "d"], "content_hash": ["2b", "3", "4"], "model": ["m"] * 3,
+    ...                   "error": [None, None, "not_json"]})
+    >>> next_state(prev, night).to_pydict()
+    {'user_id': ['a', 'b', 'c'], 'content_hash': ['1', '2b', '3'], 'model': ['m', 'm', 'm']}
+    """
+    parsed = tonight.filter(pc.is_null(tonight.column("error"))).select(list(STATE_COLUMNS))
+    if previous is None:
+        return parsed.sort_by("user_id")
+    kept = previous.filter(pc.invert(pc.is_in(previous.column("user_id"), value_set=parsed.column("user_id"))))
+    return pa.concat_tables([kept.select(list(STATE_COLUMNS)).cast(parsed.schema), parsed]).sort_by("user_id")
 
 
 def partition_stats(rows: list[dict[str, Any]], attributes: tuple[str, ...]) -> dict[str, Any]:

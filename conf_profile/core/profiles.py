@@ -14,6 +14,8 @@ one. An output that does not parse keeps the user, with every attribute ``unknow
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +27,12 @@ from conf_profile.core.taxonomy import UNKNOWN, Taxonomy
 from conf_profile.core.voting import LINEAR_WEIGHTS, strongest, vote
 
 LONG_COLUMNS = ("user_id", "attribute", "value", "confidence", "level", "evidence")
+# Provenance on every row of the profile tables: which model, taxonomy, run and time; the document the row was
+# made from (its content hash, which the nightly refresh compares to find changed users); the teachers that
+# labeled the student's training set (JSON name -> model) and their prompt version; the student's prompt
+# version; the calibrator that maps levels to confidences (its hash, or "none").
+PROVENANCE = ("model", "taxonomy_version", "run_id", "generated_at", "content_hash", "teachers",
+              "teacher_prompt_version", "student_prompt_version", "calibration_hash")  # fmt: skip
 
 
 def level_confidence(calibration: dict[str, Any] | None, attribute: str, level: int) -> float:
@@ -150,3 +158,26 @@ def long_form(profiles: pa.Table, taxonomy: Taxonomy) -> pa.Table:
             "evidence": profiles.column(f"{name}_evidence"),
         }))  # fmt: skip
     return pa.concat_tables(parts) if parts else pa.table({c: [] for c in LONG_COLUMNS})
+
+
+def calibration_hash(calibration: dict[str, Any] | None) -> str:
+    """12 hex digits of SHA-256 over the calibrator's canonical JSON; "none" without one.
+
+    >>> calibration_hash(None), calibration_hash({"b": 1, "a": [0.5]}) == calibration_hash({"a": [0.5], "b": 1})
+    ('none', True)
+    """
+    if calibration is None:
+        return "none"
+    canonical = json.dumps(calibration, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+def teachers_json(teachers: Sequence[tuple[str, str]] | None) -> str | None:
+    """The teachers (name, model) as compact JSON sorted by name; None when they are not known.
+
+    >>> teachers_json([("b", "org/model-b"), ("a", "embedded:smollm2")])
+    '{"a":"embedded:smollm2","b":"org/model-b"}'
+    """
+    if teachers is None:
+        return None
+    return json.dumps(dict(sorted(teachers)), separators=(",", ":"))

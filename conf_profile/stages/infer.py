@@ -30,15 +30,23 @@ import pyarrow.parquet as pq
 
 from conf_profile.core.hardware import cpu_flags, engine_dtype
 from conf_profile.core.privacy import id_key, pseudonymize
-from conf_profile.core.profiles import consensus_rows, long_form, profile_schema
+from conf_profile.core.profiles import (
+    PROVENANCE,
+    calibration_hash,
+    consensus_rows,
+    long_form,
+    profile_schema,
+    teachers_json,
+)
 from conf_profile.core.settings import Config
-from conf_profile.core.student import student_schema, student_system_prompt
+from conf_profile.core.student import student_prompt_version, student_schema, student_system_prompt
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
 from conf_profile.engines import ChatRequest, engine_device, processor_config, with_samples
 from conf_profile.progress import Progress, count_rows
 from conf_profile.raycluster import SMALL_CPUS, quiet_memory_warning
 from conf_profile.storage import (
     DOCUMENTS,
+    MANIFEST,
     MODEL_SFT,
     PREDICTIONS,
     PROFILE_ATTRIBUTES,
@@ -53,7 +61,6 @@ from conf_profile.storage import (
 )
 from conf_profile.storage import documents_dataset as read_documents_dataset
 
-PROVENANCE = ("model", "taxonomy_version", "run_id", "generated_at")
 _COUNTS = ("_outputs", "_output_tokens")  # per-user bookkeeping columns of the voted rows, never written
 
 
@@ -101,6 +108,18 @@ def read_calibration(run_dir: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
+def model_origin(model: str) -> tuple[str | None, str | None]:
+    """(the teachers as JSON, their prompt version) of the run that trained ``model`` (``<run>/models/<name>``,
+    from its manifest); None for what is not known (a model from elsewhere)."""
+    manifest = Path(model).resolve().parent.parent / MANIFEST
+    if not manifest.is_file():
+        return None, None
+    facts = read_manifest(manifest.parent)
+    teachers = (facts.get("config") or {}).get("label", {}).get("teachers")
+    pairs = [(t["name"], t["model"]) for t in teachers] if teachers else None
+    return teachers_json(pairs), (facts.get("run") or {}).get("teacher_prompt_version")
+
+
 def check_model(model: str) -> str:
     if not (Path(model) / "config.json").exists():
         raise FileNotFoundError(f"--model {model}: not a model folder (run jobs.train_sft or jobs.train_rl first)")
@@ -108,10 +127,11 @@ def check_model(model: str) -> str:
 
 
 def documents_dataset(run_dir: Path, cfg: Config | None = None, only: pa.Array | None = None) -> tuple[Any, int]:
-    """(the documents to profile as a Ray dataset of user_id, document; the number of documents in the run).
+    """(the documents to profile as a Ray dataset of user_id, document, content_hash; the number of documents
+    in the run).
     ``infer.exclude_labeled`` drops the users the teacher labeled; ``infer.max_users`` keeps the first N by
     user_id; ``only`` keeps just those users."""
-    docs, total = read_documents_dataset(run_dir, ["user_id", "document"])
+    docs, total = read_documents_dataset(run_dir, ["user_id", "document", "content_hash"])
     if only is not None:
         docs = keep_users(docs, only)
     if cfg is not None and cfg.infer.exclude_labeled:
@@ -124,8 +144,9 @@ def documents_dataset(run_dir: Path, cfg: Config | None = None, only: pa.Array |
 def profile_dataset(
     cfg: Config, docs: Any, model: str, calibration: dict | None, run_id: str
 ) -> tuple[Any, dict[str, Any]]:
-    """(the voted profile rows of ``docs`` (user_id, document) as a materialized Ray dataset, one row per
-    user with provenance; the manifest facts). Raises when a user comes back from the engine without a row."""
+    """(the voted profile rows of ``docs`` (user_id, document, content_hash) as a materialized Ray dataset,
+    one row per user with provenance; the manifest facts). Raises when a user comes back from the engine
+    without a row."""
     import ray
     import ray.data
     from ray.data.llm import build_processor
@@ -137,8 +158,11 @@ def profile_dataset(
     init_ray(cfg.ray)
     infer, engine = cfg.infer, cfg.infer.engine
     device = engine_device(engine, ray.cluster_resources())
+    teachers, teacher_prompt = model_origin(model)
     provenance = {"model": model, "taxonomy_version": taxonomy.version, "run_id": run_id,
-                  "generated_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+                  "generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "teachers": teachers,
+                  "teacher_prompt_version": teacher_prompt, "student_prompt_version": student_prompt_version(taxonomy),
+                  "calibration_hash": calibration_hash(calibration)}  # fmt: skip
     facts = {"device": device, "model": model, "dtype": engine_dtype(engine.dtype, device, cpu_flags()),
              "calibration": "calibration.json" if calibration else "none (confidence = level / 5)",
              "samples": infer.samples}  # fmt: skip
@@ -231,21 +255,24 @@ def _attributes(profiles: pa.Table, taxonomy: Taxonomy) -> pa.Table:
     return attributes
 
 
-_OUTPUTS = pa.schema([("user_id", pa.string()), ("sample", pa.int32()), ("generated_text", pa.string()),
-                      ("engine_error", pa.string()), ("output_tokens", pa.int32())])  # fmt: skip
+_OUTPUTS = pa.schema([("user_id", pa.string()), ("sample", pa.int32()), ("content_hash", pa.string()),
+                      ("generated_text", pa.string()), ("engine_error", pa.string()),
+                      ("output_tokens", pa.int32())])  # fmt: skip
 
 
 def _keep_output(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "user_id": row.get("user_id"),
         "sample": row.get("sample"),
+        "content_hash": row.get("content_hash"),
         "generated_text": row.get("generated_text"),
         "output_tokens": row.get("num_generated_tokens"),
     }
 
 
 def _output_table(batch: pa.Table) -> pa.Table:
-    rows = [{"user_id": r["user_id"], "sample": r.get("sample"), "generated_text": r.get("generated_text"),
+    rows = [{"user_id": r["user_id"], "sample": r.get("sample"), "content_hash": r.get("content_hash"),
+             "generated_text": r.get("generated_text"),
              # error rows bypass the postprocess: keep the user with the reason
              "engine_error": str(r["__inference_error__"])[:300] if r.get("__inference_error__") else None,
              "output_tokens": r.get("output_tokens")} for r in batch.to_pylist()]  # fmt: skip
@@ -260,9 +287,11 @@ def _vote(
     outputs in sample order, voted (consensus_rows), the engine's error kept where no output parsed."""
     outputs = outputs.sort_by([("user_id", "ascending"), ("sample", "ascending")])
     by_user: dict[str, list[tuple[str | None, str | None, int]]] = {}
-    columns = ("user_id", "generated_text", "engine_error", "output_tokens")
-    for uid, text, err, tokens in zip(*(outputs.column(c).to_pylist() for c in columns), strict=True):
+    hashes: dict[str, str | None] = {}
+    columns = ("user_id", "generated_text", "engine_error", "output_tokens", "content_hash")
+    for uid, text, err, tokens, digest in zip(*(outputs.column(c).to_pylist() for c in columns), strict=True):
         by_user.setdefault(uid, []).append((text, err, tokens or 0))
+        hashes.setdefault(uid, digest)
     users = list(by_user)
     rows = consensus_rows(users, [[o[0] for o in by_user[u]] for u in users], taxonomy, calibration, weights)
     for row in rows:
@@ -270,7 +299,12 @@ def _vote(
         engine_errors = [err for _, err, _ in outs if err]
         if row["error"] is not None and engine_errors:
             row["error"] = f"engine: {engine_errors[0]}"
-        row.update(provenance, _outputs=len(outs), _output_tokens=sum(t for _, _, t in outs))
+        row.update(
+            provenance,
+            content_hash=hashes[row["user_id"]],
+            _outputs=len(outs),
+            _output_tokens=sum(t for _, _, t in outs),
+        )
     schema = profile_schema(taxonomy, PROVENANCE)
     for name in _COUNTS:
         schema = schema.append(pa.field(name, pa.int64()))

@@ -27,14 +27,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conf_profile.core.config import to_dict
-from conf_profile.core.nightly import check_gates, partition_stats, watermark_since
+from conf_profile.core.nightly import (
+    STATE_COLUMNS,
+    changed_mask,
+    check_gates,
+    next_state,
+    partition_stats,
+    watermark_since,
+)
 from conf_profile.core.privacy import id_key, pseudonymize
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
 from conf_profile.stages.infer import check_model, profile_users, write_profiles
-from conf_profile.storage import read_documents, record_stage, replace_folder, write_text_atomic
+from conf_profile.storage import lease, read_documents, record_stage, replace_folder, write_text_atomic
 
 WATERMARK = "watermark.json"
+STATE = "state"  # state/dt=DATE/: what each published profile was made from, as of that night
+LEASE = ".lease"  # held while a night runs: two nights never publish to one store at once
 
 
 class GateFailure(RuntimeError):
@@ -48,9 +57,15 @@ def default_calibration(model: str) -> Path | None:
 
 
 def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file: str | None = None) -> dict[str, Any]:
+    """One night under the store's lease (a second night started meanwhile fails with LeaseHeld)."""
+    root = Path(cfg.nightly.root)
+    with lease(root / LEASE, {"job": "nightly", "date": date}):
+        return _night(cfg, root, logs, date, model, calibration_file)
+
+
+def _night(cfg: Config, root: Path, logs: str, date: str, model: str, calibration_file: str | None) -> dict[str, Any]:
     started = time.monotonic()
     job_start = datetime.now(UTC)
-    root = Path(cfg.nightly.root)
     state = _read_json(root / WATERMARK)
     since = watermark_since(state, date)  # WatermarkError before any work
     model = check_model(model)
@@ -67,16 +82,17 @@ def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file:
 
     ingest = run_ingest(cfg.ingest, logs, work, cfg.ray)
     record_stage(work, "ingest", {**ingest, "status": "ok"}, to_dict(cfg))
-    docs = read_documents(work, ["user_id", "document", "last_event_time"])
+    docs = read_documents(work, ["user_id", "document", "content_hash", "last_event_time"])
     newest = pc.max(docs.column("last_event_time")).as_py() if docs.num_rows else None
-    if since is not None:
-        cutoff = pa.scalar(_utc(since), pa.timestamp("ms", tz="UTC"))
-        docs = docs.filter(pc.greater(docs.column("last_event_time"), cutoff))
-    _log(f"{date}: {docs.num_rows:,} of {ingest['users_out']:,} users have activity after "
-         f"{since or 'the beginning (first night)'}")  # fmt: skip
+    key = id_key(cfg)
+    published = _published_state(root, date)  # in the id space of the tables: pseudonyms when they carry them
+    keyed = pseudonymize(docs.select(["user_id", "content_hash"]), key) if key is not None else docs
+    docs = docs.filter(changed_mask(keyed, published, model))
+    _log(f"{date}: {docs.num_rows:,} of {ingest['users_out']:,} users are new or have a changed document")
 
     latest_folder = root / "profiles_latest"
-    profiles, entry = profile_users(cfg, docs.select(["user_id", "document"]), model, calibration, f"nightly-{date}")
+    selected = docs.select(["user_id", "document", "content_hash"])
+    profiles, entry = profile_users(cfg, selected, model, calibration, f"nightly-{date}")
     if latest_folder.is_dir() and pq.read_schema(_first_file(latest_folder)).remove_metadata() != profiles.schema:
         raise ValueError(f"{latest_folder} has another schema (taxonomy changed?): move it away to start a new table")
     previous = _previous_partition(root, date)
@@ -94,7 +110,6 @@ def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file:
         raise GateFailure(f"{date}: quality gates failed, nothing published: {'; '.join(failures)} "
                           f"(details in {work / 'gates.json'})")  # fmt: skip
 
-    key = id_key(cfg)
     if key is not None:  # privacy.pseudonymize_ids: every published table carries pseudonyms
         profiles = pseudonymize(profiles, key)
     import ray.data
@@ -102,6 +117,7 @@ def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file:
     write_profiles(root, date, ray.data.from_arrow(profiles), taxonomy)
     replace_folder(root / "rejects" / f"dt={date}", {"part-0.parquet": pq.read_table(work / "rejects")})
     latest = _update_latest(root, profiles)
+    replace_folder(root / STATE / f"dt={date}", {"part-0.parquet": next_state(published, profiles)})
     # The watermark never passes the job's start: an event stamped in the future (clock skew, accepted up to
     # ingest.max_future_days) must not hide the activity that happens before that time.
     mark = state["last_event_time"] if state and date > state["date"] else since
@@ -118,6 +134,13 @@ def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file:
                   "seconds": round(time.monotonic() - started, 1)})  # fmt: skip
     record_stage(work, "nightly", {**entry, "status": "ok"}, to_dict(cfg))
     return entry
+
+
+def _published_state(root: Path, date: str) -> pa.Table | None:
+    """STATE_COLUMNS of every published user as of the last night before ``date`` (None before the first)."""
+    folder = root / STATE
+    dates = sorted(p.name for p in folder.glob("dt=*") if p.name < f"dt={date}") if folder.is_dir() else []
+    return pq.read_table(folder / dates[-1], columns=list(STATE_COLUMNS)) if dates else None
 
 
 def _previous_partition(root: Path, date: str) -> pa.Table | None:
