@@ -8,7 +8,6 @@ report can show what confidence weighting adds.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from conf_profile.core.ingest import bucket_of
 from conf_profile.core.labeling import MAX_RATIONALE_CHARS, chat_column
 from conf_profile.core.reliability import one_coin, vote_weight
 from conf_profile.core.student import student_system_prompt, student_target_column
@@ -225,7 +225,7 @@ def split_of(user_id: str, eval_percent: int) -> str:
     >>> split_of("u1", 0), split_of("u1", 100)
     ('train', 'eval')
     """
-    return "eval" if zlib.crc32(user_id.encode("utf-8")) % 100 < eval_percent else "train"
+    return "eval" if bucket_of(user_id, 100) < eval_percent else "train"
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,15 @@
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from collections.abc import Sequence
+
+from conf_profile.core.ingest import bucket_of
 
 
 def half(user_id: str) -> str:
     """``train`` or ``test``: a stable split of users in halves (crc32 of the id, the same in every run)."""
-    return "train" if zlib.crc32(user_id.encode("utf-8")) % 2 == 0 else "test"
+    return "train" if bucket_of(user_id, 2) == 0 else "test"
 
 
 def majority(values: Sequence[str]) -> tuple[str, float]:

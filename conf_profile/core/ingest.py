@@ -27,7 +27,8 @@ NO_USER_BUCKET = -1  # rows without a usable user id: rejected in phase 1, group
 
 
 def bucket_of(user_id: str, buckets: int) -> int:
-    """Stable hash bucket of a user id (crc32: the same in every process and run).
+    """Stable hash bucket of a user id (crc32: the same in every process and run): the one user hash of the
+    project (ingest's buckets, the SFT eval split, the references' halves).
 
     >>> bucket_of("u_1", 16) == bucket_of("u_1", 16)
     True

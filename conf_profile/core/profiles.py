@@ -27,6 +27,9 @@ from conf_profile.core.taxonomy import UNKNOWN, Taxonomy
 from conf_profile.core.voting import LINEAR_WEIGHTS, strongest, vote
 
 LONG_COLUMNS = ("user_id", "attribute", "value", "confidence", "level", "evidence")
+# predictions/<stage>/: what the report scores of a stage's long form (the student's also has evidence)
+PREDICTION_SCHEMA = pa.schema([("user_id", pa.string()), ("attribute", pa.string()), ("value", pa.string()),
+                               ("confidence", pa.float64()), ("level", pa.int64())])  # fmt: skip
 # Provenance on every row of the profile tables: which model, taxonomy, run and time; the document the row was
 # made from (its content hash, which the nightly refresh compares to find changed users); the teachers that
 # labeled the student's training set (JSON name -> model) and their prompt version; the student's prompt

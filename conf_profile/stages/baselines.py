@@ -25,12 +25,10 @@ import pyarrow as pa
 
 from conf_profile.core.baselines import half, majority
 from conf_profile.core.metrics import load_truth
+from conf_profile.core.profiles import PREDICTION_SCHEMA
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
 from conf_profile.storage import heldout_users, read_documents, replace_folder, without_labeled
-
-PREDICTION_SCHEMA = pa.schema([("user_id", pa.string()), ("attribute", pa.string()), ("value", pa.string()),
-                               ("confidence", pa.float64()), ("level", pa.int64())])  # fmt: skip
 
 
 def run_references(cfg: Config, run_dir: Path, truth_path: str, seed: int = 0) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from conf_profile.core.ladder import align, ladder, risk_coverage
 from conf_profile.core.metrics import attribute_metrics, injection_adoption, load_truth, macro, reliability
+from conf_profile.core.profiles import PREDICTION_SCHEMA
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
 from conf_profile.storage import (
@@ -39,7 +40,7 @@ from conf_profile.storage import (
 REFERENCE = "ref_majority"  # the ladder's reference stage
 BOOTSTRAP_RESAMPLES = 1000
 
-PREDICTION_COLUMNS = ("user_id", "attribute", "value", "confidence", "level")
+PREDICTION_COLUMNS = tuple(PREDICTION_SCHEMA.names)
 
 
 def run_evaluate(cfg: Config, run_dir: Path, truth_path: str, users_path: str | None = None,
