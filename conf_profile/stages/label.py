@@ -47,9 +47,9 @@ from conf_profile.engines import (
     KeepGeneration,
     engine_device,
     http_processor,
-    processor_config,
     sampling,
     teacher_engine,
+    vllm_processor,
     with_samples,
 )
 from conf_profile.progress import Progress, count_rows
@@ -173,8 +173,6 @@ def _generate(
     requests: Any, teacher: TeacherConfig, model: str, taxonomy: Taxonomy, cfg: Config, engine: EngineConfig,
     device: str, out: Path, counter: Any,
 ) -> None:  # fmt: skip
-    from ray.data.llm import build_processor
-
     system = system_prompt(taxonomy)
     schema = output_schema(taxonomy) if cfg.label.structured_output else None
     # logprobs=1: the sampled token's log-prob, for the token confidence of each written value
@@ -182,13 +180,9 @@ def _generate(
     if teacher.endpoint:
         processor = http_processor(teacher, system, schema)
     else:
-        processor = build_processor(
-            processor_config(model, engine, device, structured=schema is not None),
-            preprocess=ChatRequest(system, params, schema, request_seeds=device == "gpu"),
-            postprocess=KeepGeneration(taxonomy.attribute_names),
-            preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
-            postprocess_map_kwargs={"num_cpus": SMALL_CPUS},
-        )
+        preprocess = ChatRequest(system, params, schema, request_seeds=device == "gpu")
+        postprocess = KeepGeneration(taxonomy.attribute_names)
+        processor = vllm_processor(model, engine, device, preprocess, postprocess, structured=schema is not None)
     labeled = processor(requests).map_batches(
         _sample_table, fn_kwargs={"taxonomy": taxonomy}, batch_format="pyarrow", num_cpus=SMALL_CPUS
     )

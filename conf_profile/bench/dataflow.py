@@ -1,0 +1,128 @@
+"""The dataflow benchmark's driver: ingest -> label -> aggregate -> infer on one run directory, the engine
+replaced by the stand-in (conf_profile.bench.stand_in), each stage timed and its memory sampled.
+
+Memory, sampled every ``interval`` seconds while a stage runs: the driver's resident set (RSS of this
+process) and the whole process tree's proportional set (PSS of this process and every descendant: Ray's
+GCS, raylet, workers and object store pages counted once).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from conf_profile.bench.measure import _tree_pss
+from conf_profile.core.config import build
+from conf_profile.core.settings import Config
+
+STAGES = ("ingest", "label", "aggregate", "infer")
+DATE = "2026-01-01"  # the profiles' partition; fixed so that runs compare
+
+
+@dataclass(frozen=True)
+class StageFigures:
+    stage: str
+    seconds: float
+    users: int  # users the stage took in (ingest: users in the logs' documents)
+    rows: int  # rows the stage wrote (documents, samples, votes, profiles)
+    driver_peak_mib: float
+    tree_peak_mib: float
+
+
+def bench_config(logs: str, samples: int, model: str, overrides: dict[str, Any] | None = None) -> Config:
+    """Every user labeled (no held-out set), one teacher with ``samples`` samples, one student output."""
+    data = {
+        "input": {"logs": logs},
+        "label": {"max_users": 0, "heldout_users": 0, "teachers": [{"name": "t", "model": model, "samples": samples}]},
+        "infer": {"date": DATE},
+        **(overrides or {}),
+    }
+    return build(Config, data)
+
+
+class _Sampler:
+    """Peak driver RSS and tree PSS since the last reset, sampled on a thread."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval, self.me = interval, psutil.Process()
+        self.driver = self.tree = 0.0
+        self.lock, self.done = threading.Lock(), threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> _Sampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def sample(self) -> None:
+        rss, pss = self.me.memory_info().rss, _tree_pss(self.me)
+        with self.lock:
+            self.driver, self.tree = max(self.driver, rss), max(self.tree, pss)
+
+    def take(self) -> tuple[float, float]:
+        self.sample()
+        with self.lock:
+            peaks = (self.driver / 2**20, self.tree / 2**20)
+            self.driver = self.tree = 0.0
+        return peaks
+
+    def _loop(self) -> None:
+        while not self.done.wait(self.interval):
+            self.sample()
+
+
+def run_dataflow(cfg: Config, run_dir: Path, model: str, interval: float = 0.5) -> list[StageFigures]:
+    """The four stages in order on ``run_dir`` with the engine already replaced (engines.use_stand_in);
+    returns their figures. Ray is started before the first stage, so that every stage's tree includes it."""
+    import pyarrow.parquet as pq
+
+    from conf_profile.raycluster import init_ray
+    from conf_profile.stages import aggregate, infer, ingest, label
+
+    init_ray(cfg.ray)
+    steps: dict[str, Callable[[], dict[str, Any]]] = {
+        "ingest": lambda: ingest.run(cfg, run_dir),
+        "label": lambda: label.run(cfg, run_dir),
+        "aggregate": lambda: aggregate.run(cfg, run_dir),
+        "infer": lambda: infer.run_infer(cfg, run_dir, model, DATE),
+    }
+    figures = []
+    with _Sampler(interval) as sampler:
+        sampler.take()
+        for name in STAGES:
+            started = time.monotonic()
+            entry = steps[name]()
+            seconds = time.monotonic() - started
+            driver, tree = sampler.take()
+            users, rows = _counts(name, entry, run_dir, pq)
+            figures.append(StageFigures(name, round(seconds, 2), users, rows, round(driver), round(tree)))
+            print(f"dataflow: {name}: {seconds:.1f} s, {users:,} users, driver peak {driver:.0f} MiB, "
+                  f"tree peak {tree:.0f} MiB", flush=True)  # fmt: skip
+    return figures
+
+
+def _counts(stage: str, entry: dict[str, Any], run_dir: Path, pq: Any) -> tuple[int, int]:
+    def rows(folder: Path) -> int:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(folder.rglob("*.parquet")))
+
+    if stage == "ingest":
+        n = rows(run_dir / "documents")
+        return n, n
+    if stage == "label":
+        return int(entry["users"]), rows(run_dir / "teacher_samples")
+    if stage == "aggregate":
+        return int(entry["users_voted"]), rows(run_dir / "votes")
+    return int(entry["users"]), rows(run_dir / "profiles" / f"dt={DATE}")
+
+
+def figures_json(figures: list[StageFigures]) -> list[dict[str, Any]]:
+    return [asdict(f) for f in figures]
