@@ -8,6 +8,7 @@ GCS, raylet, workers and object store pages counted once).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -106,7 +107,7 @@ def run_dataflow(cfg: Config, run_dir: Path, model: str, interval: float = 0.5) 
             users, rows = _counts(name, entry, run_dir, pq)
             figures.append(StageFigures(name, round(seconds, 2), users, rows, round(driver), round(tree)))
             print(f"dataflow: {name}: {seconds:.1f} s, {users:,} users, driver peak {driver:.0f} MiB, "
-                  f"tree peak {tree:.0f} MiB", flush=True)  # fmt: skip
+                  f"tree peak {tree:.0f} MiB", file=sys.stderr, flush=True)  # fmt: skip
     return figures
 
 
