@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -231,6 +232,96 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
+
+
+class TableWriter:
+    """One Parquet file written piece by piece (a row group or more per ``write``; every piece is cast to
+    the first piece's schema), next to the target and renamed by ``commit``: readers see the old file or
+    the whole new one. ``abort`` (or leaving a ``with`` block by an exception) removes the temp file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.tmp, table.schema)
+        elif table.schema != self.writer.schema:
+            table = table.select(self.writer.schema.names).cast(self.writer.schema)
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def commit(self, empty: pa.Schema | None = None) -> None:
+        """Rename into place; a writer that got no piece writes an empty file with ``empty`` (required then)."""
+        if self.writer is None:
+            if empty is None:
+                raise ValueError(f"{self.path}: nothing written and no schema for an empty file")
+            self.write(empty.empty_table())
+        assert self.writer is not None
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is not None:
+            self.abort()
+
+
+def parquet_files(folder: Path) -> list[Path]:
+    """The data files of a Parquet folder as readers see it: every ``*.parquet`` below it, sorted, leaving
+    out hidden and temporary names (a leading ``.`` or ``_`` in any part of the path under ``folder``)."""
+    if not folder.is_dir():
+        return []
+    return [f for f in sorted(folder.rglob("*.parquet"))
+            if not any(part.startswith((".", "_")) for part in f.relative_to(folder).parts)]  # fmt: skip
+
+
+def partition_by_user(files: Sequence[Path], columns: Sequence[str] | None, buckets: int, out: Path,
+                      batch_rows: int = 65_536) -> list[int]:  # fmt: skip
+    """Stream the rows of ``files`` (``columns`` of them, None = all; schemas unified, a missing column
+    null) into ``out/bucket-<b>.parquet`` by core.ingest.bucket_of(user_id, buckets), one batch in memory
+    at a time; returns the rows per bucket. A bucket without rows gets no file."""
+    from conf_profile.core.ingest import bucket_of
+
+    if not files:
+        return [0] * buckets
+    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    shutil.rmtree(out, ignore_errors=True)
+    writers = [TableWriter(out / f"bucket-{b:05d}.parquet") for b in range(buckets)]
+    try:
+        for f in files:
+            source = pq.ParquetFile(f)
+            present = [c for c in schema.names if c in source.schema_arrow.names]
+            for batch in source.iter_batches(batch_size=batch_rows, columns=present):
+                table = pa.Table.from_batches([batch])
+                for name in schema.names:
+                    if name not in present:
+                        table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
+                table = table.select(schema.names).cast(schema)
+                bucket = np.fromiter((bucket_of(u, buckets) for u in table.column("user_id").to_pylist()),
+                                     np.int64, table.num_rows)  # fmt: skip
+                for b in np.unique(bucket):
+                    writers[b].write(table.filter(pa.array(bucket == b)))
+        for w in writers:
+            if w.writer is not None:
+                w.commit()
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    return [w.rows for w in writers]
 
 
 def replace_folder(folder: Path, files: dict[str, pa.Table]) -> None:

@@ -375,11 +375,10 @@ def bench_dataflow(args: argparse.Namespace) -> None:
         cmd = [sys.executable, "-m", "jobs.bench", "_dataflow-run", "--logs", str(data / "logs"), "--work", str(work),
                "--samples", str(args.samples), "--rate", str(args.rate), "--model", model]  # fmt: skip
         print(f"bench dataflow: {n:,} users", file=sys.stderr, flush=True)
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # the stages' progress goes to stderr
+        done = subprocess.run(cmd)
         if done.returncode != 0:
             sys.exit(f"bench dataflow: the run at {n:,} users failed (exit {done.returncode})")
-        results[n] = json.loads(done.stdout.strip().splitlines()[-1])
-        (work / "figures.json").write_text(json.dumps(results[n], indent=2), encoding="utf-8")
+        results[n] = json.loads((work / "figures.json").read_text(encoding="utf-8"))
     rate = f"{args.rate:g} outputs/s per replica" if args.rate else "no delay"
     print(f"\ndataflow benchmark: {args.samples} teacher samples per user, stand-in engine ({rate}), on {_cpu()} "
           f"({platform.machine()})")  # fmt: skip
@@ -413,7 +412,7 @@ def _dataflow_run(args: argparse.Namespace) -> None:
     cfg = bench_config(str(args.logs), args.samples, args.model)
     args.work.mkdir(parents=True, exist_ok=True)
     figures = run_dataflow(cfg, args.work, args.model)
-    print(json.dumps(figures_json(figures)))
+    (args.work / "figures.json").write_text(json.dumps(figures_json(figures), indent=2), encoding="utf-8")
 
 
 def _bench_taxonomy(attributes: int | None):

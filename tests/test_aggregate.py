@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,6 +68,41 @@ def test_aggregate_writes_votes_calibration_and_training_sets(run_dir, capsys) -
     assert rl.num_rows == manifest["rl_users"] == manifest["rl_difficulty"]["keep"]
     assert sum(manifest["rl_difficulty"].values()) == 60
     assert "votes:" in capsys.readouterr().out
+
+
+def _sorted(table: pa.Table, keys: list[str]) -> list[dict]:
+    return table.sort_by([(k, "ascending") for k in keys]).to_pylist()
+
+
+@pytest.mark.parametrize("gold", [False, True])
+def test_buckets_give_the_tables_of_the_whole_table(run_dir, tmp_path_factory, gold) -> None:
+    """Seven hash buckets of users (the stage's bounded-memory path) write the rows one bucket writes,
+    label-free and with a gold set (the calibrator is fitted once on every bucket's votes), and the same
+    calibrator; one user's samples split over two files and an old prompt's sample are handled as one."""
+    extra = pq.read_table(run_dir / "teacher_samples" / "teacher" / "part-0.parquet").slice(0, 2)
+    old = extra.set_column(extra.schema.get_field_index("prompt_version"), "prompt_version", pa.array(["old", "old"]))
+    pq.write_table(old, run_dir / "teacher_samples" / "teacher" / "part-1.parquet")
+    flags = ["--set", f"aggregate.gold={run_dir / 'truth.parquet'}"] if gold else []
+    outputs = {}
+    for buckets in (1, 7):
+        other = tmp_path_factory.mktemp(f"buckets{buckets}")
+        for name in ("documents", "teacher_samples"):
+            shutil.copytree(run_dir / name, other / name)
+        aggregate_job.main(["--run-dir", str(other), "--set", f"aggregate.buckets={buckets}", *flags])
+        entry = json.loads((other / "manifest.json").read_text())["stages"]["aggregate"]
+        assert entry["buckets"] == buckets and entry["samples_used"] == 180 and entry["users_voted"] == 60
+        for volatile in ("buckets", "seconds", "finished_at"):
+            entry.pop(volatile)
+        outputs[buckets] = (
+            entry,
+            json.loads((other / "calibration.json").read_text()),
+            _sorted(pq.read_table(other / "votes"), ["user_id", "attribute"]),
+            *(_sorted(pq.read_table(other / f), ["user_id"]) for f in ("sft/train.parquet", "sft/eval.parquet",
+                                                                          "rl/train.parquet")),
+        )  # fmt: skip
+        assert not (other / "_staging" / "aggregate").exists()
+    assert outputs[1] == outputs[7]
+    assert outputs[7][1]["method"] == ("isotonic" if gold else "label_free")
 
 
 def test_saved_calibration_is_reused_without_refit(run_dir, tmp_path_factory) -> None:

@@ -234,8 +234,12 @@ class AggregateConfig:
     sft_min_mean_level: float = 0.0  # drop SFT examples whose mean calibrated level is lower (0: keep all)
     rl_easy_min_confidence: float = 5.0  # unanimous votes at this mean confidence or above are "easy": dropped
     rl_min_mean_level: float = 1.5  # users whose mean calibrated level is below are "noise": dropped
+    buckets: int = 0  # hash buckets of users the stage works through one at a time; 0 = one per bucket_mb
+    bucket_mb: int = 64  # Parquet of teacher_samples/ + documents/ per bucket when buckets = 0 (memory: a few times)
 
     def validate(self) -> None:
+        if self.buckets < 0 or self.bucket_mb < 1:
+            raise ValueError(f"buckets={self.buckets} must be >= 0 and bucket_mb={self.bucket_mb} >= 1")
         if len(self.confidence_weights) != 5 or min(self.confidence_weights) < 0:
             raise ValueError(f"confidence_weights={self.confidence_weights}: need 5 weights >= 0 (levels 1..5)")
         if not 0 <= self.eval_percent <= 50:

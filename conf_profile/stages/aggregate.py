@@ -1,12 +1,24 @@
 """Aggregate: teacher_samples/ -> votes/, calibration.json, sft/, rl/ (the logic is in conf_profile.core).
 
-One process with pyarrow and numpy: the vote is vectorized over the whole table (6 attributes x 5 samples x
-1M users is ~30M judgements, a few GB of arrays), so no Ray cluster is needed for this stage.
+One process with pyarrow and numpy, by hash buckets of users, so that its memory does not grow with the
+number of users: the samples and the documents are streamed into ``aggregate.buckets`` buckets
+(core.ingest.bucket_of; by default one per ``aggregate.bucket_mb`` of teacher_samples/ and documents/),
+then
+- pass 1 votes each bucket (vectorized over its users: core.aggregate) and keeps only the raw confidences
+  the calibration fit needs (8 bytes per vote);
+- the calibrator is fitted once on all of them (or reused);
+- pass 2 calibrates each bucket's votes and builds its SFT and RL rows, appended to votes/votes.parquet,
+  sft/train.parquet, sft/eval.parquet and rl/train.parquet (each written next to its target and renamed
+  when the last bucket is in: readers see the old tables or the new ones).
+Every user's rows are in one bucket, and every computation but the calibration fit (and the teachers'
+reliability, over a compact read of the values alone) is per user, so the tables are the ones the whole
+table would give (tests/test_aggregate.py checks it). No Ray cluster is needed for this stage.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -35,46 +47,114 @@ from conf_profile.storage import (
     TEACHER_SAMPLES,
     VOTES,
     VOTES_HELDOUT,
+    TableWriter,
     check_reads,
+    parquet_files,
+    partition_by_user,
     write_table_atomic,
     write_text_atomic,
 )
 
 
 def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Bucket by bucket (see the module docstring): the memory is one bucket's samples and documents plus
+    a few numbers per vote for the calibration fit, whatever the number of users."""
     started = time.monotonic()
     acfg = cfg.aggregate
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     check_reads("aggregate", READS, run_dir)
-    documents = pq.read_table(DOCUMENTS.path(run_dir), columns=["user_id", "document", "content_hash"])
-    samples = pq.read_table(TEACHER_SAMPLES.path(run_dir))
-    samples = current_samples(samples, documents, prompt_version(taxonomy))
-    if samples.num_rows == 0:
+    version, primary = prompt_version(taxonomy), cfg.label.teachers[0].name
+    staging = run_dir / "_staging" / "aggregate"
+    sample_files, doc_files = parquet_files(TEACHER_SAMPLES.path(run_dir)), parquet_files(DOCUMENTS.path(run_dir))
+    size = sum(f.stat().st_size for f in (*sample_files, *doc_files))
+    buckets = acfg.buckets or max(1, math.ceil(size / (acfg.bucket_mb * 2**20)))
+    partition_by_user(sample_files, None, buckets, staging / "samples")
+    partition_by_user(doc_files, ["user_id", "document", "content_hash"], buckets, staging / "documents")
+    keys = pq.read_table(DOCUMENTS.path(run_dir), columns=["user_id", "content_hash"])  # small: two ids per user
+
+    def bucket(b: int) -> tuple[pa.Table, pa.Table] | None:
+        """(the bucket's current samples, its documents), or None when it has no samples."""
+        path = staging / "samples" / f"bucket-{b:05d}.parquet"
+        if not path.exists():
+            return None
+        docs_path = staging / "documents" / f"bucket-{b:05d}.parquet"
+        docs = pq.read_table(docs_path) if docs_path.exists() else _EMPTY_DOCUMENTS
+        return current_samples(pq.read_table(path), docs, version), docs
+
+    reliability = _reliability(acfg, staging / "samples", keys, version, taxonomy)
+    truth = load_truth(acfg.gold, taxonomy, "aggregate.gold") if acfg.gold and not acfg.calibration else None
+    fit_data: dict[str, list[list[np.ndarray]]] = {a: [[], [], []] for a in taxonomy.attribute_names}
+    samples_used = 0
+    for b in range(buckets):  # pass 1: vote each bucket; keep what the calibration fit needs
+        loaded = bucket(b)
+        if loaded is None or loaded[0].num_rows == 0:
+            continue
+        samples_used += loaded[0].num_rows
+        votes = vote_samples(loaded[0], taxonomy, primary, acfg.confidence_weights, reliability)
+        write_table_atomic(votes, staging / "votes" / f"bucket-{b:05d}.parquet")
+        for name, parts in _calibration_data(votes, truth, taxonomy).items():
+            for kept, part in zip(fit_data[name], parts, strict=True):
+                kept.append(part)
+        pa.default_memory_pool().release_unused()
+    if samples_used == 0:
         raise FileNotFoundError(f"{run_dir / 'teacher_samples'} has no samples for the current documents and prompt")
-    primary = cfg.label.teachers[0].name
-    result = aggregate_tables(samples, documents, taxonomy, acfg, primary)
-    votes, cal, sft, rl = result.votes, result.calibration, result.sft, result.rl
-    write_table_atomic(votes, run_dir / "votes" / "votes.parquet")
-    heldout = _heldout_votes(run_dir, documents, taxonomy, primary, cal, acfg.confidence_weights, result.reliability)
+    collected = {name: [np.concatenate(p) for p in parts] for name, parts in fit_data.items()}
+    cal = _calibration(acfg.calibration, truth, collected, taxonomy, acfg.confidence_weights)
+    if not acfg.calibration:  # a fitted calibrator records what it was fitted for; a reused one is kept as is
+        cal.update({"taxonomy_version": taxonomy.version, "confidence_weights": list(acfg.confidence_weights)})
+    outputs = {"votes": VOTES.path(run_dir) / "votes.parquet", "train": SFT.path(run_dir) / "train.parquet",
+               "eval": SFT.path(run_dir) / "eval.parquet", "rl": RL.path(run_dir) / "train.parquet"}  # fmt: skip
+    writers = {name: TableWriter(path) for name, path in outputs.items()}
+    totals = {"users": 0, "unknown": 0, "votes": 0, "sft_dropped": 0}
+    level_counts = dict.fromkeys(range(1, 6), 0)
+    decisions: dict[str, int] = {}
+    try:
+        for b in range(buckets):  # pass 2: calibrate each bucket's votes, build its SFT and RL rows
+            path = staging / "votes" / f"bucket-{b:05d}.parquet"
+            if not path.exists():
+                continue
+            votes = apply_calibration(pq.read_table(path), cal, taxonomy)
+            loaded = bucket(b)
+            assert loaded is not None
+            docs = loaded[1]
+            sft, dropped = sft_examples(votes, docs, taxonomy, acfg.eval_percent, acfg.sft_min_mean_level)
+            rl, counts = rl_rows(votes, docs, taxonomy, acfg.rl_easy_min_confidence, acfg.rl_min_mean_level)
+            writers["votes"].write(votes)
+            for split in ("train", "eval"):
+                writers[split].write(sft.filter(pc.equal(sft.column("split"), split)))
+            writers["rl"].write(rl)
+            totals["users"] += len(votes.column("user_id").unique())
+            totals["votes"] += votes.num_rows
+            totals["unknown"] += int(pc.sum(pc.equal(votes.column("value"), UNKNOWN)).as_py() or 0)
+            totals["sft_dropped"] += dropped
+            for k, v in _level_counts(votes).items():
+                level_counts[int(k)] += v
+            for k, v in counts.items():
+                decisions[k] = decisions.get(k, 0) + v
+            pa.default_memory_pool().release_unused()
+        for writer in writers.values():
+            writer.commit()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    heldout = _heldout_votes(run_dir, keys, taxonomy, primary, cal, acfg.confidence_weights, reliability)
     write_text_atomic(run_dir / "calibration.json", json.dumps(cal, indent=2, allow_nan=False))
-    for split in ("train", "eval"):
-        write_table_atomic(sft.filter(pc.equal(sft.column("split"), split)), run_dir / "sft" / f"{split}.parquet")
-    write_table_atomic(rl, run_dir / "rl" / "train.parquet")
-    sft_dropped, decisions, reliability = result.sft_dropped, result.decisions, result.reliability
-    voted_users = len(votes.column("user_id").unique())
+    shutil.rmtree(staging, ignore_errors=True)
     entry = {
-        "users_documents": documents.num_rows,
-        "users_voted": voted_users,
-        "users_unlabeled": documents.num_rows - voted_users,  # e.g. beyond label.max_users: the student profiles them
-        "samples_used": samples.num_rows,
-        "abstain_share": round(float(pc.mean(pc.equal(votes.column("value"), UNKNOWN)).as_py()), 4),
+        "users_documents": keys.num_rows,
+        "users_voted": totals["users"],
+        "users_unlabeled": keys.num_rows - totals["users"],  # e.g. beyond label.max_users: the student profiles them
+        "samples_used": samples_used,
+        "abstain_share": round(totals["unknown"] / max(1, totals["votes"]), 4),
         "calibration": cal["method"] if not acfg.calibration else f"reused {acfg.calibration}",
-        "level_counts": _level_counts(votes),
-        "sft_train": int(pc.sum(pc.equal(sft.column("split"), "train")).as_py() or 0),
-        "sft_eval": int(pc.sum(pc.equal(sft.column("split"), "eval")).as_py() or 0),
-        "sft_filtered": sft_dropped,
-        "rl_users": rl.num_rows,
+        "level_counts": {str(k): v for k, v in level_counts.items()},
+        "sft_train": writers["train"].rows,
+        "sft_eval": writers["eval"].rows,
+        "sft_filtered": totals["sft_dropped"],
+        "rl_users": writers["rl"].rows,
         "rl_difficulty": decisions,
+        "buckets": buckets,
         "seconds": round(time.monotonic() - started, 1),
     }
     if heldout is not None:
@@ -82,6 +162,28 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
     if reliability is not None:  # fitted on the training users' samples; the held-out votes use the same
         entry["teacher_reliability"] = reliability
     return entry
+
+
+_EMPTY_DOCUMENTS = pa.schema([("user_id", pa.string()), ("document", pa.string()), ("content_hash", pa.string())]
+                             ).empty_table()  # fmt: skip
+
+
+def _reliability(
+    acfg: AggregateConfig, samples: Path, keys: pa.Table, version: str, taxonomy: Taxonomy
+) -> dict[str, Any] | None:
+    """teacher_reliability over every bucket's current samples (only the columns it needs: the values of
+    each user's judgements), when aggregate.teacher_weights is em and three or more teachers judged."""
+    if acfg.teacher_weights != "em":
+        return None
+    columns = ["user_id", "teacher", "sample", "prompt_version", "content_hash",
+               *(f"{a}_value" for a in taxonomy.attribute_names)]  # fmt: skip
+    parts = [current_samples(pq.read_table(f, columns=columns), keys, version) for f in parquet_files(samples)]
+    if not parts:
+        return None
+    compact = pa.concat_tables(parts)
+    if len(pc.unique(compact.column("teacher"))) < 3:  # one-coin EM needs three teachers
+        return None
+    return teacher_reliability(compact, taxonomy)
 
 
 @dataclass(frozen=True)
@@ -112,7 +214,9 @@ def aggregate_tables(
     reliability = teacher_reliability(samples, taxonomy) if acfg.teacher_weights == "em" and identifiable else None
     votes = vote_samples(samples, taxonomy, primary, acfg.confidence_weights, reliability)
     lap("vote")
-    cal = _calibration(acfg.calibration, acfg.gold, votes, taxonomy, acfg.confidence_weights)
+    truth = load_truth(acfg.gold, taxonomy, "aggregate.gold") if acfg.gold and not acfg.calibration else None
+    cal = _calibration(acfg.calibration, truth, _calibration_data(votes, truth, taxonomy), taxonomy,
+                       acfg.confidence_weights)  # fmt: skip
     if not acfg.calibration:  # a fitted calibrator records what it was fitted for; a reused one is kept as is
         cal.update({"taxonomy_version": taxonomy.version, "confidence_weights": list(acfg.confidence_weights)})
     votes = apply_calibration(votes, cal, taxonomy)
@@ -162,9 +266,33 @@ def apply_calibration(votes: pa.Table, cal: dict[str, Any], taxonomy: Taxonomy) 
     return votes.append_column("confidence", pa.array(confidence, mask=~answered))
 
 
+def _calibration_data(
+    votes: pa.Table, truth: dict[str, dict[str, str | None]] | None, taxonomy: Taxonomy
+) -> dict[str, list[np.ndarray]]:
+    """Per attribute, what the calibration fit needs of these votes: [the raw confidences of the answered
+    votes, those of the answered votes of gold users, whether each of those is right (1/0)]."""
+    answered = votes.filter(pc.not_equal(votes.column("value"), UNKNOWN))
+    out = {}
+    for name in taxonomy.attribute_names:
+        rows = answered.filter(pc.equal(answered.column("attribute"), name))
+        raw = rows.column("raw_confidence").to_numpy(zero_copy_only=False).astype(np.float64)
+        gold_raw, correct = np.zeros(0), np.zeros(0)
+        if truth is not None:
+            gold_ids, gold_values = pa.array(list(truth[name]), pa.string()), pa.array(list(truth[name].values()))
+            gold = gold_values.take(pc.index_in(rows.column("user_id"), value_set=gold_ids))
+            keep = pc.is_valid(gold).to_numpy(zero_copy_only=False)  # users of the gold set with a value
+            gold_raw = raw[keep]
+            correct = pc.equal(gold, rows.column("value")).to_numpy(zero_copy_only=False)[keep].astype(float)
+        out[name] = [raw, gold_raw, correct]
+    return out
+
+
 def _calibration(
-    reuse: str | None, gold: str | None, votes: pa.Table, taxonomy: Taxonomy, weights: list[float]
-) -> dict[str, Any]:
+    reuse: str | None, truth: dict[str, dict[str, str | None]] | None, data: dict[str, list[np.ndarray]],
+    taxonomy: Taxonomy, weights: list[float],
+) -> dict[str, Any]:  # fmt: skip
+    """The calibrator: ``reuse``'s (checked against this run), else fitted on ``data`` (_calibration_data of
+    all votes): isotonic on the gold users' correctness with ``truth``, label-free without."""
     if reuse:
         cal = json.loads(Path(reuse).read_text(encoding="utf-8"))
         if cal.get("confidence_weights") not in (None, list(weights)):
@@ -174,19 +302,13 @@ def _calibration(
             raise ValueError(f"{reuse} was fitted for taxonomy {cal.get('taxonomy_version')}, this run has "
                              f"{taxonomy.version}; fit a new one (leave aggregate.calibration empty)")  # fmt: skip
         return cal
-    answered = votes.filter(pc.not_equal(votes.column("value"), UNKNOWN))
-    truth = load_truth(gold, taxonomy, "aggregate.gold") if gold else None
-    raw, gold_raw, correct = {}, {}, {}
-    for name in taxonomy.attribute_names:
-        rows = answered.filter(pc.equal(answered.column("attribute"), name))
-        raw[name] = rows.column("raw_confidence").to_numpy(zero_copy_only=False)
-        if truth is not None:
-            gold_ids, gold_values = pa.array(list(truth[name]), pa.string()), pa.array(list(truth[name].values()))
-            gold = gold_values.take(pc.index_in(rows.column("user_id"), value_set=gold_ids))
-            keep = pc.is_valid(gold).to_numpy(zero_copy_only=False)  # users of the gold set with a value
-            gold_raw[name] = raw[name][keep]
-            correct[name] = pc.equal(gold, rows.column("value")).to_numpy(zero_copy_only=False)[keep].astype(float)
-    return calib.fit_gold(raw, gold_raw, correct) if truth is not None else calib.fit_label_free(raw)
+    # In a fixed order (sorted), so that the fit's sums do not depend on how the users were bucketed.
+    raw = {name: np.sort(parts[0]) for name, parts in data.items()}
+    if truth is None:
+        return calib.fit_label_free(raw)
+    order = {name: np.lexsort((parts[2], parts[1])) for name, parts in data.items()}
+    gold_raw = {name: parts[1][order[name]] for name, parts in data.items()}
+    return calib.fit_gold(raw, gold_raw, {name: parts[2][order[name]] for name, parts in data.items()})
 
 
 def _level_counts(votes: pa.Table) -> dict[str, int]:
