@@ -11,9 +11,10 @@
 dataflow: ingest -> label -> aggregate -> infer on the built-in logs of each size (cached under runs/bench/),
 with the engine replaced by a stand-in that writes schema-valid outputs without a model (``--rate`` outputs
 per second per engine replica; 0, the default, as fast as the plumbing goes), so that the figures are the
-plumbing's own. One run per size, each in its own process; prints per stage seconds, users/s, the
-driver's peak RSS and the process tree's peak PSS, each stage's users/s against ingest's, and the growth
-of the driver's peak from the smallest size to the largest. Figures go to runs/bench/dataflow-<N>/figures.json.
+plumbing's own. Each stage runs in a process of its own (its driver, as the jobs are); prints per stage
+seconds, users/s, the driver's peak RSS and the process tree's peak PSS, each stage's users/s against
+ingest's, and the growth of the driver's peak from the smallest size to the largest. Figures go to
+runs/bench/dataflow-<N>/figures.json.
 
 quality: runs the real pipeline (vLLM, Ray Train) on a fixed configuration (jobs/configs/bench_quality.yaml
 on the built-in data; jobs/configs/movielens.yaml plus held-out users with --data movielens) and prints the
@@ -44,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile.bench.dataflow import STAGES as DATAFLOW_STAGES
 from conf_profile.bench.measure import run_measured
 from conf_profile.core.hardware import BF16_CPU_FLAGS, cpu_flags
 from conf_profile.core.ladder import markdown
@@ -372,13 +374,17 @@ def bench_dataflow(args: argparse.Namespace) -> None:
         data = _data(argparse.Namespace(users=n, seed=args.seed, bad_fraction=args.bad_fraction, data=None))
         work = Path("runs/bench") / f"dataflow-{n}"
         shutil.rmtree(work, ignore_errors=True)
-        cmd = [sys.executable, "-m", "jobs.bench", "_dataflow-run", "--logs", str(data / "logs"), "--work", str(work),
-               "--samples", str(args.samples), "--rate", str(args.rate), "--model", model]  # fmt: skip
-        print(f"bench dataflow: {n:,} users", file=sys.stderr, flush=True)
-        done = subprocess.run(cmd)
-        if done.returncode != 0:
-            sys.exit(f"bench dataflow: the run at {n:,} users failed (exit {done.returncode})")
-        results[n] = json.loads((work / "figures.json").read_text(encoding="utf-8"))
+        work.mkdir(parents=True)
+        results[n] = []
+        for stage in DATAFLOW_STAGES:  # each stage its own driver process, as the jobs are
+            cmd = [sys.executable, "-m", "jobs.bench", "_dataflow-run", stage, "--logs", str(data / "logs"), "--work",
+                   str(work), "--samples", str(args.samples), "--rate", str(args.rate), "--model", model]  # fmt: skip
+            print(f"bench dataflow: {n:,} users: {stage}", file=sys.stderr, flush=True)
+            done = subprocess.run(cmd)
+            if done.returncode != 0:
+                sys.exit(f"bench dataflow: {stage} at {n:,} users failed (exit {done.returncode})")
+            results[n].append(json.loads((work / f"figures-{stage}.json").read_text(encoding="utf-8")))
+        (work / "figures.json").write_text(json.dumps(results[n], indent=2), encoding="utf-8")
     rate = f"{args.rate:g} outputs/s per replica" if args.rate else "no delay"
     print(f"\ndataflow benchmark: {args.samples} teacher samples per user, stand-in engine ({rate}), on {_cpu()} "
           f"({platform.machine()})")  # fmt: skip
@@ -404,15 +410,15 @@ def bench_dataflow(args: argparse.Namespace) -> None:
 
 
 def _dataflow_run(args: argparse.Namespace) -> None:
-    from conf_profile.bench.dataflow import bench_config, figures_json, run_dataflow
+    from conf_profile.bench.dataflow import bench_config, figures_json, run_stage
     from conf_profile.bench.stand_in import StandInEngine
     from conf_profile.engines import use_stand_in
 
     use_stand_in(StandInEngine(args.rate))
     cfg = bench_config(str(args.logs), args.samples, args.model)
-    args.work.mkdir(parents=True, exist_ok=True)
-    figures = run_dataflow(cfg, args.work, args.model)
-    (args.work / "figures.json").write_text(json.dumps(figures_json(figures), indent=2), encoding="utf-8")
+    figures = run_stage(args.stage, cfg, args.work, args.model)
+    out = args.work / f"figures-{args.stage}.json"
+    out.write_text(json.dumps(figures_json(figures), indent=2), encoding="utf-8")
 
 
 def _bench_taxonomy(attributes: int | None):
@@ -608,6 +614,7 @@ def main(argv: list[str] | None = None) -> None:
     flow.add_argument("--seed", type=int, default=0)
     flow.add_argument("--bad-fraction", type=float, default=0.02)
     flow_run = sub.add_parser("_dataflow-run", help=argparse.SUPPRESS)
+    flow_run.add_argument("stage", choices=DATAFLOW_STAGES)
     flow_run.add_argument("--logs", type=Path, required=True)
     flow_run.add_argument("--work", type=Path, required=True)
     flow_run.add_argument("--samples", type=int, required=True)

@@ -8,14 +8,18 @@ document changed since the last published night (its content hash; late events i
 to the store, and every user when the model changed (the first night: every user), profiles them with the
 student model (as jobs.infer, infer.* settings) and checks the quality gates:
 parse-failure rate, abstain rate, and label drift against the previous partition (nightly.* thresholds).
-Only when every gate passes does it publish, under --out (nightly.root, default ./nightly):
-  profiles/dt=DATE/, profile_attributes/dt=DATE/   the night's users (a re-run of a date replaces them)
-  profiles_latest/                                 the latest row of every user
-  rejects/dt=DATE/                                 unusable rows and users, with reasons
-  state/dt=DATE/                                   what each published profile was made from (content
-                                                   hash, model): the next night compares with it
-  watermark.json                                   the newest event time published, the last date
-A failed gate exits with status 3 and publishes nothing; work/dt=DATE/gates.json says why.
+Only when every gate passes does it publish, under --out (nightly.root, default ./nightly), in the
+format nightly.table_format: by default Iceberg tables (a SQL catalog in <out>/catalog.db, or
+nightly.catalog), one commit per table:
+  profiles, profile_attributes, rejects   partitioned by dt: the night's users (a re-run replaces them)
+  profiles_latest                         the latest row of every user (upserted)
+  state                                   what each published profile was made from (content hash,
+                                          model): the next night compares with it
+  nights                                  one row per published night, its watermark (committed last)
+or, with nightly.table_format=parquet, the folders profiles/dt=DATE/, profile_attributes/dt=DATE/,
+rejects/dt=DATE/, profiles_latest/, state/dt=DATE/ and watermark.json. python -m jobs.tables shows the
+Iceberg tables' history, reads them as of a night and rolls bad nights back.
+A failed gate exits with status 3 and commits nothing; work/dt=DATE/gates.json says why.
 --calibration defaults to the calibration.json of the run that trained the model (<run>/models/<name>).
 Two nights never publish to one store at once: a night holds the store's lease (<out>/.lease) from start to
 end, and a second one started meanwhile exits with status 4 and writes nothing.

@@ -12,7 +12,8 @@ from conf_profile.core.mapping import EventType
 from conf_profile.core.settings import Config
 
 ROOT = Path(__file__).resolve().parents[1]
-MAPPING_KEYS = ("source_budgets", "resources", "teachers[].engine")  # settings whose value is a mapping
+# settings whose value is a mapping
+MAPPING_KEYS = ("source_budgets", "resources", "teachers[].engine", "nightly.catalog")
 
 
 def _keys(d: dict, prefix: str = "") -> list[str]:

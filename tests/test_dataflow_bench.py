@@ -1,5 +1,5 @@
 """The dataflow benchmark's parts: the stand-in engine's outputs are valid for the parsers the stages use,
-and the benchmark's driver runs ingest -> label -> aggregate -> infer through the stages' own code with the
+and the benchmark runs ingest -> label -> aggregate -> infer through the stages' own code with the
 stand-in swapped in (no vLLM engine), every user accounted for."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def test_bench_config_labels_every_user_with_one_teacher() -> None:
 def test_dataflow_runs_every_stage_with_the_stand_in(tmp_path) -> None:
     import ray
 
-    from conf_profile.bench.dataflow import run_dataflow
+    from conf_profile.bench.dataflow import STAGES, run_stage
     from conf_profile.engines import use_stand_in
     from conf_profile.models import tiny_model_dir
     from conf_profile.synthetic.dataset import write_dataset
@@ -59,7 +59,7 @@ def test_dataflow_runs_every_stage_with_the_stand_in(tmp_path) -> None:
     cfg = bench_config(str(tmp_path / "in" / "logs"), 2, model, {"ray": {"local_num_cpus": 2}})
     use_stand_in(StandInEngine(rows_per_s=500))
     try:
-        figures = run_dataflow(cfg, tmp_path / "run", model, interval=0.2)
+        figures = [run_stage(stage, cfg, tmp_path / "run", model, interval=0.2) for stage in STAGES]
     finally:
         use_stand_in(None)
         ray.shutdown()

@@ -153,14 +153,14 @@ def test_attribute_rows_carry_the_provenance_of_their_user() -> None:
     import pyarrow as pa
 
     from conf_profile.core.profiles import profile_row, profile_schema
-    from conf_profile.stages.infer import PROVENANCE, _attributes, attributes_schema
+    from conf_profile.stages.infer import PROVENANCE, attributes_schema, attributes_table
 
     taxonomy = load_taxonomy()
     value = taxonomy.attribute("gender").value_names[0]
     prov = {"taxonomy_version": "t", "run_id": "r", "generated_at": "g"}
     rows = [{**profile_row(u, _out(value, 4), taxonomy, None), "model": f"m{u}", **prov} for u in ("a", "b")]
 
-    table = _attributes(pa.Table.from_pylist(rows, schema=profile_schema(taxonomy, PROVENANCE)), taxonomy)
+    table = attributes_table(pa.Table.from_pylist(rows, schema=profile_schema(taxonomy, PROVENANCE)), taxonomy)
     assert table.num_rows == 2 * len(taxonomy.attribute_names)
     assert [(r["user_id"], r["model"]) for r in table.to_pylist()] == [("a", "ma"), ("b", "mb")] * len(
         taxonomy.attribute_names

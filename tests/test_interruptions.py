@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -81,15 +82,21 @@ def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_pa
     run = tmp_path / "run"
     proc = subprocess.Popen(_cmd(run, cache), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)  # fmt: skip
+    labeling = threading.Event()
+
+    def watch() -> None:  # the driver's log, read on a thread so that the file system is polled meanwhile
+        for line in proc.stderr:
+            if "pipeline: label: running" in line:
+                labeling.set()
+
+    threading.Thread(target=watch, daemon=True).start()
     killed_in = None
     deadline = time.monotonic() + 900
-    for line in proc.stderr:  # kill once the first labeled rows are on disk, mid-stage
-        if "pipeline: label: running" in line:
+    while time.monotonic() < deadline and proc.poll() is None:  # kill once the first labeled rows are on disk
+        if labeling.is_set() and list((run / "teacher_samples").rglob("*.parquet")):
             killed_in = "label"
-        if killed_in and list((run / "teacher_samples").rglob("*.parquet")):
             break
-        if time.monotonic() > deadline:
-            break
+        time.sleep(0.05)
     _kill_session(proc)
     assert killed_in == "label"
     manifest = json.loads((run / "manifest.json").read_text())

@@ -104,27 +104,6 @@ def test_a_second_night_on_a_held_store_exits_4_and_writes_nothing(tmp_path) -> 
     assert sorted(p.name for p in out.iterdir()) == [".lease"]
 
 
-def _rows(*rows: tuple[str, str, str | None]) -> pa.Table:
-    from conf_profile.core.profiles import profile_schema
-    from conf_profile.core.taxonomy import load_taxonomy
-
-    taxonomy = load_taxonomy()
-    schema = profile_schema(taxonomy, ("run_id",))
-    return pa.Table.from_pylist([{"user_id": u, "gender": "male", "run_id": run, "error": err} for u, run, err in rows],
-                                schema=schema)  # fmt: skip
-
-
-def test_profiles_latest_takes_tonights_rows_but_keeps_a_good_row_over_a_failed_one(tmp_path) -> None:
-    from conf_profile.stages.nightly import _update_latest
-
-    assert _update_latest(tmp_path, _rows(("a", "n1", None), ("b", "n1", None), ("c", "n1", "not_json"))) == 3
-    tonight = _rows(("a", "n2", None), ("b", "n2", "not_json"), ("c", "n2", "not_json"), ("d", "n2", "not_json"))
-    assert _update_latest(tmp_path, tonight) == 4
-    latest = {r["user_id"]: (r["run_id"], r["error"]) for r in pq.read_table(tmp_path / "profiles_latest").to_pylist()}
-    assert latest == {"a": ("n2", None), "b": ("n1", None),  # b's good row stays
-                      "c": ("n2", "not_json"), "d": ("n2", "not_json")}  # no good row to keep: tonight's  # fmt: skip
-
-
 def test_a_night_whose_rows_were_all_rejected_has_no_documents_not_an_error(tmp_path) -> None:
     from conf_profile.storage import read_documents
 
@@ -139,6 +118,28 @@ def _nightly(out: Path, logs: Path, date: str, model: Path, *extra: str) -> subp
             "--set", "nightly.max_drift=1", *extra]  # fmt: skip
     return subprocess.run([sys.executable, "-m", "jobs.nightly", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
+
+
+def _tables(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.tables", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def _store(out: Path):
+    from conf_profile.core.settings import NightlyConfig
+    from conf_profile.tables import open_store
+
+    return open_store(NightlyConfig(root=str(out)))
+
+
+def _partition(store, date: str) -> pa.Table:
+    """The night's rows of the profiles table (empty before the table exists)."""
+    import pyarrow.compute as pc
+
+    if store.table("profiles") is None:
+        return pa.table({"user_id": pa.array([], pa.string())})
+    profiles = store.read("profiles")
+    return profiles.filter(pc.equal(profiles.column("dt"), date)).drop_columns(["dt"])
 
 
 def _day_two(day1: Path, day2: Path, users: list[str]) -> None:
@@ -170,15 +171,16 @@ def test_two_nights_reprofile_only_changed_users_and_a_failed_gate_publishes_not
 
     first = _nightly(out, day1, "2026-11-01", model)
     assert first.returncode == 0, first.stderr[-3000:]
-    night1 = pq.read_table(out / "profiles" / "dt=2026-11-01")
+    store = _store(out)
+    night1 = _partition(store, "2026-11-01")
     users = sorted(night1.column("user_id").to_pylist())
-    assert len(users) == 8 and pq.read_table(out / "profiles_latest").num_rows == 8
-    mark1 = json.loads((out / "watermark.json").read_text())
+    assert len(users) == 8 and store.read("profiles_latest").num_rows == 8
+    mark1 = store.watermark()
 
     assert night1.column("calibration_hash").unique().to_pylist() == ["none"]  # no calibrator beside this model
     assert night1.column("teachers").null_count == 8  # a model from no run: its teachers are not known
     assert len(set(night1.column("content_hash").to_pylist())) == 8
-    state1 = pq.read_table(out / "state" / "dt=2026-11-01")
+    state1 = store.state_before("2026-11-02")
     assert state1.column_names == ["user_id", "content_hash", "model"] and state1.num_rows == 8
 
     _day_two(day1, day2, users[:2])
@@ -191,39 +193,49 @@ def test_two_nights_reprofile_only_changed_users_and_a_failed_gate_publishes_not
     changed = sorted([*users[:2], late_user])
     second = _nightly(out, day2, "2026-11-02", model)
     assert second.returncode == 0, second.stderr[-3000:]
-    night2 = pq.read_table(out / "profiles" / "dt=2026-11-02")
+    night2 = _partition(store, "2026-11-02")
     assert sorted(night2.column("user_id").to_pylist()) == changed  # the users whose document changed
     hashes1 = dict(zip(state1.column("user_id").to_pylist(), state1.column("content_hash").to_pylist(), strict=True))
     assert all(r["content_hash"] != hashes1[r["user_id"]] for r in night2.to_pylist())
-    state2 = pq.read_table(out / "state" / "dt=2026-11-02").to_pylist()
+    state2 = store.state_before("2026-11-03").to_pylist()
     keys = ["user_id", "content_hash", "model"]
-    parsed = [{k: r[k] for k in keys} for r in pq.read_table(out / "profiles_latest").to_pylist() if r["error"] is None]
+    latest = store.read("profiles_latest")
+    parsed = [{k: r[k] for k in keys} for r in latest.to_pylist() if r["error"] is None]
     assert all(r in state2 for r in parsed) and {r["user_id"] for r in state2} <= set(users)
-    latest = pq.read_table(out / "profiles_latest")
     assert sorted(latest.column("user_id").to_pylist()) == users  # one row per user
     runs = dict(zip(latest.column("user_id").to_pylist(), latest.column("run_id").to_pylist(), strict=True))
     assert {u for u, r in runs.items() if r == "nightly-2026-11-02"} == set(changed)
-    mark2 = json.loads((out / "watermark.json").read_text())
+    mark2 = store.watermark()
     assert mark2["last_event_time"] > mark1["last_event_time"] and mark2["since"] == mark1["last_event_time"]
 
     # The same date again: the same users, the partition replaced (no duplicates), latest unchanged in size.
     again = _nightly(out, day2, "2026-11-02", model)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert sorted(pq.read_table(out / "profiles" / "dt=2026-11-02").column("user_id").to_pylist()) == changed
-    assert pq.read_table(out / "profiles_latest").num_rows == 8
+    assert sorted(_partition(store, "2026-11-02").column("user_id").to_pylist()) == changed
+    assert store.read("profiles_latest").num_rows == 8
 
-    # A forced gate failure (outputs cut at 16 tokens never parse): exit 3, nothing published.
+    # A forced gate failure (outputs cut at 16 tokens never parse): exit 3, nothing committed.
     _day_two(day2, tmp_path / "day3", users[2:3])
-    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} | {
-        out / "watermark.json": (out / "watermark.json").stat().st_mtime_ns}  # fmt: skip
+    before = list(store.history())
     failed = _nightly(out, tmp_path / "day3", "2026-11-03", model, "--set", "infer.max_tokens=16", "--set",
                       "nightly.max_parse_failure_rate=0.5")  # fmt: skip
     assert failed.returncode == 3, failed.stderr[-3000:]
     assert "parse-failure rate 1.000 > 0.500" in failed.stderr and "nothing published" in failed.stderr
-    assert not (out / "profiles" / "dt=2026-11-03").exists()
-    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert _partition(store, "2026-11-03").num_rows == 0 and list(store.history()) == before  # no new snapshot
     gates = json.loads((out / "work" / "dt=2026-11-03" / "gates.json").read_text())
     assert gates["published"] is False and gates["stats"]["users"] == 1
 
     earlier = _nightly(out, day2, "2026-11-01", model)  # before the watermark: refused before any work
     assert earlier.returncode == 2 and "before the last published date" in earlier.stderr
+
+    # The tables as a user reads them: the history, a read as of night 1, a rollback of night 2.
+    history = _tables("history", "--out", str(out))
+    assert history.returncode == 0 and "profiles_latest" in history.stdout and "2026-11-02" in history.stdout
+    as_of = _tables("read", "profiles_latest", "--as-of", "2026-11-01", "--to", str(tmp_path / "as_of.parquet"),
+                    "--out", str(out))  # fmt: skip
+    assert as_of.returncode == 0, as_of.stderr[-2000:]
+    assert set(pq.read_table(tmp_path / "as_of.parquet").column("run_id").to_pylist()) == {"nightly-2026-11-01"}
+    back = _tables("rollback", "--before", "2026-11-02", "--out", str(out))
+    assert back.returncode == 0, back.stderr[-2000:]
+    assert set(store.read("profiles_latest").column("run_id").to_pylist()) == {"nightly-2026-11-01"}
+    assert store.watermark() == mark1 and _partition(store, "2026-11-02").num_rows == 0

@@ -1,5 +1,6 @@
-"""The dataflow benchmark's driver: ingest -> label -> aggregate -> infer on one run directory, the engine
-replaced by the stand-in (conf_profile.bench.stand_in), each stage timed and its memory sampled.
+"""The dataflow benchmark's stages: ingest -> label -> aggregate -> infer on one run directory, the engine
+replaced by the stand-in (conf_profile.bench.stand_in), each stage in a process of its own (its driver, as
+``python -m jobs.<stage>`` is), timed and its memory sampled.
 
 Memory, sampled every ``interval`` seconds while a stage runs: the driver's resident set (RSS of this
 process) and the whole process tree's proportional set (PSS of this process and every descendant: Ray's
@@ -81,9 +82,10 @@ class _Sampler:
             self.sample()
 
 
-def run_dataflow(cfg: Config, run_dir: Path, model: str, interval: float = 0.5) -> list[StageFigures]:
-    """The four stages in order on ``run_dir`` with the engine already replaced (engines.use_stand_in);
-    returns their figures. Ray is started before the first stage, so that every stage's tree includes it."""
+def run_stage(name: str, cfg: Config, run_dir: Path, model: str, interval: float = 0.5) -> StageFigures:
+    """One stage on ``run_dir`` with the engine already replaced (engines.use_stand_in), in this process (the
+    stage's driver, as ``python -m jobs.<stage>`` would be). Ray is started first, so that its processes are
+    in the tree but its start is not in the stage's time."""
     import pyarrow.parquet as pq
 
     from conf_profile.raycluster import init_ray
@@ -96,19 +98,16 @@ def run_dataflow(cfg: Config, run_dir: Path, model: str, interval: float = 0.5) 
         "aggregate": lambda: aggregate.run(cfg, run_dir),
         "infer": lambda: infer.run_infer(cfg, run_dir, model, DATE),
     }
-    figures = []
     with _Sampler(interval) as sampler:
         sampler.take()
-        for name in STAGES:
-            started = time.monotonic()
-            entry = steps[name]()
-            seconds = time.monotonic() - started
-            driver, tree = sampler.take()
-            users, rows = _counts(name, entry, run_dir, pq)
-            figures.append(StageFigures(name, round(seconds, 2), users, rows, round(driver), round(tree)))
-            print(f"dataflow: {name}: {seconds:.1f} s, {users:,} users, driver peak {driver:.0f} MiB, "
-                  f"tree peak {tree:.0f} MiB", file=sys.stderr, flush=True)  # fmt: skip
-    return figures
+        started = time.monotonic()
+        entry = steps[name]()
+        seconds = time.monotonic() - started
+        driver, tree = sampler.take()
+    users, rows = _counts(name, entry, run_dir, pq)
+    print(f"dataflow: {name}: {seconds:.1f} s, {users:,} users, driver peak {driver:.0f} MiB, "
+          f"tree peak {tree:.0f} MiB", file=sys.stderr, flush=True)  # fmt: skip
+    return StageFigures(name, round(seconds, 2), users, rows, round(driver), round(tree))
 
 
 def _counts(stage: str, entry: dict[str, Any], run_dir: Path, pq: Any) -> tuple[int, int]:
@@ -125,5 +124,5 @@ def _counts(stage: str, entry: dict[str, Any], run_dir: Path, pq: Any) -> tuple[
     return int(entry["users"]), rows(run_dir / "profiles" / f"dt={DATE}")
 
 
-def figures_json(figures: list[StageFigures]) -> list[dict[str, Any]]:
-    return [asdict(f) for f in figures]
+def figures_json(figures: StageFigures) -> dict[str, Any]:
+    return asdict(figures)

@@ -235,7 +235,7 @@ class AggregateConfig:
     rl_easy_min_confidence: float = 5.0  # unanimous votes at this mean confidence or above are "easy": dropped
     rl_min_mean_level: float = 1.5  # users whose mean calibrated level is below are "noise": dropped
     buckets: int = 0  # hash buckets of users the stage works through one at a time; 0 = one per bucket_mb
-    bucket_mb: int = 64  # Parquet of teacher_samples/ + documents/ per bucket when buckets = 0 (memory: a few times)
+    bucket_mb: int = 8  # Parquet of teacher_samples/ + documents/ per bucket when buckets = 0 (memory: ~30x that)
 
     def validate(self) -> None:
         if self.buckets < 0 or self.bucket_mb < 1:
@@ -379,7 +379,14 @@ class InferConfig:
 class NightlyConfig:
     """``jobs.nightly``: the refresh of users with new activity, published only when the quality gates pass."""
 
-    root: str = "nightly"  # the table store: profiles/, profile_attributes/, profiles_latest/, rejects/, watermark.json
+    root: str = "nightly"  # the table store (its tables: README "Nightly refresh")
+    # iceberg: Apache Iceberg tables, one commit per table per night, rollback and reads as of a night;
+    # parquet: Hive-style folders profiles/dt=D/ ... and watermark.json, for readers that need plain files.
+    table_format: Literal["iceberg", "parquet"] = "iceberg"
+    # pyiceberg catalog properties, e.g. {type: rest, uri: https://...} or {type: glue}; empty: a SQL
+    # catalog in <root>/catalog.db (SQLite) with the data in <root>/warehouse/.
+    catalog: dict[str, str] = field(default_factory=dict)
+    namespace: str = "conf_profile"  # the catalog namespace of the tables
     max_parse_failure_rate: float = 0.05  # share of users whose output did not parse
     max_abstain_rate: float = 0.95  # share of attribute cells left unknown (parsed users)
     max_drift: float = 0.25  # total variation distance of any attribute's value distribution vs the previous night

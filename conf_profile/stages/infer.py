@@ -222,7 +222,8 @@ def write_profiles(root: Path, date: str, profiles: Any, taxonomy: Taxonomy) -> 
     """``root/profiles/dt=DATE/`` and ``root/profile_attributes/dt=DATE/`` (long form with provenance) from a
     Ray dataset of profile rows, each written by the workers and replaced atomically."""
     write_dataset(profiles, root / "profiles" / f"dt={date}", profile_schema(taxonomy, PROVENANCE))
-    attributes = profiles.map_batches(_attributes, fn_args=(taxonomy,), batch_format="pyarrow", num_cpus=SMALL_CPUS)
+    attributes = profiles.map_batches(attributes_table, fn_args=(taxonomy,), batch_format="pyarrow",
+                                      num_cpus=SMALL_CPUS)  # fmt: skip
     write_dataset(attributes, root / "profile_attributes" / f"dt={date}", attributes_schema(taxonomy))
     return root / "profiles" / f"dt={date}"
 
@@ -232,14 +233,14 @@ def long_schema(taxonomy: Taxonomy) -> pa.Schema:
 
 
 def attributes_schema(taxonomy: Taxonomy) -> pa.Schema:
-    return _attributes(profile_schema(taxonomy, PROVENANCE).empty_table(), taxonomy).schema
+    return attributes_table(profile_schema(taxonomy, PROVENANCE).empty_table(), taxonomy).schema
 
 
 def long_dataset(profiles: Any, taxonomy: Taxonomy) -> Any:
     return profiles.map_batches(long_form, fn_args=(taxonomy,), batch_format="pyarrow", num_cpus=SMALL_CPUS)
 
 
-def _attributes(profiles: pa.Table, taxonomy: Taxonomy) -> pa.Table:
+def attributes_table(profiles: pa.Table, taxonomy: Taxonomy) -> pa.Table:
     """long_form plus the provenance columns (a per-user column aligned with long_form's attribute-major rows)."""
     attributes = long_form(profiles, taxonomy)
     n = len(taxonomy.attribute_names)

@@ -22,27 +22,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conf_profile.core.config import to_dict
-from conf_profile.core.nightly import (
-    STATE_COLUMNS,
-    changed_mask,
-    check_gates,
-    next_state,
-    partition_stats,
-    watermark_since,
-)
+from conf_profile.core.nightly import changed_mask, check_gates, partition_stats, watermark_since
 from conf_profile.core.privacy import id_key, pseudonymize
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
-from conf_profile.stages.infer import check_model, profile_users, write_profiles
-from conf_profile.storage import lease, read_documents, record_stage, replace_folder, write_text_atomic
+from conf_profile.stages.infer import attributes_table, check_model, profile_users
+from conf_profile.storage import lease, read_documents, record_stage, write_text_atomic
+from conf_profile.tables import open_store
 
-WATERMARK = "watermark.json"
-STATE = "state"  # state/dt=DATE/: what each published profile was made from, as of that night
 LEASE = ".lease"  # held while a night runs: two nights never publish to one store at once
 
 
@@ -66,7 +57,8 @@ def run_nightly(cfg: Config, logs: str, date: str, model: str, calibration_file:
 def _night(cfg: Config, root: Path, logs: str, date: str, model: str, calibration_file: str | None) -> dict[str, Any]:
     started = time.monotonic()
     job_start = datetime.now(UTC)
-    state = _read_json(root / WATERMARK)
+    store = open_store(cfg.nightly)
+    state = store.watermark()
     since = watermark_since(state, date)  # WatermarkError before any work
     model = check_model(model)
     cal_path = Path(calibration_file) if calibration_file else default_calibration(model)
@@ -85,17 +77,15 @@ def _night(cfg: Config, root: Path, logs: str, date: str, model: str, calibratio
     docs = read_documents(work, ["user_id", "document", "content_hash", "last_event_time"])
     newest = pc.max(docs.column("last_event_time")).as_py() if docs.num_rows else None
     key = id_key(cfg)
-    published = _published_state(root, date)  # in the id space of the tables: pseudonyms when they carry them
+    published = store.state_before(date)  # in the id space of the tables: pseudonyms when they carry them
     keyed = pseudonymize(docs.select(["user_id", "content_hash"]), key) if key is not None else docs
     docs = docs.filter(changed_mask(keyed, published, model))
     _log(f"{date}: {docs.num_rows:,} of {ingest['users_out']:,} users are new or have a changed document")
 
-    latest_folder = root / "profiles_latest"
     selected = docs.select(["user_id", "document", "content_hash"])
     profiles, entry = profile_users(cfg, selected, model, calibration, f"nightly-{date}")
-    if latest_folder.is_dir() and pq.read_schema(_first_file(latest_folder)).remove_metadata() != profiles.schema:
-        raise ValueError(f"{latest_folder} has another schema (taxonomy changed?): move it away to start a new table")
-    previous = _previous_partition(root, date)
+    store.check_schema(profiles.schema)
+    previous = store.previous_profiles(date)
     columns = ["error", *taxonomy.attribute_names]
     stats = partition_stats(profiles.select(columns).to_pylist(), taxonomy.attribute_names)
     prev_stats = partition_stats(previous.select(columns).to_pylist(), taxonomy.attribute_names) if previous else None
@@ -112,66 +102,23 @@ def _night(cfg: Config, root: Path, logs: str, date: str, model: str, calibratio
 
     if key is not None:  # privacy.pseudonymize_ids: every published table carries pseudonyms
         profiles = pseudonymize(profiles, key)
-    import ray.data
-
-    write_profiles(root, date, ray.data.from_arrow(profiles), taxonomy)
-    replace_folder(root / "rejects" / f"dt={date}", {"part-0.parquet": pq.read_table(work / "rejects")})
-    latest = _update_latest(root, profiles)
-    replace_folder(root / STATE / f"dt={date}", {"part-0.parquet": next_state(published, profiles)})
     # The watermark never passes the job's start: an event stamped in the future (clock skew, accepted up to
     # ingest.max_future_days) must not hide the activity that happens before that time.
     mark = state["last_event_time"] if state and date > state["date"] else since
     newest = min(newest, job_start) if newest is not None else None
     if newest is not None and (mark is None or newest > _utc(mark)):
         mark = newest.isoformat()
-    watermark = {"date": date, "since": since, "last_event_time": mark, "users": profiles.num_rows,
-                 "published_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
-    write_text_atomic(root / WATERMARK, json.dumps(watermark, indent=2) + "\n")
+    night = {"date": date, "since": since, "last_event_time": mark, "users": profiles.num_rows,
+             "published_at": datetime.now(UTC).isoformat(timespec="seconds"), "run_id": f"nightly-{date}"}  # fmt: skip
+    latest = store.publish(date, profiles, attributes_table(profiles, taxonomy), pq.read_table(work / "rejects"),
+                           published, night)  # fmt: skip
     shutil.rmtree(work / "documents", ignore_errors=True)  # the night's copy of the documents is not kept
     entry.update({"date": date, "since": since, "watermark": mark, "users_active": profiles.num_rows,
                   "users_in_logs": ingest["users_out"], "users_rejected": ingest["users_rejected"],
-                  "latest_users": latest, "gates": stats, "root": str(root),
+                  "latest_users": latest, "gates": stats, "root": str(root), "table_format": store.format,
                   "seconds": round(time.monotonic() - started, 1)})  # fmt: skip
     record_stage(work, "nightly", {**entry, "status": "ok"}, to_dict(cfg))
     return entry
-
-
-def _published_state(root: Path, date: str) -> pa.Table | None:
-    """STATE_COLUMNS of every published user as of the last night before ``date`` (None before the first)."""
-    folder = root / STATE
-    dates = sorted(p.name for p in folder.glob("dt=*") if p.name < f"dt={date}") if folder.is_dir() else []
-    return pq.read_table(folder / dates[-1], columns=list(STATE_COLUMNS)) if dates else None
-
-
-def _previous_partition(root: Path, date: str) -> pa.Table | None:
-    folder = root / "profiles"
-    dates = (
-        sorted(p.name for p in folder.glob("dt=*") if p.is_dir() and p.name < f"dt={date}") if folder.is_dir() else []
-    )
-    return pq.read_table(folder / dates[-1]) if dates else None
-
-
-def _update_latest(root: Path, profiles: pa.Table) -> int:
-    """profiles_latest = this night's rows, and the previous rows of every other user. A user whose output
-    did not parse tonight keeps a previous good row (tonight's row, with the error, is in the partition)."""
-    folder = root / "profiles_latest"
-    parts = [profiles]
-    if folder.is_dir():
-        old = pq.read_table(folder)
-        failed = profiles.filter(pc.is_valid(profiles.column("error")))
-        old_ok = old.filter(pc.is_null(old.column("error")))
-        keep_old = pc.is_in(old_ok.column("user_id"), value_set=failed.column("user_id"))
-        replaced_by_old = old_ok.filter(keep_old).column("user_id")
-        tonight = profiles.filter(pc.invert(pc.is_in(profiles.column("user_id"), value_set=replaced_by_old)))
-        others = old.filter(pc.invert(pc.is_in(old.column("user_id"), value_set=profiles.column("user_id"))))
-        parts = [others, old_ok.filter(keep_old), tonight]
-    latest = pa.concat_tables(parts).sort_by("user_id")
-    replace_folder(folder, {"part-0.parquet": latest})
-    return latest.num_rows
-
-
-def _first_file(folder: Path) -> Path:
-    return next(iter(sorted(folder.glob("*.parquet"))))
 
 
 def _utc(iso: str) -> datetime:
