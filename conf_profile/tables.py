@@ -193,8 +193,12 @@ class IcebergStore:
         from pyiceberg.expressions import EqualTo, LessThan
 
         snap = self._snapshot("profiles")
-        dates = self._read("profiles", snap, LessThan("dt", date))
-        if dates is None or dates.num_rows == 0:
+        if snap is None:
+            return None
+        scan = self.table("profiles").scan(row_filter=LessThan("dt", date), selected_fields=("dt",),
+                                           snapshot_id=snap.snapshot_id)  # fmt: skip
+        dates = scan.to_arrow()
+        if dates.num_rows == 0:
             return None
         last = pc.max(dates.column("dt")).as_py()
         return self._read("profiles", snap, EqualTo("dt", last)).drop_columns(["dt"])
@@ -229,8 +233,13 @@ class IcebergStore:
         latest = self._create("profiles_latest", dated["profiles"].schema)
         tonight = dated["profiles"]
         if tonight.num_rows:
-            ids = tonight.column("user_id").to_pylist()
-            old = latest.scan(row_filter=In("user_id", ids)).to_arrow() if latest.current_snapshot() else None
+            # the previous rows that can matter: those of tonight's users whose output failed (usually few)
+            failed = tonight.filter(pc.is_valid(tonight.column("error"))).column("user_id").to_pylist()
+            old = (
+                latest.scan(row_filter=In("user_id", failed)).to_arrow()
+                if failed and latest.current_snapshot()
+                else None
+            )
             good = old.filter(pc.is_null(old.column("error"))) if old is not None else tonight.slice(0, 0)
             latest.upsert(latest_rows(good, tonight), join_cols=["user_id"], snapshot_properties=props)
         parsed = profiles.filter(pc.is_null(profiles.column("error"))).select(list(STATE_COLUMNS))
