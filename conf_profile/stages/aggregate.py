@@ -1,9 +1,9 @@
 """Aggregate: teacher_samples/ -> votes/, calibration.json, sft/, rl/ (the logic is in conf_profile.core).
 
-One process with pyarrow and numpy, by hash buckets of users, so that its memory does not grow with the
-number of users: the samples and the documents are streamed into ``aggregate.buckets`` buckets
-(core.ingest.bucket_of; by default one per ``aggregate.bucket_mb`` of teacher_samples/ and documents/),
-then
+One process with pyarrow and numpy, by hash buckets of users, so that its memory is one bucket plus a little
+per user (the document keys, 8 bytes per vote for the calibration fit): the samples and the documents are
+streamed into ``aggregate.buckets`` buckets (core.ingest.bucket_of; by default one per
+``aggregate.bucket_mb`` of teacher_samples/ and documents/), then
 - pass 1 votes each bucket (vectorized over its users: core.aggregate) and keeps only the raw confidences
   the calibration fit needs (8 bytes per vote);
 - the calibrator is fitted once on all of them (or reused);
