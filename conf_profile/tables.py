@@ -157,16 +157,21 @@ class IcebergStore:
                     spec.add_identity("dt")
         return table
 
-    def _snapshot(self, name: str, before: str | None = None, upto: str | None = None) -> Any:
-        """The table's last snapshot (on its current line) of a night before ``before`` / up to ``upto``;
-        None when there is none."""
+    def _line(self, name: str) -> Iterator[Any]:
+        """The table's snapshots on its current line, newest first (none before its first night)."""
         table = self.table(name)
         snap = table.current_snapshot() if table is not None else None
         while snap is not None:
+            yield snap
+            snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
+
+    def _snapshot(self, name: str, before: str | None = None, upto: str | None = None) -> Any:
+        """The table's last snapshot (on its current line) of a night before ``before`` / up to ``upto``;
+        None when there is none."""
+        for snap in self._line(name):
             night = (snap.summary.additional_properties if snap.summary else {}).get(NIGHT, BEFORE_ANY)
             if (before is None or night < before) and (upto is None or night <= upto):
                 return snap
-            snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
         return None
 
     def _read(self, name: str, snap: Any, row_filter: Any = None) -> pa.Table | None:
@@ -254,13 +259,7 @@ class IcebergStore:
     def history(self) -> Iterator[dict[str, Any]]:
         """Every snapshot of every table on its current line, oldest first."""
         for name in TABLES:
-            table = self.table(name)
-            snap = table.current_snapshot() if table is not None else None
-            line = []
-            while snap is not None:
-                line.append(snap)
-                snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
-            for snap in reversed(line):
+            for snap in reversed(list(self._line(name))):
                 extra = snap.summary.additional_properties if snap.summary else {}
                 yield {"table": name, "snapshot_id": snap.snapshot_id, "night": extra.get(NIGHT),
                        "operation": str(snap.summary.operation.value) if snap.summary else None,

@@ -72,25 +72,21 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
     partition_by_user(doc_files, ["user_id", "document", "content_hash"], buckets, staging / "documents")
     keys = pq.read_table(DOCUMENTS.path(run_dir), columns=["user_id", "content_hash"])  # small: two ids per user
 
-    def bucket(b: int) -> tuple[pa.Table, pa.Table] | None:
-        """(the bucket's current samples, its documents), or None when it has no samples."""
-        path = staging / "samples" / f"bucket-{b:05d}.parquet"
-        if not path.exists():
-            return None
-        docs_path = staging / "documents" / f"bucket-{b:05d}.parquet"
-        docs = pq.read_table(docs_path) if docs_path.exists() else _EMPTY_DOCUMENTS
-        return current_samples(pq.read_table(path), docs, version), docs
+    def documents(b: int) -> pa.Table:
+        path = staging / "documents" / f"bucket-{b:05d}.parquet"
+        return pq.read_table(path) if path.exists() else _EMPTY_DOCUMENTS
 
     reliability = _reliability(acfg, staging / "samples", keys, version, taxonomy)
     truth = load_truth(acfg.gold, taxonomy, "aggregate.gold") if acfg.gold and not acfg.calibration else None
     fit_data: dict[str, list[list[np.ndarray]]] = {a: [[], [], []] for a in taxonomy.attribute_names}
     samples_used = 0
     for b in range(buckets):  # pass 1: vote each bucket; keep what the calibration fit needs
-        loaded = bucket(b)
-        if loaded is None or loaded[0].num_rows == 0:
+        path = staging / "samples" / f"bucket-{b:05d}.parquet"
+        samples = current_samples(pq.read_table(path), documents(b), version) if path.exists() else None
+        if samples is None or samples.num_rows == 0:
             continue
-        samples_used += loaded[0].num_rows
-        votes = vote_samples(loaded[0], taxonomy, primary, acfg.confidence_weights, reliability)
+        samples_used += samples.num_rows
+        votes = vote_samples(samples, taxonomy, primary, acfg.confidence_weights, reliability)
         write_table_atomic(votes, staging / "votes" / f"bucket-{b:05d}.parquet")
         for name, parts in _calibration_data(votes, truth, taxonomy).items():
             for kept, part in zip(fit_data[name], parts, strict=True):
@@ -114,9 +110,7 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
             if not path.exists():
                 continue
             votes = apply_calibration(pq.read_table(path), cal, taxonomy)
-            loaded = bucket(b)
-            assert loaded is not None
-            docs = loaded[1]
+            docs = documents(b)  # the samples are not read again: the votes carry what pass 2 needs
             sft, dropped = sft_examples(votes, docs, taxonomy, acfg.eval_percent, acfg.sft_min_mean_level)
             rl, counts = rl_rows(votes, docs, taxonomy, acfg.rl_easy_min_confidence, acfg.rl_min_mean_level)
             writers["votes"].write(votes)
