@@ -31,6 +31,22 @@ class LogInput:
     unreadable: tuple[tuple[str, str], ...] = ()  # (path, error) of files that are not valid Parquet
 
     row_groups: tuple[tuple[int, ...], ...] = ()  # per Parquet file: compressed bytes of each row group
+    sizes: tuple[int, ...] = ()  # per file: bytes, as listed (with mtimes_ns: how a night knows a file it read)
+    mtimes_ns: tuple[int, ...] = ()  # per file: modification time, ns (0 where the filesystem has none)
+
+    def only(self, keep: set[str]) -> LogInput:
+        """The same input limited to the files in ``keep`` (readable and unreadable alike)."""
+        picked = [i for i, p in enumerate(self.paths) if p in keep]
+        return LogInput(
+            self.filesystem,
+            tuple(self.paths[i] for i in picked),
+            self.format,
+            sum(self.sizes[i] for i in picked),
+            tuple(u for u in self.unreadable if u[0] in keep),
+            tuple(self.row_groups[i] for i in picked) if self.row_groups else (),
+            tuple(self.sizes[i] for i in picked),
+            tuple(self.mtimes_ns[i] for i in picked),
+        )
 
     def splits(self, split_mb: int) -> list[dict[str, Any]]:
         """Units of work for the readers: Parquet files cut into runs of row groups of about split_mb,
@@ -111,6 +127,8 @@ def resolve_input(logs: str, fmt: str = "auto") -> LogInput:
         sum(i.size or 0 for i in readable),
         tuple(unreadable),
         tuple(groups[i.path] for i in readable) if fmt == "parquet" else (),
+        tuple(i.size or 0 for i in readable),
+        tuple(i.mtime_ns or 0 for i in readable),
     )
 
 

@@ -99,6 +99,10 @@ DOCUMENT_SCHEMA = pa.schema(
         ("content_hash", pa.string()),
     ]
 )
+# A validated event, as ingest stages it and the nightly store keeps it (the ``events`` table): a night
+# rebuilds a user's document from the stored events and the new ones.
+EVENT_SCHEMA = pa.schema([("user_id", pa.string()), ("event_id", pa.string()), ("ts_ms", pa.int64()),
+                          ("source", pa.string()), ("text", pa.string())])  # fmt: skip
 # rejects/: every input row or user left out, with its machine-readable reason.
 REJECT_SCHEMA = pa.schema(
     [("reason", pa.string()), ("user_id", pa.string()), ("event_id", pa.string()), ("raw", pa.string())]

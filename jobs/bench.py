@@ -7,6 +7,15 @@
     python -m jobs.bench quality [--data builtin|movielens] [--run-dir DIR] [--set KEY=VALUE ...]
     python -m jobs.bench vote --users 1000000 [--attributes 6] [--samples 8] [--teachers 1]  # vs pandas
     python -m jobs.bench dataflow --users 100000,1000000 [--samples 2] [--rate 0]  # stand-in engine
+    python -m jobs.bench nightly --users 100000 [--new 0.01]  # incremental night vs full re-read
+
+nightly: a first night on the built-in logs of --users users, then a file of --new x users new users arrives
+and the next night runs twice on the same store and date: incremental (the new file and the stored events
+of its users) and with nightly.incremental=false (every file read again, as before incremental input).
+The student is replaced by the stand-in engine (the figures are the plumbing's), the quality gates are
+off. Prints per night: seconds, files and input rows read, stored events read, users profiled, the
+driver's peak RSS, and the full re-read's time over the incremental night's. Each night runs in a process
+of its own; figures go to runs/bench/nightly-<N>/figures.json.
 
 dataflow: ingest -> label -> aggregate -> infer on the built-in logs of each size (cached under runs/bench/),
 with the engine replaced by a stand-in that writes schema-valid outputs without a model (``--rate`` outputs
@@ -421,6 +430,83 @@ def _dataflow_run(args: argparse.Namespace) -> None:
     out.write_text(json.dumps(figures_json(figures), indent=2), encoding="utf-8")
 
 
+NIGHTS = (("2026-01-01", "first night", []), ("2026-01-02", "incremental", []),
+          ("2026-01-02", "full re-read", ["nightly.incremental=false"]))  # fmt: skip
+
+
+def bench_nightly(args: argparse.Namespace) -> None:
+    import platform
+
+    from conf_profile.models import tiny_model_dir
+
+    if args.users < 1 or not 0 < args.new <= 1:
+        sys.exit("bench nightly: --users must be >= 1 and --new in (0, 1]")
+    model = str(tiny_model_dir(None))  # the stand-in never loads it; the job checks it exists
+    history = _data(argparse.Namespace(users=args.users, seed=args.seed, bad_fraction=args.bad_fraction, data=None))
+    work = Path("runs/bench") / f"nightly-{args.users}"
+    shutil.rmtree(work, ignore_errors=True)
+    logs = work / "logs"
+    logs.mkdir(parents=True)
+    for f in sorted((history / "logs").glob("*.parquet")):  # the history, linked (not copied)
+        os.link(f, logs / f.name)
+    new_users = max(1, round(args.users * args.new))
+    write_dataset(work / "new", new_users, seed=args.seed + 1, bad_fraction=args.bad_fraction, files=1)
+    arrived = pa.concat_tables([pq.read_table(f) for f in sorted((work / "new" / "logs").glob("*.parquet"))])
+    ids = pc.binary_join_element_wise(pa.scalar("new-"), arrived.column("user_id"), "")  # ids unseen in the history
+    arrived = arrived.set_column(arrived.column_names.index("user_id"), "user_id", ids)
+    results = []
+    for i, (date, mode, overrides) in enumerate(NIGHTS):
+        if i == 1:
+            pq.write_table(arrived, logs / "part-arrived.parquet")
+        out = work / f"figures-{i}.json"
+        cmd = [sys.executable, "-m", "jobs.bench", "_nightly-run", "--logs", str(logs), "--store", str(work / "store"),
+               "--date", date, "--model", model, "--out", str(out)]  # fmt: skip
+        cmd += [a for o in overrides for a in ("--set", o)]
+        print(f"bench nightly: {args.users:,} users: {date} {mode}", file=sys.stderr, flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            sys.exit(f"bench nightly: the {mode} night failed")
+        results.append({"night": date, "mode": mode, **json.loads(out.read_text(encoding="utf-8"))})
+    (work / "figures.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print(f"\nnightly benchmark: {args.users:,} users of history, then {arrived.num_rows:,} rows of {new_users:,} new "
+          f"users arrive; stand-in engine, on {_cpu()} ({platform.machine()})")  # fmt: skip
+    header = ("night", "mode", "seconds", "files read", "rows read", "stored ev.", "profiled", "driver MiB")
+    print(f"{header[0]:10s} {header[1]:13s} " + " ".join(f"{h:>11s}" for h in header[2:]))
+    for r in results:
+        print(f"{r['night']:10s} {r['mode']:13s} {r['seconds']:11.1f} {r['files_read']:11,} {r['rows_read']:11,} "
+              f"{r['stored_events_read']:11,} {r['users_active']:11,} {r['driver_peak_mib']:11.0f}")  # fmt: skip
+    inc, full = results[1], results[2]
+    print(f"full re-read / incremental: {full['seconds'] / max(inc['seconds'], 1e-9):.1f}x the time, "
+          f"{full['rows_read'] / max(inc['rows_read'], 1):.0f}x the input rows; the same users profiled: "
+          f"{inc['users_active'] == full['users_active']}")  # fmt: skip
+
+
+def _nightly_run(args: argparse.Namespace) -> None:
+    """One night with the stand-in engine, timed after Ray has started; its figures as JSON in --out."""
+    import time
+
+    from conf_profile.bench.dataflow import _Sampler
+    from conf_profile.bench.stand_in import StandInEngine
+    from conf_profile.core.config import build
+    from conf_profile.core.settings import Config
+    from conf_profile.engines import use_stand_in
+    from conf_profile.raycluster import init_ray
+    from conf_profile.stages.nightly import run_nightly
+
+    use_stand_in(StandInEngine(0.0))
+    gates_off = {"max_parse_failure_rate": 1.0, "max_abstain_rate": 1.0, "max_drift": 1.0}
+    cfg = build(Config, {"nightly": {"root": str(args.store), **gates_off}}, args.overrides)
+    init_ray(cfg.ray)
+    with _Sampler(0.5) as sampler:
+        sampler.take()
+        started = time.monotonic()
+        entry = run_nightly(cfg, str(args.logs), args.date, args.model)
+        seconds = time.monotonic() - started
+        driver, _ = sampler.take()
+    figures = {"seconds": round(seconds, 1), "driver_peak_mib": round(driver), "users_active": entry["users_active"],
+               **entry["input"]}  # fmt: skip
+    args.out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+
+
 def _bench_taxonomy(attributes: int | None):
     """The built-in taxonomy, or its first ``attributes`` attributes."""
     from conf_profile.core.taxonomy import load_taxonomy, taxonomy_from_dict
@@ -620,6 +706,18 @@ def main(argv: list[str] | None = None) -> None:
     flow_run.add_argument("--samples", type=int, required=True)
     flow_run.add_argument("--rate", type=float, required=True)
     flow_run.add_argument("--model", required=True)
+    nightly = sub.add_parser("nightly", help="an incremental night vs a full re-read of the history (stand-in engine)")
+    nightly.add_argument("--users", type=int, default=100_000, help="users in the history (default 100000)")
+    nightly.add_argument("--new", type=float, default=0.01, help="new users that arrive, as a share of --users")
+    nightly.add_argument("--seed", type=int, default=0)
+    nightly.add_argument("--bad-fraction", type=float, default=0.02)
+    night_run = sub.add_parser("_nightly-run", help=argparse.SUPPRESS)
+    night_run.add_argument("--logs", type=Path, required=True)
+    night_run.add_argument("--store", type=Path, required=True)
+    night_run.add_argument("--date", required=True)
+    night_run.add_argument("--model", required=True)
+    night_run.add_argument("--out", type=Path, required=True)
+    night_run.add_argument("--set", action="append", default=[], dest="overrides")
     variant = sub.add_parser("_groupby-variant", help=argparse.SUPPRESS)
     variant.add_argument("--logs", type=Path, required=True)
     variant.add_argument("--out", type=Path, required=True)
@@ -627,7 +725,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = {"ingest": bench_ingest, "ingest-grouping": bench_grouping, "label": bench_label, "infer": bench_infer,
                 "quality": bench_quality, "vote": bench_vote, "_vote-impl": _vote_impl, "_raw-vllm": _raw_vllm,
                 "_groupby-variant": _groupby_variant, "dataflow": bench_dataflow,
-                "_dataflow-run": _dataflow_run}  # fmt: skip
+                "_dataflow-run": _dataflow_run, "nightly": bench_nightly, "_nightly-run": _nightly_run}  # fmt: skip
     commands[args.what](args)
 
 

@@ -3,21 +3,27 @@
     python -m jobs.nightly --logs PATH --date YYYY-MM-DD --model DIR [--calibration FILE] [--out DIR]
                            [--config FILE] [--set KEY=VALUE ...]
 
-Reads the logs (all of each user's history: a user's document is rebuilt from it), selects the users whose
-document changed since the last published night (its content hash; late events included), the users new
-to the store, and every user when the model changed (the first night: every user), profiles them with the
-student model (as jobs.infer, infer.* settings) and checks the quality gates:
+Reads the input files that arrived since the last published night (the store's input_files table: path,
+size and modification time of every file read) and rebuilds their users' documents from the events the
+store keeps (events) plus the new ones; the first night, a new model, other document-shaping ingest
+settings, or nightly.incremental=false read every file. Selects the users whose document changed since the
+last published night (its content hash; late events included) and the users new to the store (on a full
+read, also every user whose profile another model made), profiles them with the student model (as
+jobs.infer, infer.* settings) and checks the quality gates:
 parse-failure rate, abstain rate, and label drift against the previous partition (nightly.* thresholds).
 Only when every gate passes does it publish, under --out (nightly.root, default ./nightly), in the
 format nightly.table_format: by default Iceberg tables (a SQL catalog in <out>/catalog.db, or
 nightly.catalog), one commit per table:
   profiles, profile_attributes, rejects   partitioned by dt: the night's users (a re-run replaces them)
+  events, input_files                     partitioned by dt: the valid events and the files read that night
   profiles_latest                         the latest row of every user (upserted)
   state                                   what each published profile was made from (content hash,
                                           model): the next night compares with it
   nights                                  one row per published night, its watermark (committed last)
 or, with nightly.table_format=parquet, the folders profiles/dt=DATE/, profile_attributes/dt=DATE/,
-rejects/dt=DATE/, profiles_latest/, state/dt=DATE/ and watermark.json. python -m jobs.tables shows the
+rejects/dt=DATE/, events/dt=DATE/, input_files/dt=DATE/, profiles_latest/, state/dt=DATE/, nights/ and
+watermark.json. A night killed mid-publish publishes nothing: the next night sets the Iceberg tables back
+to the last published night first. python -m jobs.tables shows the
 Iceberg tables' history, reads them as of a night and rolls bad nights back.
 A failed gate exits with status 3 and commits nothing; work/dt=DATE/gates.json says why.
 --calibration defaults to the calibration.json of the run that trained the model (<run>/models/<name>).

@@ -112,6 +112,47 @@ def _object_or_text(payload: str):
         return payload
 
 
+def test_new_files_with_the_stored_events_build_the_documents_of_a_full_read(ray_local, logs, ingested, tmp_path):
+    """The nightly refresh's ingest: the first file alone keeps its valid events; the other two files with
+    those events (asked for the users in them) give each of their users the document the full read gives."""
+    from conf_profile.log_input import resolve_input
+
+    listed = resolve_input(str(logs / "logs"))
+    assert len(listed.paths) == 3 and listed.only(set()).paths == () and listed.only(set()).total_bytes == 0
+    first, rest = listed.only({listed.paths[0]}), listed.only(set(listed.paths[1:]))
+    assert rest.paths == listed.paths[1:] and rest.total_bytes == sum(listed.sizes[1:]) and len(rest.mtimes_ns) == 2
+    old = run_ingest(IngestConfig(buckets=4), "logs", tmp_path / "a", log_input=first,
+                     events_out=tmp_path / "a.parquet")  # fmt: skip
+    stored = pq.read_table(tmp_path / "a.parquet")
+    duplicates = old["rows_rejected_by_reason"].get("duplicate_event", 0)  # valid rows, found twice in pass 2
+    assert stored.num_rows == old["rows_read"] - old["rows_rejected"] + duplicates == old["events_kept"]
+    asked = []
+
+    def prior(users: pa.Array) -> pa.Table:  # a stand-in for the store: the stored events of the users
+        asked.append(set(users.to_pylist()))
+        return stored.filter(pc.is_in(stored.column("user_id"), value_set=users))
+
+    new = run_ingest(IngestConfig(buckets=3), "logs", tmp_path / "b", log_input=rest, prior=prior,
+                     events_out=tmp_path / "b.parquet")  # fmt: skip
+    rest_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in rest.paths)
+    assert new["rows_read"] == rest_rows  # the new files' rows: the stored events are counted apart
+    users_in_rest = set(ds.dataset(list(rest.paths)).to_table(columns=["user_id"]).column("user_id").to_pylist())
+    assert len(asked) == 1 and asked[0] <= users_in_rest  # the ids of the new files' rows, once
+    assert (
+        new["prior_events"] == stored.filter(pc.is_in(stored.column("user_id"), value_set=pa.array(asked[0]))).num_rows
+    )
+    full = {d["user_id"]: d for d in _docs(ingested[0])}
+    rebuilt = _docs(tmp_path / "b")
+    assert rebuilt and all(d == full[d["user_id"]] for d in rebuilt)
+    assert {d["user_id"] for d in rebuilt} == {u for u in users_in_rest if u in full}
+    # the events kept tonight: the new files' valid events not stored already (a redelivery is kept once)
+    kept = pq.read_table(tmp_path / "b.parquet")
+    from conf_profile.stages.ingest import event_key
+
+    assert new["events_kept"] == kept.num_rows > 0
+    assert not set(event_key(kept).to_pylist()) & set(event_key(stored).to_pylist())
+
+
 def test_jsonl_input_with_malformed_lines(ray_local, logs, tmp_path) -> None:
     rows = ds.dataset(logs / "logs").to_table().slice(0, 600).to_pylist()
     folder = tmp_path / "jsonl"

@@ -11,15 +11,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
 from conf_profile.core.nightly import (
+    INPUT_FILES_SCHEMA,
     WatermarkError,
     changed_mask,
     check_gates,
     drift,
+    file_listing,
+    full_read_reason,
+    ingest_settings_hash,
+    new_files,
     next_state,
     partition_stats,
     watermark_since,
@@ -93,6 +99,40 @@ def test_the_next_state_keeps_the_previous_entry_of_a_user_whose_output_failed()
     assert changed_mask(docs, state, "m2").to_pylist() == [True, False, True, False]  # a: made by model m
 
 
+def test_new_files_are_those_not_read_by_an_earlier_night_with_the_same_size_and_time() -> None:
+    from conf_profile.log_input import LogInput
+
+    listed = LogInput(None, ("/l/b.parquet", "/l/a.parquet", "/l/c.parquet"), "parquet", 6,
+                      (("/l/bad.parquet", "not parquet"),), ((1,), (2,), (3,)), (1, 2, 3), (10, 20, 30))  # fmt: skip
+    files = file_listing(listed)
+    assert files.schema == INPUT_FILES_SCHEMA
+    assert files.to_pylist() == [{"path": "/l/a.parquet", "bytes": 2, "mtime_ns": 20},
+                                 {"path": "/l/b.parquet", "bytes": 1, "mtime_ns": 10},
+                                 {"path": "/l/bad.parquet", "bytes": -1, "mtime_ns": 0},  # unreadable: reported once
+                                 {"path": "/l/c.parquet", "bytes": 3, "mtime_ns": 30}]  # fmt: skip
+    seen = pa.Table.from_pylist([{"path": "/l/a.parquet", "bytes": 2, "mtime_ns": 20},  # the same file
+                                 {"path": "/l/b.parquet", "bytes": 1, "mtime_ns": 11},  # rewritten since
+                                 {"path": "/l/bad.parquet", "bytes": -1, "mtime_ns": 0},
+                                 {"path": "/l/gone.parquet", "bytes": 5, "mtime_ns": 5}],
+                                schema=INPUT_FILES_SCHEMA)  # fmt: skip
+    assert new_files(files, seen).column("path").to_pylist() == ["/l/b.parquet", "/l/c.parquet"]
+    assert new_files(files, INPUT_FILES_SCHEMA.empty_table()).num_rows == 4
+
+
+def test_the_ingest_hash_follows_the_settings_that_shape_documents_only() -> None:
+    from conf_profile.core.settings import IngestConfig
+
+    base = ingest_settings_hash(IngestConfig())
+    assert base == ingest_settings_hash(IngestConfig(buckets=7, bucket_mb=1, batch_rows=10, cpus_per_task=1.0))
+    assert base != ingest_settings_hash(IngestConfig(token_budget=600))
+    assert base != ingest_settings_hash(IngestConfig(max_line_chars=100))
+    assert len(base) == 16
+    last = {"model": "m", "ingest_hash": base}
+    assert full_read_reason(True, last, "m", base) == ""
+    assert full_read_reason(True, last, "m", ingest_settings_hash(IngestConfig(token_budget=600))) == (
+        "the ingest settings changed")  # fmt: skip
+
+
 def test_a_second_night_on_a_held_store_exits_4_and_writes_nothing(tmp_path) -> None:
     out = tmp_path / "store"
     out.mkdir()
@@ -142,18 +182,23 @@ def _partition(store, date: str) -> pa.Table:
     return profiles.filter(pc.equal(profiles.column("dt"), date)).drop_columns(["dt"])
 
 
-def _day_two(day1: Path, day2: Path, users: list[str]) -> None:
-    """Day 1's logs plus one new event (a day after the newest) for each of ``users``."""
-    logs = pads.dataset(day1).to_table()
-    newest = max(t for t in logs.column("event_time").to_pylist() if t and t.startswith("20"))
+def _arrive(logs: Path, name: str, users: list[str]) -> int:
+    """A new file ``name`` in the logs folder: one new event (a day after the newest) for each of ``users``;
+    returns its rows."""
+    table = pads.dataset(logs).to_table()
+    newest = max(t for t in table.column("event_time").to_pylist() if t and t.startswith("20"))
     later = newest[:8] + f"{int(newest[8:10]) + 1:02d}" + newest[10:] if newest[8:10] < "28" else newest
     rows = []
     for u in users:
-        row = next(r for r in logs.to_pylist() if r["user_id"] == u)
-        rows.append({**row, "event_id": f"e_new_{u}", "event_time": later})
-    day2.mkdir(parents=True)
-    pq.write_table(logs, day2 / "part-0.parquet")
-    pq.write_table(pa.Table.from_pylist(rows, schema=logs.schema), day2 / "part-1.parquet")
+        row = next(r for r in table.to_pylist() if r["user_id"] == u)
+        rows.append({**row, "event_id": f"e_{name}_{u}", "event_time": later})
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), logs / name)
+    return len(rows)
+
+
+def _read(out: Path, date: str) -> dict:
+    """What the night of ``date`` read (its manifest entry's ``input``)."""
+    return json.loads((out / "work" / f"dt={date}" / "manifest.json").read_text())["stages"]["nightly"]["input"]
 
 
 @pytest.mark.slow
@@ -167,15 +212,20 @@ def test_two_nights_reprofile_only_changed_users_and_a_failed_gate_publishes_not
 
     model = tiny_model_dir(tmp_path / "cache")
     write_dataset(tmp_path / "data", users=8, seed=3, files=1)
-    day1, day2, out = tmp_path / "data" / "logs", tmp_path / "day2", tmp_path / "store"
+    logs, out = tmp_path / "data" / "logs", tmp_path / "store"
+    history_rows = pads.dataset(logs).count_rows()
 
-    first = _nightly(out, day1, "2026-11-01", model)
+    first = _nightly(out, logs, "2026-11-01", model)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert _read(out, "2026-11-01") == {"files_listed": 1, "files_read": 1, "full_read": "no night before this date",
+                                      "rows_read": history_rows, "stored_events_read": 0}  # fmt: skip
     store = _store(out)
     night1 = _partition(store, "2026-11-01")
     users = sorted(night1.column("user_id").to_pylist())
     assert len(users) == 8 and store.read("profiles_latest").num_rows == 8
     mark1 = store.watermark()
+    stored = store.read("events")
+    assert set(stored.column("dt").to_pylist()) == {"2026-11-01"} and stored.num_rows > 8
 
     assert night1.column("calibration_hash").unique().to_pylist() == ["none"]  # no calibrator beside this model
     assert night1.column("teachers").null_count == 8  # a model from no run: its teachers are not known
@@ -183,16 +233,22 @@ def test_two_nights_reprofile_only_changed_users_and_a_failed_gate_publishes_not
     state1 = store.state_before("2026-11-02")
     assert state1.column_names == ["user_id", "content_hash", "model"] and state1.num_rows == 8
 
-    _day_two(day1, day2, users[:2])
-    late_user = users[2]  # one event stamped before night 1's newest event, arriving in a new file on day 2
+    # Day 2: two files arrive in the logs folder: new events of two users, and a late event of a third
+    # (stamped before night 1's newest event). Night 2 reads those files only (not the history again).
+    new_rows = _arrive(logs, "part-1.parquet", users[:2])
+    late_user = users[2]
     late = datetime.fromisoformat(mark1["last_event_time"]) - timedelta(minutes=5)
-    row = next(r for r in pads.dataset(day1).to_table().to_pylist() if r["user_id"] == late_user)
+    row = next(r for r in pads.dataset(logs).to_table().to_pylist() if r["user_id"] == late_user)
     late_row = {**row, "event_id": "e_late", "event_time": late.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    pq.write_table(pa.Table.from_pylist([late_row], schema=pq.read_schema(day2 / "part-1.parquet")),
-                   day2 / "part-2.parquet")  # fmt: skip
+    pq.write_table(pa.Table.from_pylist([late_row], schema=pq.read_schema(logs / "part-1.parquet")),
+                   logs / "part-2.parquet")  # fmt: skip
     changed = sorted([*users[:2], late_user])
-    second = _nightly(out, day2, "2026-11-02", model)
+    second = _nightly(out, logs, "2026-11-02", model)
     assert second.returncode == 0, second.stderr[-3000:]
+    earlier_events = stored.filter(pc.is_in(stored.column("user_id"), value_set=pa.array(changed))).num_rows
+    assert _read(out, "2026-11-02") == {"files_listed": 3, "files_read": 2, "full_read": None,
+                                       "rows_read": new_rows + 1, "stored_events_read": earlier_events}  # fmt: skip
+    read2 = _read(out, "2026-11-02")
     night2 = _partition(store, "2026-11-02")
     assert sorted(night2.column("user_id").to_pylist()) == changed  # the users whose document changed
     hashes1 = dict(zip(state1.column("user_id").to_pylist(), state1.column("content_hash").to_pylist(), strict=True))
@@ -208,24 +264,27 @@ def test_two_nights_reprofile_only_changed_users_and_a_failed_gate_publishes_not
     mark2 = store.watermark()
     assert mark2["last_event_time"] > mark1["last_event_time"] and mark2["since"] == mark1["last_event_time"]
 
-    # The same date again: the same users, the partition replaced (no duplicates), latest unchanged in size.
-    again = _nightly(out, day2, "2026-11-02", model)
+    # The same date again: the same files and users, the partition replaced (no duplicates).
+    again = _nightly(out, logs, "2026-11-02", model)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert _read(out, "2026-11-02") == read2
     assert sorted(_partition(store, "2026-11-02").column("user_id").to_pylist()) == changed
     assert store.read("profiles_latest").num_rows == 8
+    assert store.read("events").num_rows == stored.num_rows + new_rows + 1  # each event kept once
 
     # A forced gate failure (outputs cut at 16 tokens never parse): exit 3, nothing committed.
-    _day_two(day2, tmp_path / "day3", users[2:3])
+    _arrive(logs, "part-3.parquet", users[2:3])
     before = list(store.history())
-    failed = _nightly(out, tmp_path / "day3", "2026-11-03", model, "--set", "infer.max_tokens=16", "--set",
+    failed = _nightly(out, logs, "2026-11-03", model, "--set", "infer.max_tokens=16", "--set",
                       "nightly.max_parse_failure_rate=0.5")  # fmt: skip
     assert failed.returncode == 3, failed.stderr[-3000:]
     assert "parse-failure rate 1.000 > 0.500" in failed.stderr and "nothing published" in failed.stderr
     assert _partition(store, "2026-11-03").num_rows == 0 and list(store.history()) == before  # no new snapshot
     gates = json.loads((out / "work" / "dt=2026-11-03" / "gates.json").read_text())
     assert gates["published"] is False and gates["stats"]["users"] == 1
+    assert store.seen_files("2026-11-04").num_rows == 3  # part-3 is not recorded: the next night reads it
 
-    earlier = _nightly(out, day2, "2026-11-01", model)  # before the watermark: refused before any work
+    earlier = _nightly(out, logs, "2026-11-01", model)  # before the watermark: refused before any work
     assert earlier.returncode == 2 and "before the last published date" in earlier.stderr
 
     # The tables as a user reads them: the history, a read as of night 1, a rollback of night 2.

@@ -10,11 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conf_profile.core.nightly import INPUT_FILES_SCHEMA
 from conf_profile.core.profiles import PROVENANCE, profile_schema
 from conf_profile.core.settings import NightlyConfig
 from conf_profile.core.taxonomy import load_taxonomy
 from conf_profile.stages.infer import attributes_table
-from conf_profile.storage import REJECT_SCHEMA
+from conf_profile.storage import EVENT_SCHEMA, REJECT_SCHEMA
 from conf_profile.tables import IcebergStore, ParquetStore, TableError, open_store
 
 TAX = load_taxonomy()
@@ -29,13 +30,37 @@ def _rows(night: str, *rows: tuple[str, str | None, str]) -> pa.Table:
 
 def _night(date: str, users: int, since: str | None = None) -> dict:
     return {"date": date, "since": since, "last_event_time": f"{date}T20:00:00+00:00", "users": users,
-            "published_at": f"{date}T23:00:00+00:00", "run_id": f"nightly-{date}"}  # fmt: skip
+            "published_at": f"{date}T23:00:00+00:00", "run_id": f"nightly-{date}", "model": "m",
+            "ingest_hash": "h"}  # fmt: skip
 
 
-def _publish(store, date: str, profiles: pa.Table) -> int:
+def _events(date: str, profiles: pa.Table) -> pa.Table:
+    """Two events per user of the night (ids carry the date)."""
+    users = [u for u in profiles.column("user_id").to_pylist() for _ in range(2)]
+    return pa.table({"user_id": users, "event_id": [f"{u}-{date}-{i % 2}" for i, u in enumerate(users)],
+                     "ts_ms": [1] * len(users), "source": ["search"] * len(users), "text": ["x"] * len(users)},
+                    schema=EVENT_SCHEMA)  # fmt: skip
+
+
+def _publish(store, date: str, profiles: pa.Table, full: bool = False) -> int:
     published = store.state_before(date)
-    rejects = REJECT_SCHEMA.empty_table()
-    return store.publish(date, profiles, attributes_table(profiles, TAX), rejects, published, _night(date, 3))
+    files = pa.table({"path": [f"/logs/{date}.parquet"], "bytes": [10], "mtime_ns": [1]}, schema=INPUT_FILES_SCHEMA)
+    tables = {"profiles": profiles, "profile_attributes": attributes_table(profiles, TAX), "input_files": files,
+              "rejects": REJECT_SCHEMA.empty_table(), "events": _events(date, profiles)}  # fmt: skip
+    return store.publish(date, tables, published, _night(date, 3), full=full)
+
+
+def _check_arrivals(store) -> None:
+    """What a night reads from the store: the files and events of the nights before its date."""
+    assert store.seen_files("2026-11-01").num_rows == 0
+    assert store.seen_files("2026-11-02").column("path").to_pylist() == ["/logs/2026-11-01.parquet"]
+    assert sorted(store.seen_files("2026-11-03").column("path").to_pylist()) == [
+        "/logs/2026-11-01.parquet", "/logs/2026-11-02.parquet"]  # fmt: skip
+    assert store.night_before("2026-11-02")["date"] == "2026-11-01" and store.night_before("2026-11-01") is None
+    c = store.events_of(pa.array(["c", "zz"]), "2026-11-03")  # c: in both nights; zz: unknown
+    assert c.schema == EVENT_SCHEMA and sorted(c.column("event_id").to_pylist()) == [
+        "c-2026-11-01-0", "c-2026-11-01-1", "c-2026-11-02-0", "c-2026-11-02-1"]  # fmt: skip
+    assert store.events_of(pa.array(["c"]), "2026-11-02").num_rows == 2  # before night 2: night 1's only
 
 
 NIGHT1 = ("2026-11-01", _rows("1", ("a", None, "male"), ("b", None, "female"), ("c", "not_json", "unknown")))
@@ -65,6 +90,10 @@ def test_parquet_store_publishes_partitions_latest_state_and_watermark(tmp_path)
     assert json.loads((tmp_path / "watermark.json").read_text())["date"] == "2026-11-02" == store.watermark()["date"]
     with pytest.raises(TableError, match="another schema"):
         store.check_schema(SCHEMA.remove(1))
+    _check_arrivals(store)
+    _publish(store, "2026-11-03", NIGHT2[1], full=True)  # a full night: its events are the whole history
+    assert store.events_of(pa.array(["c"]), "2026-11-04").column("event_id").to_pylist() == [
+        "c-2026-11-03-0", "c-2026-11-03-1"]  # fmt: skip
 
 
 @pytest.mark.ray
@@ -83,6 +112,7 @@ def test_iceberg_store_across_nights_rerun_rollback_and_as_of(tmp_path) -> None:
         assert _publish(store, *NIGHT2) == 4  # a re-run of the date: the same tables, no duplicates
     finally:
         ray.shutdown()
+    _check_arrivals(store)
     latest = store.read("profiles_latest")
     assert _by_user(latest) == AFTER2 and latest.num_rows == 4
     profiles = store.read("profiles")
@@ -135,3 +165,62 @@ def test_the_tables_job_refuses_bad_requests_with_exit_2(tmp_path, capsys, args,
         tables_job.main([*args, "--out", str(tmp_path / "empty")])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "empty").exists()  # nothing created where no store is
+
+
+KILLED_MID_PUBLISH = """
+import os, signal, sys
+import ray
+sys.path.insert(0, {tests!r})
+from test_tables import NIGHT1, NIGHT2, _publish
+from conf_profile.core.settings import NightlyConfig
+from conf_profile.tables import IcebergStore, open_store
+
+ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+store = open_store(NightlyConfig(root={root!r}))
+_publish(store, *NIGHT1)
+create = IcebergStore._create
+
+def dying(self, name, schema):  # after the partitions and profiles_latest are committed, before state
+    if name == "state":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return create(self, name, schema)
+
+IcebergStore._create = dying
+_publish(store, *NIGHT2)
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.fault
+def test_a_driver_killed_mid_publish_leaves_the_tables_at_the_previous_night(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import ray
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    root = tmp_path / "store"
+    script = KILLED_MID_PUBLISH.format(tests=str(Path(__file__).parent), root=str(root))
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert res.returncode == -9, res.stderr[-3000:]  # killed between two commits of night 2
+    plain = SqlCatalog("conf_profile", uri=f"sqlite:///{root / 'catalog.db'}", warehouse=f"file://{root / 'warehouse'}")
+    raw = plain.load_table("conf_profile.profiles_latest").scan().to_arrow()
+    assert _by_user(raw) == AFTER2  # night 2's profiles_latest commit landed before the kill
+
+    store = open_store(NightlyConfig(root=str(root)))
+    assert _by_user(store.read("profiles_latest")) == AFTER1  # the store reads what the last night published
+    assert store.watermark()["date"] == "2026-11-01"
+    undone = store.recover()
+    assert undone == ["profiles", "profile_attributes", "rejects", "events", "input_files", "profiles_latest"]
+    assert _by_user(plain.load_table("conf_profile.profiles_latest").scan().to_arrow()) == AFTER1
+    assert plain.load_table("conf_profile.profiles").scan().to_arrow().column("dt").unique().to_pylist() == [
+        "2026-11-01"]  # fmt: skip
+    assert store.seen_files("2026-11-03").num_rows == 1 and store.recover() == []
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        assert _publish(store, *NIGHT2) == 4  # the night runs again from the previous night's tables
+    finally:
+        ray.shutdown()
+    assert _by_user(store.read("profiles_latest")) == AFTER2

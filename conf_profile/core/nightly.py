@@ -28,15 +28,20 @@ move by chance.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from conf_profile.core.config import to_dict
 from conf_profile.core.taxonomy import UNKNOWN
 
 STATE_COLUMNS = ("user_id", "content_hash", "model")  # the published state: what each user's profile was made from
+# input_files: a file is known by its path, size and modification time; one that changes is read again.
+INPUT_FILES_SCHEMA = pa.schema([("path", pa.string()), ("bytes", pa.int64()), ("mtime_ns", pa.int64())])
 
 
 def changed_mask(documents: pa.Table, published: pa.Table | None, model: str) -> pa.Array:
@@ -160,3 +165,53 @@ def watermark_since(state: dict[str, Any] | None, date: str) -> str | None:
         f"--date {date} is before the last published date {state['date']}: the watermark has moved past it "
         "(re-run the last date, or a later one; a backfill needs its own --out)"
     )
+
+
+def file_listing(log_input: Any) -> pa.Table:
+    """The input files as the store records them (INPUT_FILES_SCHEMA); an unreadable file is listed with
+    bytes -1, so it is reported once, and read when it is replaced by a readable one."""
+    rows = [(p, b, m) for p, b, m in zip(log_input.paths, log_input.sizes, log_input.mtimes_ns, strict=True)]
+    rows += [(p, -1, 0) for p, _ in log_input.unreadable]
+    return pa.Table.from_pylist([dict(zip(INPUT_FILES_SCHEMA.names, r, strict=True)) for r in sorted(rows)],
+                                schema=INPUT_FILES_SCHEMA)  # fmt: skip
+
+
+def new_files(listed: pa.Table, seen: pa.Table) -> pa.Table:
+    """The rows of ``listed`` not in ``seen`` (path, size and modification time all equal: a rewritten file
+    is new again)."""
+
+    def keys(t: pa.Table) -> pa.Array:
+        parts = [t.column("path"), pc.cast(t.column("bytes"), pa.string()), pc.cast(t.column("mtime_ns"), pa.string())]
+        return pc.binary_join_element_wise(*parts, "\x00").combine_chunks()
+
+    return listed.filter(pc.invert(pc.is_in(keys(listed), value_set=keys(seen))))
+
+
+def ingest_settings_hash(ingest: Any) -> str:
+    """A hash of the ingest settings that shape the documents (limits, budgets, mapping; not the ones that
+    only size the work): documents built under other settings are rebuilt from every input file."""
+    sizing = {"buckets", "bucket_mb", "block_mb", "split_mb", "batch_rows", "cpus_per_task"}
+    shaping = {k: v for k, v in to_dict(ingest).items() if k not in sizing}
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def full_read_reason(incremental: bool, last_night: dict[str, Any] | None, model: str, ingest_hash: str) -> str:
+    """Why tonight reads every input file instead of those that arrived since the last night ('' = it
+    does not): no night before, nightly.incremental off, another model than the last night's (every user
+    is profiled again), or other document-shaping ingest settings than the last night's.
+
+    >>> last = {"model": "m", "ingest_hash": "h"}
+    >>> full_read_reason(True, last, "m", "h"), full_read_reason(True, last, "m2", "h")
+    ('', 'the model changed')
+    >>> full_read_reason(True, None, "m", "h"), full_read_reason(False, last, "m", "h")
+    ('no night before this date', 'nightly.incremental is off')
+    """
+    if last_night is None:
+        return "no night before this date"
+    if not incremental:
+        return "nightly.incremental is off"
+    if last_night.get("model") != model:
+        return "the model changed"
+    if last_night.get("ingest_hash") != ingest_hash:
+        return "the ingest settings changed"
+    return ""

@@ -387,6 +387,10 @@ class NightlyConfig:
     # catalog in <root>/catalog.db (SQLite) with the data in <root>/warehouse/.
     catalog: dict[str, str] = field(default_factory=dict)
     namespace: str = "conf_profile"  # the catalog namespace of the tables
+    # true: a night reads only the input files that arrived since the last night (by path, size and
+    # modification time) and rebuilds their users' documents with the events the store keeps; false: every
+    # file, every night. A first night, a new model or other ingest settings read every file anyway.
+    incremental: bool = True
     max_parse_failure_rate: float = 0.05  # share of users whose output did not parse
     max_abstain_rate: float = 0.95  # share of attribute cells left unknown (parsed users)
     max_drift: float = 0.25  # total variation distance of any attribute's value distribution vs the previous night

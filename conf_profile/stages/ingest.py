@@ -26,11 +26,12 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -40,7 +41,15 @@ from conf_profile.core.ingest import NO_USER_BUCKET, group_bucket, validate_rows
 from conf_profile.core.mapping import InputMapping
 from conf_profile.core.settings import Config, IngestConfig, RayConfig
 from conf_profile.log_input import LogInput, LogInputError, resolve_input
-from conf_profile.storage import DOCUMENT_SCHEMA, DOCUMENTS, REJECT_SCHEMA, REJECTS, RunTable
+from conf_profile.storage import (
+    DOCUMENT_SCHEMA,
+    DOCUMENTS,
+    EVENT_SCHEMA,
+    REJECT_SCHEMA,
+    REJECTS,
+    RunTable,
+    TableWriter,
+)
 
 STAGED_SCHEMA = pa.schema(
     [
@@ -73,15 +82,25 @@ def bucket_count(cfg: IngestConfig, log_input: LogInput) -> int:
     return max(1, math.ceil(log_input.total_bytes / (cfg.bucket_mb * 2**20)))
 
 
-def run_ingest(cfg: IngestConfig, logs: str, run_dir: Path, ray_cfg: RayConfig | None = None) -> dict[str, Any]:
-    """Run both passes on the connected Ray cluster; returns the manifest entry."""
+def run_ingest(
+    cfg: IngestConfig, logs: str, run_dir: Path, ray_cfg: RayConfig | None = None, *,
+    log_input: LogInput | None = None, prior: Callable[[pa.Array], pa.Table] | None = None,
+    events_out: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Run both passes on the connected Ray cluster; returns the manifest entry.
+
+    For the nightly refresh, which reads only the files that arrived since the last night: ``log_input``
+    is those files (default: every file under ``logs``); ``prior(user_ids)`` returns the earlier events
+    (EVENT_SCHEMA) of the users in them, merged into their buckets before the documents are built, so a
+    document is the user's whole history; ``events_out`` receives the valid events read (EVENT_SCHEMA),
+    for the store to keep."""
     import ray
 
     from conf_profile.raycluster import init_ray
 
     started_at = datetime.now(UTC)
     started = time.monotonic()
-    log_input = resolve_input(logs, cfg.format)
+    log_input = log_input if log_input is not None else resolve_input(logs, cfg.format)
     buckets = bucket_count(cfg, log_input)
     staging = run_dir / "_staging" / "ingest"
     shutil.rmtree(staging, ignore_errors=True)
@@ -92,13 +111,23 @@ def run_ingest(cfg: IngestConfig, logs: str, run_dir: Path, ray_cfg: RayConfig |
         f"{len(log_input.paths)} {log_input.format} file(s), {log_input.total_bytes / 2**20:.1f} MiB, {buckets} buckets"
     )
 
-    staged = staged_dataset(log_input, cfg, limits, buckets)
-    try:
-        staged.write_parquet(str(staging / "staged"), partition_cols=["bucket"])
-    except Exception as exc:  # worker boundary: a read error anywhere fails the pass; say where and what
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise LogInputError(f"--logs {logs!r}: reading failed: {first[:500]}") from exc
+    if log_input.paths:
+        staged = staged_dataset(log_input, cfg, limits, buckets)
+        try:
+            staged.write_parquet(str(staging / "staged"), partition_cols=["bucket"])
+        except Exception as exc:  # worker boundary: a read error anywhere fails the pass; say where and what
+            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise LogInputError(f"--logs {logs!r}: reading failed: {first[:500]}") from exc
     _log(f"pass 1 (validate, partition) done in {time.monotonic() - started:.0f}s")
+    extra: dict[str, Any] = {}
+    known = None
+    if prior is not None:
+        earlier = add_prior_events(staging / "staged", prior, buckets)
+        extra["prior_events"], known = earlier.num_rows, event_key(earlier)
+        _log(f"{earlier.num_rows:,} earlier events of the users in these files read from the store")
+        del earlier
+    if events_out is not None:
+        extra["events_kept"] = keep_events(staging / "staged", events_out, known)
 
     bucket_ids = [NO_USER_BUCKET, *range(buckets)]
     counts = (
@@ -113,6 +142,9 @@ def run_ingest(cfg: IngestConfig, logs: str, run_dir: Path, ray_cfg: RayConfig |
     _log(f"pass 2 (group, documents) done in {time.monotonic() - started:.0f}s")
     counts.append(reject_unreadable_files(staging, log_input))
     entry = summarize(counts)
+    if "prior_events" in extra:  # rows_read: the rows of the input files only
+        entry["rows_read"] -= extra["prior_events"]
+    entry.update(extra)
     publish(staging, run_dir)
     entry.update(logs=logs, format=log_input.format, files=len(log_input.paths), buckets=buckets)
     entry["seconds"] = round(time.monotonic() - started, 1)
@@ -138,6 +170,65 @@ def staged_dataset(log_input: LogInput, cfg: IngestConfig, limits: Limits, bucke
         batch_size=1,
         num_cpus=cfg.cpus_per_task,
     )
+
+
+def _staged_files(staged: Path) -> list[Path]:
+    return sorted(staged.glob("bucket=*/*.parquet")) if staged.is_dir() else []
+
+
+def keep_events(staged: Path, out: Path, known: pa.Array | None = None) -> int:
+    """Write the valid staged rows (EVENT_SCHEMA) into the file ``out``, a batch at a time, leaving out the
+    events in ``known`` (event_key of the events stored already: a redelivery is not kept twice); returns
+    the rows."""
+    import pyarrow.compute as pc
+
+    with TableWriter(out) as writer:
+        for f in _staged_files(staged):
+            if f.name == PRIOR_FILE:
+                continue
+            for batch in pq.ParquetFile(f).iter_batches(columns=[*EVENT_SCHEMA.names, "reason"]):
+                valid = pa.Table.from_batches([batch])
+                valid = valid.filter(pc.is_null(valid.column("reason"))).select(EVENT_SCHEMA.names)
+                if known is not None and len(known):
+                    valid = valid.filter(pc.invert(pc.is_in(event_key(valid), value_set=known)))
+                writer.write(valid.cast(EVENT_SCHEMA))
+        writer.commit(empty=EVENT_SCHEMA)
+    return writer.rows
+
+
+def event_key(events: pa.Table) -> pa.Array:
+    """user_id and event_id in one string per row (a null event id stays null: never equal to another)."""
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(events.column("user_id"), events.column("event_id"), "\x00").combine_chunks()
+
+
+PRIOR_FILE = "prior-events.parquet"
+
+
+def add_prior_events(staged: Path, prior: Callable[[pa.Array], pa.Table], buckets: int) -> pa.Table:
+    """Stage the earlier events (``prior`` of the users staged tonight) into their users' buckets, as valid
+    rows; returns them."""
+    import pyarrow.compute as pc
+
+    from conf_profile.core.ingest import bucket_of
+
+    files = _staged_files(staged)
+    users = pa.concat_tables([pq.read_table(f, columns=["user_id"]) for f in files]) if files else None
+    ids = pc.unique(users.column("user_id").combine_chunks().drop_null()) if users is not None else None
+    if ids is None or not len(ids):
+        return EVENT_SCHEMA.empty_table()
+    events = prior(ids)
+    n = events.num_rows
+    bucket = np.fromiter((bucket_of(u, buckets) for u in events.column("user_id").to_pylist()), np.int64, n)
+    events = events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
+    events = events.append_column("reason", pa.nulls(n, pa.string())).append_column("raw", pa.nulls(n, pa.string()))
+    file_schema = pa.schema([f for f in STAGED_SCHEMA if f.name != "bucket"])  # the bucket is in the folder name
+    for b in np.unique(bucket):
+        folder = staged / f"bucket={int(b)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(events.filter(pa.array(bucket == b)).cast(file_schema), folder / PRIOR_FILE)
+    return events.select(EVENT_SCHEMA.names)
 
 
 def _validate_split(
