@@ -328,13 +328,17 @@ def partition_by_user(files: Sequence[Path], columns: Sequence[str] | None, buck
     return [w.rows for w in writers]
 
 
-def replace_folder(folder: Path, files: dict[str, pa.Table]) -> None:
-    """Write tables (file name -> table) into a sibling temp folder, then swap it in place of ``folder``."""
+def replace_folder(folder: Path, files: dict[str, pa.Table | Path]) -> None:
+    """Write tables (file name -> table, or a Parquet file, copied without reading it) into a sibling temp
+    folder, then swap it in place of ``folder``."""
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name, table in files.items():
-        pq.write_table(table, tmp / name)
+        if isinstance(table, Path):
+            shutil.copyfile(table, tmp / name)
+        else:
+            pq.write_table(table, tmp / name)
     swap_folder(tmp, folder)
 
 

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from conf_profile.core.nightly import INPUT_FILES_SCHEMA, STATE_COLUMNS, next_state
 from conf_profile.core.settings import NightlyConfig
 from conf_profile.raycluster import SMALL_CPUS, read_parquet
-from conf_profile.storage import EVENT_SCHEMA, replace_folder, swap_folder, write_text_atomic
+from conf_profile.storage import EVENT_SCHEMA, replace_folder, write_text_atomic
 
 NIGHT = "conf_profile.night"  # snapshot property: the night (YYYY-MM-DD) that committed it
 RUN_ID = "conf_profile.run_id"
@@ -140,15 +140,7 @@ class ParquetStore:
             for old in sorted((self.root / "events").glob("dt=*")):
                 shutil.rmtree(old)
         for name in PARTITIONED:
-            folder, value = self.root / name / f"dt={date}", tables[name]
-            if isinstance(value, Path):  # a file: copied, not read into memory
-                tmp = folder.with_name(f".{folder.name}.tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-                shutil.copyfile(value, tmp / "part-0.parquet")
-                swap_folder(tmp, folder)
-            else:
-                replace_folder(folder, {"part-0.parquet": value})
+            replace_folder(self.root / name / f"dt={date}", {"part-0.parquet": tables[name]})
         profiles = _table(tables["profiles"])
         latest = self.update_latest(profiles)
         replace_folder(self.root / "state" / f"dt={date}", {"part-0.parquet": next_state(published, profiles)})
@@ -223,7 +215,7 @@ class IcebergStore:
         """The table's last snapshot (on its current line) of a night before ``before`` / up to ``upto``;
         None when there is none."""
         for snap in self._line(name):
-            night = (snap.summary.additional_properties if snap.summary else {}).get(NIGHT, BEFORE_ANY)
+            night = _night_of(snap)
             if (before is None or night < before) and (upto is None or night <= upto):
                 return snap
         return None
@@ -342,9 +334,8 @@ class IcebergStore:
                                  **identifier)  # fmt: skip
             else:
                 target.overwrite(_with_dt(_table(value), date), overwrite_filter=replaced, snapshot_properties=props)
-        dated = {"profiles": _with_dt(profiles, date)}
-        latest = self._create("profiles_latest", dated["profiles"].schema)
-        tonight = dated["profiles"]
+        tonight = _with_dt(profiles, date)
+        latest = self._create("profiles_latest", tonight.schema)
         if tonight.num_rows:
             # the previous rows that can matter: those of tonight's users whose output failed (usually few)
             failed = tonight.filter(pc.is_valid(tonight.column("error"))).column("user_id").to_pylist()
@@ -389,7 +380,7 @@ class IcebergStore:
                 done[name] = f"unchanged (snapshot {snap.snapshot_id})"
             elif snap is not None:
                 table.manage_snapshots().rollback_to_snapshot(snap.snapshot_id).commit()
-                night = (snap.summary.additional_properties if snap.summary else {}).get(NIGHT)
+                night = _night_of(snap)
                 done[name] = f"rolled back to snapshot {snap.snapshot_id} (night {night})"
             else:
                 table.delete(AlwaysTrue(), snapshot_properties={NIGHT: BEFORE_ANY})

@@ -180,11 +180,19 @@ def new_files(listed: pa.Table, seen: pa.Table) -> pa.Table:
     """The rows of ``listed`` not in ``seen`` (path, size and modification time all equal: a rewritten file
     is new again)."""
 
-    def keys(t: pa.Table) -> pa.Array:
-        parts = [t.column("path"), pc.cast(t.column("bytes"), pa.string()), pc.cast(t.column("mtime_ns"), pa.string())]
-        return pc.binary_join_element_wise(*parts, "\x00").combine_chunks()
+    columns = INPUT_FILES_SCHEMA.names
+    return listed.filter(pc.invert(pc.is_in(row_keys(listed, columns), value_set=row_keys(seen, columns))))
 
-    return listed.filter(pc.invert(pc.is_in(keys(listed), value_set=keys(seen))))
+
+def row_keys(table: pa.Table, columns: list[str]) -> pa.Array:
+    """One string per row joining ``columns`` (as strings, NUL-separated), to match rows on several columns
+    with one is_in; a null in any column gives a null key, equal to no other.
+
+    >>> row_keys(pa.table({"u": ["a", "b"], "n": [1, None]}), ["u", "n"]).to_pylist()
+    ['a\\x001', None]
+    """
+    parts = [pc.cast(table.column(c), pa.string()) for c in columns]
+    return pc.binary_join_element_wise(*parts, "\x00").combine_chunks()
 
 
 def ingest_settings_hash(ingest: Any) -> str:

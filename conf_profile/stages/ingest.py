@@ -198,9 +198,9 @@ def keep_events(staged: Path, out: Path, known: pa.Array | None = None) -> int:
 
 def event_key(events: pa.Table) -> pa.Array:
     """user_id and event_id in one string per row (a null event id stays null: never equal to another)."""
-    import pyarrow.compute as pc
+    from conf_profile.core.nightly import row_keys
 
-    return pc.binary_join_element_wise(events.column("user_id"), events.column("event_id"), "\x00").combine_chunks()
+    return row_keys(events, ["user_id", "event_id"])
 
 
 PRIOR_FILE = "prior-events.parquet"
