@@ -1,12 +1,23 @@
-"""Shared test setup: `gpu` tests are skipped (and reported as skipped) where no CUDA GPU is present."""
+"""Shared test setup: `gpu` tests are skipped (and reported as skipped) where no CUDA GPU is present; the
+fixtures that several test modules share (one quick pipeline run, ingested run directories)."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import socket
 import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+QUICK_DATE = "2026-11-20"  # the quick run's infer.date
+QUICK_HELDOUT = ("--set", "label.heldout_users=6")  # the teacher also labels 6 users for scoring only
 
 
 def _has_cuda_gpu() -> bool:
@@ -72,3 +83,54 @@ def ingested_run(tmp_path_factory):
 
     yield make
     ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def job_submit(run_dir: Path, cache: Path, *extra: str) -> tuple[subprocess.CompletedProcess, str]:
+    """The quick pipeline under `ray job submit` on a fresh local head (stopped afterwards); (the CLI's
+    result, the token the head, CLI and job shared)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this environment's
+    # Token authentication, as a shared cluster should run (Ray 2.59 turns it on for local clusters anyway):
+    # the head, the CLI and the job share the token through the environment.
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)})
+    gcs, dashboard = _free_port(), _free_port()
+    head = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"]  # fmt: skip
+    started = subprocess.run(head, env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        job = ["python", "-m", "jobs.pipeline", "--config", "jobs/configs/quick.yaml", "--run-dir", str(run_dir),
+               "--set", f"models.cache_dir={cache}", "--set", f"infer.date={QUICK_DATE}", *extra]  # fmt: skip
+        submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--runtime-env",
+                  "jobs/runtime_env.yaml", "--working-dir", ".", "--", *job]  # fmt: skip
+        res = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    return res, env["RAY_AUTH_TOKEN"]
+
+
+@dataclass(frozen=True)
+class QuickRun:
+    run_dir: Path
+    cache: Path  # the models cache (the tiny model, built once for every test that shares it)
+    submit: subprocess.CompletedProcess  # the `ray job submit` CLI's result
+    token: str  # the Ray auth token the head, the CLI and the job shared
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> QuickRun:
+    """One uninterrupted quick pipeline run (jobs/configs/quick.yaml, 6 held-out users) under `ray job
+    submit`, shared: test_pipeline_e2e checks it and then resumes it, runs side jobs on it and redoes its
+    inference (which replaces the profiles with the same users, as that test asserts); test_interruptions
+    compares a killed and resumed run against its documents, keys and profiled users, which none of those
+    later steps change."""
+    root = tmp_path_factory.mktemp("quick")
+    run_dir, cache = root / "run", root / "cache"
+    submit, token = job_submit(run_dir, cache, *QUICK_HELDOUT)
+    return QuickRun(run_dir, cache, submit, token)

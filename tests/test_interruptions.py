@@ -1,9 +1,11 @@
 """Interruptions: the pipeline driver is killed (SIGKILL, with its local Ray) in the middle of labeling, and
 later in the middle of inference; the same command again resumes, and the final tables hold the same users
 and keys as an uninterrupted run's, without duplicates or gaps. Documents are deterministic and must be
-equal; the rows labeled before the kill are kept as they were. Greedy teacher outputs are compared too, but
-vLLM on CPU is not bit-reproducible between runs (a measured difference, not a resume bug), so that
-comparison is printed, not asserted."""
+equal; the rows labeled before the kill are kept as they were.
+
+The uninterrupted run is conftest's `quick_run` (the end-to-end test's run, same data and stages). This run
+labels with one greedy sample per user instead of its two: the sample keys are compared with its sample 0
+(the keys of documents, votes and profiles do not depend on the number of samples)."""
 
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import QUICK_DATE as DATE
 
 ROOT = Path(__file__).resolve().parents[1]
-DATE = "2026-11-22"
 
 
 def _cmd(run_dir: Path, cache: Path) -> list[str]:
@@ -29,7 +31,7 @@ def _cmd(run_dir: Path, cache: Path) -> list[str]:
     return [sys.executable, "-m", "jobs.pipeline", "--config", "jobs/configs/quick.yaml", "--run-dir", str(run_dir),
             "--set", f"models.cache_dir={cache}", "--set", teacher, "--set", f"infer.date={DATE}",
             "--set", "label.engine.batch_size=1", "--set", "label.engine.max_concurrent_batches=1"]  # fmt: skip
-    # one sequence at a time: batch composition cannot change the greedy outputs
+    # one sequence at a time: the first rows reach the disk well before labeling ends, so the kill lands in it
 
 
 def _kill_session(driver: subprocess.Popen) -> None:
@@ -74,10 +76,9 @@ def _table(path: Path, columns: list[str], sort: list[str]) -> list[dict]:
 @pytest.mark.train
 @pytest.mark.e2e
 @pytest.mark.fault
-def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_path) -> None:
-    cache = tmp_path / "cache"
-    reference = subprocess.run(_cmd(tmp_path / "ref", cache), cwd=ROOT, capture_output=True, text=True, timeout=1500)
-    assert reference.returncode == 0, reference.stderr[-3000:]
+def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_path, quick_run) -> None:
+    assert quick_run.submit.returncode == 0, (quick_run.submit.stdout + quick_run.submit.stderr)[-3000:]
+    ref, cache = quick_run.run_dir, quick_run.cache
 
     run = tmp_path / "run"
     proc = subprocess.Popen(_cmd(run, cache), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -110,7 +111,7 @@ def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_pa
     assert f"({done_before} already done)" in resumed.stderr  # labeled rows are kept, only the rest is labeled
 
     # Same users and keys as the uninterrupted run, no duplicates, in every table; equal documents.
-    ref, got = tmp_path / "ref", run
+    got = run
     for folder, columns, key in (
         ("documents", ["user_id", "content_hash"], ["user_id", "content_hash"]),
         ("teacher_samples", ["user_id", "sample"], ["user_id", "sample"]),
@@ -118,16 +119,15 @@ def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_pa
         (f"profiles/dt={DATE}", ["user_id"], ["user_id"]),
     ):
         a, b = _table(ref / folder, columns, key), _table(got / folder, columns, key)
-        assert a == b, folder
+        if folder == "teacher_samples":  # the reference's teacher took two samples per user, this one one
+            assert {r["sample"] for r in a} == {0, 1}
+            a = [r for r in a if r["sample"] == 0]
+        assert a and a == b, folder
         keys = [tuple(r[k] for k in key) for r in b]
         assert len(keys) == len(set(keys)), f"duplicates in {folder}"
     final = {(r["user_id"], r["sample"]): r["raw_text"] for r in _table(got / "teacher_samples",
              ["user_id", "sample", "raw_text"], ["user_id", "sample"])}  # fmt: skip
     assert all(final[k] == text for k, text in before.items()), "rows labeled before the kill were changed"
-    reference_text = {(r["user_id"], r["sample"]): r["raw_text"] for r in _table(ref / "teacher_samples",
-                      ["user_id", "sample", "raw_text"], ["user_id", "sample"])}  # fmt: skip
-    same = sum(final[k] == reference_text[k] for k in final)
-    print(f"greedy teacher outputs equal to the uninterrupted run's: {same}/{len(final)}")
 
     # Killed again, mid-inference this time (--from infer redoes that stage): nothing is half-published; the
     # plain command then finishes the run with the same profiles as before.

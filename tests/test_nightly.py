@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -152,12 +153,16 @@ def test_a_night_whose_rows_were_all_rejected_has_no_documents_not_an_error(tmp_
     assert docs.num_rows == 0 and docs.column_names == ["user_id", "document", "last_event_time"]
 
 
-def _nightly(out: Path, logs: Path, date: str, model: Path, *extra: str) -> subprocess.CompletedProcess:
+def _nightly_cmd(out: Path, logs: Path, date: str, model: Path, *extra: str) -> list[str]:
     args = ["--logs", str(logs), "--date", date, "--model", str(model), "--out", str(out), "--set",
             "infer.max_tokens=600", "--set", "nightly.max_parse_failure_rate=1", "--set", "nightly.max_abstain_rate=1",
             "--set", "nightly.max_drift=1", *extra]  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "jobs.nightly", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    return [sys.executable, "-m", "jobs.nightly", *args]
+
+
+def _nightly(out: Path, logs: Path, date: str, model: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = _nightly_cmd(out, logs, date, model, *extra)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def _tables(*args: str) -> subprocess.CompletedProcess:
@@ -264,9 +269,21 @@ def test_two_nights_reprofile_only_changed_users_and_a_failed_gate_publishes_not
     mark2 = store.watermark()
     assert mark2["last_event_time"] > mark1["last_event_time"] and mark2["since"] == mark1["last_event_time"]
 
-    # The same date again: the same files and users, the partition replaced (no duplicates).
-    again = _nightly(out, logs, "2026-11-02", model)
-    assert again.returncode == 0, again.stderr[-3000:]
+    # The same date again: the same files and users, the partition replaced (no duplicates). While it runs,
+    # a second night started on the same store exits 4 at the lease and writes nothing.
+    log = tmp_path / "again.log"
+    with log.open("w") as err:
+        again = subprocess.Popen(_nightly_cmd(out, logs, "2026-11-02", model), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                 stderr=err)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (out / ".lease").exists() and again.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rival = _nightly(out, logs, "2026-11-03", model)
+    assert again.poll() is None, "the first night ended before the second one started"
+    assert rival.returncode == 4, rival.stderr[-3000:]
+    assert "another run is writing these tables" in rival.stderr and '"date": "2026-11-02"' in rival.stderr
+    assert not (out / "work" / "dt=2026-11-03").exists()
+    assert again.wait(timeout=600) == 0, log.read_text()[-3000:]
     assert _read(out, "2026-11-02") == read2
     assert sorted(_partition(store, "2026-11-02").column("user_id").to_pylist()) == changed
     assert store.read("profiles_latest").num_rows == 8

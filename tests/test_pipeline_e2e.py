@@ -3,14 +3,12 @@ a real local Ray head (127.0.0.1) with the checked-in runtime environment, as a 
 cluster; then `python -m jobs.pipeline` on the same run directory. Every input user ends in profiles/ or
 rejects/, the tables match the contract, a re-run resumes, --from/--to redo a range, and re-running a date
 replaces its partition. One pipeline run serves all of these checks (a second full run under job submit
-alone would repeat every stage for the same assertions)."""
+alone would repeat every stage for the same assertions): conftest's `quick_run`, which test_interruptions
+also takes as its uninterrupted reference."""
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +17,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from conftest import QUICK_DATE as DATE
+from conftest import QUICK_HELDOUT as HELDOUT
 
 from conf_profile.core.profiles import LONG_COLUMNS, profile_schema
 from conf_profile.core.taxonomy import load_taxonomy
@@ -26,9 +26,6 @@ from conf_profile.runner import STAGE_NAMES
 from conf_profile.stages.infer import PROVENANCE
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-DATE = "2026-11-20"
-HELDOUT = ("--set", "label.heldout_users=6")  # the teacher also labels 6 users for scoring only
 
 
 def _pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -39,44 +36,13 @@ def _pipeline(run_dir: Path, cache: Path, *extra: str) -> subprocess.CompletedPr
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _job_submit(run_dir: Path, cache: Path, *extra: str) -> tuple[subprocess.CompletedProcess, str]:
-    """The pipeline under `ray job submit` on a fresh local head (stopped afterwards); (the CLI's result,
-    the token the head, CLI and job shared)."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this environment's
-    # Token authentication, as a shared cluster should run (Ray 2.59 turns it on for local clusters anyway):
-    # the head, the CLI and the job share the token through the environment.
-    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)})
-    gcs, dashboard = _free_port(), _free_port()
-    head = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"]  # fmt: skip
-    started = subprocess.run(head, env=env, capture_output=True, text=True, timeout=180)
-    assert started.returncode == 0, started.stderr[-3000:]
-    try:
-        job = ["python", "-m", "jobs.pipeline", "--config", "jobs/configs/quick.yaml", "--run-dir", str(run_dir),
-               "--set", f"models.cache_dir={cache}", "--set", f"infer.date={DATE}", *extra]  # fmt: skip
-        submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--runtime-env",
-                  "jobs/runtime_env.yaml", "--working-dir", ".", "--", *job]  # fmt: skip
-        res = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
-    finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
-    return res, env["RAY_AUTH_TOKEN"]
-
-
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.llm
 @pytest.mark.train
 @pytest.mark.e2e
-def test_quick_pipeline_end_to_end(tmp_path) -> None:
-    run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    first, token = _job_submit(run_dir, cache, *HELDOUT)
+def test_quick_pipeline_end_to_end(quick_run) -> None:
+    run_dir, cache, first, token = quick_run.run_dir, quick_run.cache, quick_run.submit, quick_run.token
     # ray job submit streams the job's stdout and stderr back into its own output
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     assert "succeeded" in (first.stdout + first.stderr).lower()
