@@ -111,27 +111,26 @@ def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_pa
     assert f"({done_before} already done)" in resumed.stderr  # labeled rows are kept, only the rest is labeled
 
     # Same users and keys as the uninterrupted run, no duplicates, in every table; equal documents.
-    got = run
     for folder, columns, key in (
         ("documents", ["user_id", "content_hash"], ["user_id", "content_hash"]),
         ("teacher_samples", ["user_id", "sample"], ["user_id", "sample"]),
         ("votes", ["user_id", "attribute"], ["user_id", "attribute"]),
         (f"profiles/dt={DATE}", ["user_id"], ["user_id"]),
     ):
-        a, b = _table(ref / folder, columns, key), _table(got / folder, columns, key)
+        a, b = _table(ref / folder, columns, key), _table(run / folder, columns, key)
         if folder == "teacher_samples":  # the reference's teacher took two samples per user, this one one
             assert {r["sample"] for r in a} == {0, 1}
             a = [r for r in a if r["sample"] == 0]
         assert a and a == b, folder
         keys = [tuple(r[k] for k in key) for r in b]
         assert len(keys) == len(set(keys)), f"duplicates in {folder}"
-    final = {(r["user_id"], r["sample"]): r["raw_text"] for r in _table(got / "teacher_samples",
+    final = {(r["user_id"], r["sample"]): r["raw_text"] for r in _table(run / "teacher_samples",
              ["user_id", "sample", "raw_text"], ["user_id", "sample"])}  # fmt: skip
     assert all(final[k] == text for k, text in before.items()), "rows labeled before the kill were changed"
 
     # Killed again, mid-inference this time (--from infer redoes that stage): nothing is half-published; the
     # plain command then finishes the run with the same profiles as before.
-    published = _table(got / f"profiles/dt={DATE}", ["user_id"], ["user_id"])
+    published = _table(run / f"profiles/dt={DATE}", ["user_id"], ["user_id"])
     redo = subprocess.Popen([*_cmd(run, cache), "--from", "infer"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     in_infer = engine_seen = False
@@ -145,10 +144,10 @@ def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_pa
     assert engine_seen, "not killed mid-inference"
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert "infer" not in stages and "evaluate" not in stages and stages["train_rl"]["status"] == "ok"
-    assert _table(got / f"profiles/dt={DATE}", ["user_id"], ["user_id"]) == published  # the old partition, whole
+    assert _table(run / f"profiles/dt={DATE}", ["user_id"], ["user_id"]) == published  # the old partition, whole
     assert not [p for p in (run / "profiles").iterdir() if p.name != f"dt={DATE}"], "a half-written partition"
     finished = subprocess.run(_cmd(run, cache), cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "train_rl: already done" in finished.stderr and "infer: done" in finished.stderr
-    again = _table(got / f"profiles/dt={DATE}", ["user_id"], ["user_id"])
+    again = _table(run / f"profiles/dt={DATE}", ["user_id"], ["user_id"])
     assert again == published == _table(ref / f"profiles/dt={DATE}", ["user_id"], ["user_id"])

@@ -94,69 +94,73 @@ def test_two_cpu_workers_train_and_export_a_loadable_model(tmp_path, stage, lora
 @pytest.mark.ray
 @pytest.mark.train
 @pytest.mark.fault
-def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path) -> None:
+def test_a_killed_worker_restarts_in_the_job_and_a_killed_driver_resumes_from_the_last_checkpoint(tmp_path) -> None:
+    """Two faults in one run. First one Ray Train worker process dies (SIGKILL, as an OOM kill would): Ray
+    Train's failure policy (train_sft.max_failures) restarts the worker group from the run's last checkpoint,
+    in the same job. Once the restarted group has saved a checkpoint of its own, the driver dies with the
+    local Ray it started (a lost machine): the same command again resumes from that checkpoint and ends at
+    step 120."""
     write_sft_set(tmp_path, n=12)
     cache = tmp_path / "cache"
-    # enough steps that the kill lands mid-run (the tiny model takes ~0.3 s a step)
-    cmd = sft_job(tmp_path, cache, "train_sft.max_steps=120", "train_sft.save_steps=5")
-    log = open(tmp_path / "first.log", "w")  # noqa: SIM115 (closed below)
-    first = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    assert _wait_for_a_checkpoint(first, tmp_path), (tmp_path / "first.log").read_text()[-3000:]
-    os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
-    first.wait()
-    log.close()
-    assert "step 120/120" not in (tmp_path / "first.log").read_text()
+    # enough steps that both kills land mid-run (the tiny model takes ~0.3 s a step)
+    cmd = sft_job(tmp_path, cache, "train_sft.max_steps=120", "train_sft.save_steps=5", "train_sft.max_failures=1")
+    log_path = tmp_path / "first.log"
+    log = open(log_path, "w")  # noqa: SIM115 (closed below)
+    job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert _wait_for_a_checkpoint(job, tmp_path), log_path.read_text()[-3000:]
+        before = _checkpoints(tmp_path)
+        workers = subprocess.run(["pgrep", "-f", "ray::RayTrainWorker"], capture_output=True, text=True)
+        pids = [int(p) for p in workers.stdout.split()]
+        assert pids, "no Ray Train worker process found"
+        os.kill(pids[-1], signal.SIGKILL)  # one worker of the group
+        # the restarted group resumes and saves a checkpoint the first group did not write
+        assert _wait_for_a_checkpoint(job, tmp_path, besides=before, log=log_path), log_path.read_text()[-3000:]
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        job.wait()
+        log.close()
+    text = log_path.read_text()
+    assert "resuming from" in text, text[-3000:]
+    restarted = _steps(text.split("resuming from", 1)[1])
+    assert restarted and min(restarted) > 1, restarted  # the restarted group continued, it did not start over
+    assert "step 120/120" not in text
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-4000:]
     assert "resuming from" in second.stderr
     _assert_continued_to_step_120(second.stderr, tmp_path)
 
 
-@pytest.mark.slow
-@pytest.mark.ray
-@pytest.mark.train
-@pytest.mark.fault
-def test_a_training_worker_killed_mid_run_restarts_from_the_last_checkpoint(tmp_path) -> None:
-    """Not the driver: one Ray Train worker process dies (SIGKILL, as an OOM kill would); Ray Train's failure
-    policy (train_sft.max_failures) restarts the worker group from the run's last checkpoint, in one job."""
-    write_sft_set(tmp_path, n=12)
-    cache = tmp_path / "cache"
-    cmd = sft_job(tmp_path, cache, "train_sft.max_steps=120", "train_sft.save_steps=5", "train_sft.max_failures=1")
-    log = open(tmp_path / "job.log", "w")  # noqa: SIM115 (closed below)
-    job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        assert _wait_for_a_checkpoint(job, tmp_path), (tmp_path / "job.log").read_text()[-3000:]
-        workers = subprocess.run(["pgrep", "-f", "ray::RayTrainWorker"], capture_output=True, text=True)
-        pids = [int(p) for p in workers.stdout.split()]
-        assert pids, "no Ray Train worker process found"
-        os.kill(pids[-1], signal.SIGKILL)  # one worker of the group
-        assert job.wait(timeout=900) == 0, (tmp_path / "job.log").read_text()[-4000:]
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
-        log.close()
-    text = (tmp_path / "job.log").read_text()
-    assert "resuming from" in text, text[-3000:]
-    _assert_continued_to_step_120(text.split("resuming from", 1)[1], tmp_path)
-
-
-def _wait_for_a_checkpoint(job: subprocess.Popen, run_dir: Path) -> bool:
-    """Wait (up to 10 minutes) until the SFT run has saved its first checkpoint and Ray Train has recorded it;
-    whether the job is still running then (the kill lands mid-run)."""
+def _checkpoints(run_dir: Path) -> set[str]:
+    """The run's checkpoints that Ray Train has written whole (a checkpoint_* folder with its checkpoint/)."""
     storage = run_dir / "checkpoints" / "train_sft"
+    return {d.name for d in storage.glob("checkpoint_*") if (d / "checkpoint").is_dir()}
+
+
+def _wait_for_a_checkpoint(
+    job: subprocess.Popen, run_dir: Path, besides: set[str] = frozenset(), log: Path | None = None
+) -> bool:
+    """Wait (up to 10 minutes) until the SFT run has saved a checkpoint not in ``besides`` (with ``log``:
+    after the log says it resumed) and Ray Train has recorded it; whether the job is still running then (the
+    kill lands mid-run)."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and job.poll() is None:
-        if any((d / "checkpoint").is_dir() for d in storage.glob("checkpoint_*")):
+        resumed = log is None or "resuming from" in log.read_text()
+        if resumed and _checkpoints(run_dir) - besides:
             time.sleep(3)  # let Ray Train record the checkpoint
             return job.poll() is None
         time.sleep(1)
     return False
 
 
+def _steps(log: str) -> list[int]:
+    return [int(line.split("step ")[1].split("/")[0]) for line in log.splitlines() if "train_sft: step " in line]
+
+
 def _assert_continued_to_step_120(log: str, run_dir: Path) -> None:
     """Every step in ``log`` continues after the checkpoint (none restarts from step 1) and the run ends at
     step 120, as its manifest says."""
-    steps = [int(line.split("step ")[1].split("/")[0]) for line in log.splitlines() if "train_sft: step " in line]
+    steps = _steps(log)
     assert steps and min(steps) > 1 and max(steps) == 120, steps
     assert json.loads((run_dir / "manifest.json").read_text())["stages"]["train_sft"]["global_step"] == 120
 
