@@ -85,7 +85,8 @@ def ingested_run(tmp_path_factory):
     ray.shutdown()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -99,7 +100,7 @@ def job_submit(run_dir: Path, cache: Path, *extra: str) -> tuple[subprocess.Comp
     # Token authentication, as a shared cluster should run (Ray 2.59 turns it on for local clusters anyway):
     # the head, the CLI and the job share the token through the environment.
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)})
-    gcs, dashboard = _free_port(), _free_port()
+    gcs, dashboard = free_port(), free_port()
     head = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"]  # fmt: skip
     started = subprocess.run(head, env=env, capture_output=True, text=True, timeout=180)

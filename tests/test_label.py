@@ -161,17 +161,16 @@ def test_failed_rows_become_error_rows_with_reasons(run_dir, tmp_path) -> None:
 def openai_server(run_dir):
     """vLLM's own OpenAI-compatible server on the tiny model, on 127.0.0.1, requiring an API key."""
     import os
-    import socket
     import subprocess
     import sys
     import time
     import urllib.request
 
+    from conftest import free_port
+
     from conf_profile.models import tiny_model_dir
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     model = tiny_model_dir(run_dir / "cache")
     log = open(run_dir / "server.log", "w")  # noqa: SIM115 (closed below)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
@@ -272,3 +271,22 @@ def test_done_keys_are_this_prompt_versions_keys_only() -> None:
                      "content_hash": ["h", "h", "h"], "prompt_version": ["v1", "v2", "v1"]})  # fmt: skip
     done = _with_version(keys, "v1")
     assert done.column_names == list(DONE_KEY) and done["sample"].to_pylist() == [0, 0]
+
+
+def test_the_split_write_sends_the_heldout_users_rows_to_their_own_folder(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from conf_profile.stages.label import split_write
+
+    task = SimpleNamespace(task_idx=7)  # a stand-in for Ray Data's TaskContext (only its index is read)
+    blocks = [pa.table({"user_id": ["u1", "u3"], "sample": [0, 0]}), pa.table({"user_id": ["u4"], "sample": [1]})]
+    sink = split_write(tmp_path / "train", tmp_path / "heldout", ["u3", "u9"])
+    assert sink.write(iter(blocks), task) == 3
+    assert pq.read_table(tmp_path / "train" / "task-000007.parquet").column("user_id").to_pylist() == ["u1", "u4"]
+    assert pq.read_table(tmp_path / "heldout" / "task-000007.parquet").column("user_id").to_pylist() == ["u3"]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".parquet")]  # no temp files
+    alone = split_write(tmp_path / "one", None, [])
+    assert alone.write(iter(blocks), SimpleNamespace(task_idx=0)) == 3
+    assert pq.read_table(tmp_path / "one" / "task-000000.parquet").num_rows == 3
+    assert alone.write(iter([pa.table({"user_id": pa.array([], pa.string())})]), SimpleNamespace(task_idx=1)) == 0
+    assert not (tmp_path / "one" / "task-000001.parquet").exists()  # an empty task writes no file

@@ -12,10 +12,11 @@ ids of the users it selects.
 
 Resume: rows already in teacher_samples/ for the same user, sample, prompt version and document hash are
 not labeled again (an anti-join on the cluster, materialized before the engines start); each run writes its
-rows into a new ``part-<run>`` folder per teacher.
+rows into a new ``part-<run>`` folder per teacher, a file per write task, each file renamed into place whole.
 
 Held-out users (``label.heldout_users``): the teacher also labels the next users by user_id into
-teacher_samples_heldout/, for scoring only. No training set is built from that table, and the student's
+teacher_samples_heldout/, for scoring only, in the same pass of the engines (one engine start per teacher;
+the write routes each row by its user). No training set is built from that table, and the student's
 held-out predictions keep those users (they are not in teacher_samples/), so the quality ladder scores
 every stage, teacher and student, on the same users.
 """
@@ -63,6 +64,7 @@ from conf_profile.storage import (
     first_users,
     keep_users,
     new_run_id,
+    write_table_atomic,
 )
 
 
@@ -96,8 +98,9 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
         model = teacher.model if teacher.endpoint else str(resolve_model(teacher.model, cfg.models.cache_dir))
         engine = teacher_engine(cfg.label, teacher, cluster)
         teacher_device = engine_device(engine, cluster)
-        for users, n_users, out_root, key in sets:
-            fan_out = _Requests(teacher, model, taxonomy.version, entry["prompt_version"])
+        fan_out = _Requests(teacher, model, taxonomy.version, entry["prompt_version"])
+        todo_sets, run_id = [], new_run_id()
+        for users, n_users, out_root, _ in sets:
             requests = users.map_batches(fan_out, batch_format="pyarrow", num_cpus=SMALL_CPUS)
             done = _done_keys(out_root / teacher.name, entry["prompt_version"])
             todo = n_users * teacher.samples
@@ -108,11 +111,19 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
             _log(f"teacher {teacher.name} ({out_root.name}): {todo} samples to generate "
                  f"({n_users * teacher.samples - todo} already done), {teacher_device}")  # fmt: skip
             if todo:
-                out = out_root / teacher.name / f"part-{new_run_id()}"
-                what = f"teacher {teacher.name} ({out_root.name})"
-                with Progress("label", what, todo, teacher.samples,
-                              cfg.run.progress_interval_s) as progress:  # fmt: skip
-                    _generate(requests, teacher, model, taxonomy, cfg, engine, teacher_device, out, progress.counter)
+                todo_sets.append((requests, todo, out_root / teacher.name / f"part-{run_id}"))
+        if todo_sets:
+            # One pass of the engines over both sets (one engine start, not two); the write sends the held-out
+            # users' rows to their own table.
+            requests, *more = [r for r, _, _ in todo_sets]
+            folders = [f for _, _, f in todo_sets]
+            requests = requests.union(*more) if more else requests
+            sink = split_write(folders[0], folders[1] if more else None, heldout_ids)
+            what = f"teacher {teacher.name} ({', '.join(f.parent.parent.name for f in folders)})"
+            with Progress("label", what, sum(t for _, t, _ in todo_sets), teacher.samples,
+                          cfg.run.progress_interval_s) as progress:  # fmt: skip
+                _generate(requests, teacher, model, taxonomy, cfg, engine, teacher_device, sink, progress.counter)
+        for _, _, out_root, key in sets:
             entry[key][teacher.name] = _teacher_summary(out_root / teacher.name, entry["prompt_version"])
     entry["seconds"] = round(time.monotonic() - started, 1)
     return entry
@@ -171,7 +182,7 @@ class _Requests:
 
 def _generate(
     requests: Any, teacher: TeacherConfig, model: str, taxonomy: Taxonomy, cfg: Config, engine: EngineConfig,
-    device: str, out: Path, counter: Any,
+    device: str, sink: Any, counter: Any,
 ) -> None:  # fmt: skip
     system = system_prompt(taxonomy)
     schema = output_schema(taxonomy) if cfg.label.structured_output else None
@@ -188,7 +199,33 @@ def _generate(
     )
     labeled = labeled.map_batches(count_rows, fn_kwargs={"counter": counter}, batch_format="pyarrow",
                                   num_cpus=SMALL_CPUS)  # fmt: skip
-    labeled.write_parquet(str(out))
+    labeled.write_datasink(sink)
+
+
+def split_write(out: Path, heldout: Path | None, heldout_ids: list[str]) -> Any:
+    """A Ray Data sink: the labeled rows -> Parquet files in ``out``, the rows of ``heldout_ids`` (when
+    ``heldout`` is set) in ``heldout``; one file per write task and folder, named by the task's index, each
+    written next to its name and renamed (a resume reads whole files only)."""
+    from ray.data import Datasink
+
+    held_ids = pa.array(heldout_ids, pa.string())
+
+    class SplitWrite(Datasink):
+        def write(self, blocks: Any, ctx: Any) -> int:
+            tables = [b for b in blocks if b.num_rows]
+            if not tables:
+                return 0
+            table = pa.concat_tables(tables)
+            parts = {out: table}
+            if heldout is not None:
+                held = pc.is_in(table.column("user_id"), value_set=held_ids)
+                parts = {out: table.filter(pc.invert(held)), heldout: table.filter(held)}
+            for folder, rows in parts.items():
+                if rows.num_rows:
+                    write_table_atomic(rows, folder / f"task-{ctx.task_idx:06d}.parquet")
+            return table.num_rows
+
+    return SplitWrite()
 
 
 def samples_schema(taxonomy: Taxonomy) -> pa.Schema:
