@@ -312,57 +312,80 @@ def bench_vote(args: argparse.Namespace) -> None:
     """aggregate_tables (vote, calibration fit and apply, SFT and RL sets) against the same stage written
     with pandas groupbys (conf_profile.bench.vote_pandas), each in its own process on the same generated
     teacher_samples; checks that both wrote the same tables, prints seconds per phase, peak memory (PSS)
-    and the ratios."""
+    and the ratios. A side whose memory passes ``--limit-mib`` (default: 90% of the memory available when it
+    starts) is stopped there, and the ratios become the bounds that its time and memory until then give."""
     import platform
 
-    from conf_profile.synthetic.samples import teacher_samples_table
+    import psutil
 
     if not 1 <= args.attributes <= len(_bench_taxonomy(None).attributes):
         sys.exit(f"bench vote: --attributes must be 1..{len(_bench_taxonomy(None).attributes)} (the built-in taxonomy)")
     work = Path("runs/bench") / f"vote-{args.users}-{args.attributes}-{args.samples}-{args.teachers}-{args.seed}"
-    inputs = work / "input"
-    if not (inputs / "documents.parquet").exists():
-        print(f"bench vote: generating {args.users:,} users x {args.teachers} teacher(s) x {args.samples} samples "
-              f"into {inputs}", file=sys.stderr, flush=True)  # fmt: skip
-        inputs.mkdir(parents=True, exist_ok=True)
-        samples = teacher_samples_table(_bench_taxonomy(args.attributes), args.users, args.samples, args.teachers,
-                                        seed=args.seed)  # fmt: skip
-        pq.write_table(samples, inputs / "samples.parquet")
-        ids = samples.column("user_id").unique()
-        ids = ids.filter(pa.array(np.arange(len(ids)) % 50 != 7))  # 2% of the users have no document
-        docs = pc.binary_join_element_wise('log of "', ids, '": watched a cooking show\nsearched strollers', "")
-        pq.write_table(pa.table({"user_id": ids, "document": docs}), inputs / "documents.parquet")
+    _vote_inputs(args, work / "input")  # in a function: the generated table is freed before the two runs
     py = sys.executable
     runs = {}
     for impl in ("project", "pandas"):
         out = work / impl
         shutil.rmtree(out, ignore_errors=True)
+        limit = args.limit_mib or 0.9 * psutil.virtual_memory().available / 2**20
         m = run_measured([py, "-m", "jobs.bench", "_vote-impl", impl, "--work", str(work),
-                          "--attributes", str(args.attributes)], interval=0.2)  # fmt: skip
-        if m.returncode != 0:
+                          "--attributes", str(args.attributes)], interval=0.2, limit_mib=limit)  # fmt: skip
+        if m.stopped_at_mib is None and m.returncode != 0:
             sys.exit(f"bench vote: the {impl} run failed:\n{m.output[-3000:]}")
-        runs[impl] = (m, json.loads(m.output.strip().splitlines()[-1]))
-    same = _same_aggregation(work / "project", work / "pandas")
+        if m.stopped_at_mib is not None and impl == "project":
+            sys.exit(f"bench vote: the project run passed {limit:,.0f} MiB after {m.seconds:.1f} s; try fewer --users")
+        runs[impl] = (m, None if m.stopped_at_mib else json.loads(m.output.strip().splitlines()[-1]))
     (proj, p_phases), (base, b_phases) = runs["project"], runs["pandas"]
     print(f"\nvote benchmark: {args.users:,} users x {args.attributes} attributes x {args.teachers} teacher(s) x "
           f"{args.samples} samples ({args.users * args.teachers * args.samples:,} sample rows) on {_cpu()} "
-          f"({platform.machine()})")  # fmt: skip
+          f"({platform.machine()}, {psutil.virtual_memory().total / 2**30:.0f} GiB)")  # fmt: skip
     phases = ("read", "vote", "calibration", "sft_rl", "write")
     print(f"{'':26s} " + " ".join(f"{p:>11s}" for p in (*phases, "compute", "whole run", "peak MiB")))
     for name, (m, ph) in (("project (aggregate_tables)", runs["project"]), ("pandas groupby", runs["pandas"])):
+        if ph is None:
+            print(f"{name:26s} stopped when its memory passed {m.stopped_at_mib:,.0f} MiB, after {m.seconds:.1f} s")
+            continue
         compute = sum(ph[p] for p in ("vote", "calibration", "sft_rl"))
         cells = [*(f"{ph[p]:11.2f}" for p in phases), f"{compute:11.2f}", f"{m.seconds:11.1f}", f"{m.peak_mib:11.0f}"]
         print(f"{name:26s} " + " ".join(cells))
+    if b_phases is None:
+        print(
+            f"speed-up pandas/project: whole run more than {base.seconds / proj.seconds:.1f}x (pandas did not "
+            f"finish); peak memory project/pandas less than {proj.peak_mib / base.stopped_at_mib:.2f}x"
+        )
+        print("same tables: not checked (the pandas run did not finish)")
+        return
     ratio = {p: b_phases[p] / max(p_phases[p], 1e-9) for p in ("vote", "calibration", "sft_rl")}
     compute_ratio = sum(b_phases[p] for p in ratio) / max(sum(p_phases[p] for p in ratio), 1e-9)
     print(
         "speed-up pandas/project: "
         + ", ".join(f"{p} {r:.1f}x" for p, r in ratio.items())
-        + f", compute {compute_ratio:.1f}x; peak memory project/pandas {proj.peak_mib / base.peak_mib:.2f}x"
+        + f", compute {compute_ratio:.1f}x, whole run {base.seconds / proj.seconds:.1f}x; "
+        + f"peak memory project/pandas {proj.peak_mib / base.peak_mib:.2f}x"
     )
+    same = _same_aggregation(work / "project", work / "pandas")
     print(f"same votes, calibration, SFT and RL tables: {same}")
     if same is not True:
         sys.exit(1)
+
+
+def _vote_inputs(args: argparse.Namespace, inputs: Path) -> None:
+    """The generated teacher_samples and documents of bench vote (kept between runs of the same size)."""
+    from conf_profile.synthetic.samples import teacher_samples_table
+
+    if (inputs / "documents.parquet").exists():
+        return
+    print(f"bench vote: generating {args.users:,} users x {args.teachers} teacher(s) x {args.samples} samples "
+          f"into {inputs}", file=sys.stderr, flush=True)  # fmt: skip
+    inputs.mkdir(parents=True, exist_ok=True)
+    samples = teacher_samples_table(_bench_taxonomy(args.attributes), args.users, args.samples, args.teachers,
+                                    seed=args.seed)  # fmt: skip
+    pq.write_table(samples, inputs / "samples.parquet")
+    ids = samples.column("user_id").unique()
+    del samples
+    ids = ids.filter(pa.array(np.arange(len(ids)) % 50 != 7))  # 2% of the users have no document
+    docs = pc.binary_join_element_wise('log of "', ids, '": watched a cooking show\nsearched strollers', "")
+    pq.write_table(pa.table({"user_id": ids, "document": docs}), inputs / "documents.parquet")
 
 
 def bench_dataflow(args: argparse.Namespace) -> None:
@@ -683,6 +706,8 @@ def main(argv: list[str] | None = None) -> None:
     vote.add_argument("--samples", type=int, default=8)
     vote.add_argument("--teachers", type=int, default=1)
     vote.add_argument("--seed", type=int, default=0)
+    vote.add_argument("--limit-mib", type=float, default=None,
+                      help="stop a side whose memory passes this (default: 90%% of the memory available)")  # fmt: skip
     impl = sub.add_parser("_vote-impl", help=argparse.SUPPRESS)
     impl.add_argument("impl", choices=("project", "pandas"))
     impl.add_argument("--work", type=Path, required=True)

@@ -3,12 +3,15 @@ fixtures that several test modules share (one quick pipeline run, ingested run d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +80,8 @@ def ingested_run(tmp_path_factory):
         root = tmp_path_factory.mktemp(name)
         write_dataset(root / "in", users=users, seed=seed, files=1)
         if not ray.is_initialized():
-            ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+            # address="local": a Ray of this test's own, never one another process runs on this machine
+            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
         run_ingest(IngestConfig(), str(root / "in" / "logs"), root)
         return root
 
@@ -92,27 +96,53 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def kill_session(sid: int, timeout_s: float = 60) -> None:
+    """SIGKILL every live process of session ``sid`` (a process started with start_new_session=True and all
+    it spawned: a Ray head's daemons, a driver's workers, which have process groups of their own), and only
+    those: a Ray another process runs on this machine is left alone (``ray stop`` would kill it too)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ps = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True, check=True).stdout
+        left = [int(pid) for pid, s, stat in (line.split()[:3] for line in ps.splitlines() if line.strip())
+                if int(s) == sid and not stat.startswith("Z")]  # fmt: skip
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"processes of session {sid} still alive: {left}"
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+
+
 def job_submit(run_dir: Path, cache: Path, *extra: str) -> tuple[subprocess.CompletedProcess, str]:
-    """The quick pipeline under `ray job submit` on a fresh local head (stopped afterwards); (the CLI's
-    result, the token the head, CLI and job shared)."""
+    """The quick pipeline under `ray job submit` on a fresh local head (killed afterwards, it alone); (the
+    CLI's result, the token the head, CLI and job shared)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this environment's
     # Token authentication, as a shared cluster should run (Ray 2.59 turns it on for local clusters anyway):
     # the head, the CLI and the job share the token through the environment.
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)})
-    gcs, dashboard = free_port(), free_port()
+    # Every port the head listens on is a free one: the defaults (dashboard 8265, its agent 52365, the Ray
+    # client 10001) may be another Ray's on this machine, and a head whose agent cannot listen takes no job
+    # ("No available agent to submit job").
+    gcs, dashboard, agent, client = free_port(), free_port(), free_port(), free_port()
     head = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"]  # fmt: skip
-    started = subprocess.run(head, env=env, capture_output=True, text=True, timeout=180)
-    assert started.returncode == 0, started.stderr[-3000:]
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent}",
+            f"--ray-client-server-port={client}", "--disable-usage-stats"]  # fmt: skip
+    # its own session: its daemons (and the job's processes, their children) share it, so the head is stopped
+    # by killing that session, not by `ray stop`, which would stop every Ray of this machine
+    started = subprocess.Popen(head, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)  # fmt: skip
     try:
+        out, _ = started.communicate(timeout=180)
+        assert started.returncode == 0, out[-3000:]
         job = ["python", "-m", "jobs.pipeline", "--config", "jobs/configs/quick.yaml", "--run-dir", str(run_dir),
                "--set", f"models.cache_dir={cache}", "--set", f"infer.date={QUICK_DATE}", *extra]  # fmt: skip
         submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--runtime-env",
                   "jobs/runtime_env.yaml", "--working-dir", ".", "--", *job]  # fmt: skip
         res = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        kill_session(started.pid)
     return res, env["RAY_AUTH_TOKEN"]
 
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.ray  # the Ray ingest job, or its CLI
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")  # its own Ray
     yield
     ray.shutdown()
 

@@ -9,7 +9,6 @@ labels with one greedy sample per user instead of its two: the sample keys are c
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import QUICK_DATE as DATE
+from conftest import kill_session
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,18 +40,7 @@ def _kill_session(driver: subprocess.Popen) -> None:
     writing a file then), but they share the driver's session: kill every live process of it."""
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=60)
-    deadline = time.monotonic() + 60
-    while True:
-        ps = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True, check=True).stdout
-        left = [int(pid) for pid, sid, stat in (line.split()[:3] for line in ps.splitlines() if line.strip())
-                if int(sid) == driver.pid and not stat.startswith("Z")]  # fmt: skip
-        if not left:
-            return
-        assert time.monotonic() < deadline, f"processes of the killed run still alive: {left}"
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
+    kill_session(driver.pid)
 
 
 def _readable_rows(folder: Path) -> dict[tuple[str, int], str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import kill_session
 
 from conf_profile.core.student import student_messages, student_target
 from conf_profile.core.taxonomy import load_taxonomy
@@ -109,16 +110,19 @@ def test_a_killed_worker_restarts_in_the_job_and_a_killed_driver_resumes_from_th
     job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         assert _wait_for_a_checkpoint(job, tmp_path), log_path.read_text()[-3000:]
-        before = _checkpoints(tmp_path)
-        workers = subprocess.run(["pgrep", "-f", "ray::RayTrainWorker"], capture_output=True, text=True)
+        # this job's workers (its session's), not those of another Ray on the machine
+        ps = ["pgrep", "-s", str(job.pid), "-f", "ray::RayTrainWorker"]
+        workers = subprocess.run(ps, capture_output=True, text=True)
         pids = [int(p) for p in workers.stdout.split()]
         assert pids, "no Ray Train worker process found"
         os.kill(pids[-1], signal.SIGKILL)  # one worker of the group
+        before = _checkpoints(tmp_path)  # after the kill: the first group's last checkpoint is among these
         # the restarted group resumes and saves a checkpoint the first group did not write
         assert _wait_for_a_checkpoint(job, tmp_path, besides=before, log=log_path), log_path.read_text()[-3000:]
     finally:
         os.killpg(job.pid, signal.SIGKILL)  # the driver and the local Ray it started
         job.wait()
+        kill_session(job.pid)  # and its workers, which have process groups of their own
         log.close()
     text = log_path.read_text()
     assert "resuming from" in text, text[-3000:]

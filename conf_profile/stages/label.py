@@ -99,7 +99,7 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
         engine = teacher_engine(cfg.label, teacher, cluster)
         teacher_device = engine_device(engine, cluster)
         fan_out = _Requests(teacher, model, taxonomy.version, entry["prompt_version"])
-        todo_sets, run_id = [], new_run_id()
+        run_id, pending = new_run_id(), []  # pending: (requests, samples to generate, table) of each set with work
         for users, n_users, out_root, _ in sets:
             requests = users.map_batches(fan_out, batch_format="pyarrow", num_cpus=SMALL_CPUS)
             done = _done_keys(out_root / teacher.name, entry["prompt_version"])
@@ -111,16 +111,17 @@ def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
             _log(f"teacher {teacher.name} ({out_root.name}): {todo} samples to generate "
                  f"({n_users * teacher.samples - todo} already done), {teacher_device}")  # fmt: skip
             if todo:
-                todo_sets.append((requests, todo, out_root / teacher.name / f"part-{run_id}"))
-        if todo_sets:
+                pending.append((requests, todo, out_root.name))
+        if pending:
             # One pass of the engines over both sets (one engine start, not two); the write sends the held-out
             # users' rows to their own table.
-            requests, *more = [r for r, _, _ in todo_sets]
-            folders = [f for _, _, f in todo_sets]
+            requests, *more = [r for r, _, _ in pending]
             requests = requests.union(*more) if more else requests
-            sink = split_write(folders[0], folders[1] if more else None, heldout_ids)
-            what = f"teacher {teacher.name} ({', '.join(f.parent.parent.name for f in folders)})"
-            with Progress("label", what, sum(t for _, t, _ in todo_sets), teacher.samples,
+            part = Path(teacher.name) / f"part-{run_id}"
+            held = run_dir / HELDOUT_SAMPLES / part if heldout_ids else None
+            sink = split_write(run_dir / "teacher_samples" / part, held, heldout_ids)
+            what = f"teacher {teacher.name} ({', '.join(name for _, _, name in pending)})"
+            with Progress("label", what, sum(t for _, t, _ in pending), teacher.samples,
                           cfg.run.progress_interval_s) as progress:  # fmt: skip
                 _generate(requests, teacher, model, taxonomy, cfg, engine, teacher_device, sink, progress.counter)
         for _, _, out_root, key in sets:

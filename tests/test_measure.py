@@ -1,0 +1,25 @@
+"""The benchmarks' measuring: a command's wall time, the peak memory of its process tree, and the memory limit
+that stops a side which would not fit in the machine."""
+
+from __future__ import annotations
+
+import sys
+
+from conf_profile.bench.measure import run_measured
+
+# a child that holds about 400 MiB of touched memory for two seconds, then prints and exits 0
+HOG = "import time; b = bytearray(400 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(2); print('done')"
+
+
+def test_a_command_under_its_limit_runs_to_its_end_with_its_peak_measured() -> None:
+    m = run_measured([sys.executable, "-c", HOG], interval=0.1, limit_mib=4000)
+    assert m.returncode == 0 and m.output.strip() == "done" and m.stopped_at_mib is None
+    assert 400 < m.peak_mib < 4000
+    assert m.seconds >= 2
+
+
+def test_a_command_past_its_limit_is_killed_and_says_where_it_stopped() -> None:
+    m = run_measured([sys.executable, "-c", HOG], interval=0.1, limit_mib=200)
+    assert m.stopped_at_mib is not None and m.stopped_at_mib > 200
+    assert m.returncode != 0 and "done" not in m.output  # killed before it printed
+    assert m.seconds < 2
