@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import free_port
 
 from conf_profile.core.config import build
 from conf_profile.core.settings import Config, IngestConfig
@@ -99,7 +100,10 @@ def test_labeling_and_inference_survive_losing_the_engine_node(tmp_path) -> None
         "label.teachers=[{name: t, model: tiny, samples: 2, max_tokens: 128}]",
         "infer.engine.batch_size=1", "infer.engine.max_concurrent_batches=1", "infer.max_tokens=128",
         f"infer.engine.resources={pin}"])  # fmt: skip
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True})
+    # The head on free ports: another Ray on this machine (a CI co-tenant) may hold the defaults (6379, 8265, 52365).
+    head = {"num_cpus": 1, "include_dashboard": True, "gcs_server_port": free_port(), "dashboard_port": free_port()}
+    head["dashboard_agent_listen_port"] = free_port()
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     node = cluster.add_node(**NODE)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="WARNING")
