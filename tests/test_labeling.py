@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 
+import pyarrow as pa
 import pytest
 
 from conf_profile.core.labeling import (
@@ -12,6 +13,8 @@ from conf_profile.core.labeling import (
     USER_CLOSE,
     USER_OPEN,
     Judgement,
+    chat_column,
+    chat_messages,
     output_schema,
     parse_output,
     prompt_version,
@@ -29,6 +32,21 @@ def valid_output(**overrides) -> dict:
         out[attr.name] = {"value": attr.value_names[0], "confidence": 4, "evidence": "bio"}
     out.update(overrides)
     return out
+
+
+def test_chat_column_is_chat_messages_per_row_in_slices_of_bounded_text() -> None:
+    docs = pa.chunked_array([pa.array(["doc one", "doc two"]), pa.array(["doc three"])])
+    answers = pa.array(['{"a": 1}', '{"a": 2}', '{"a": 3}'])
+    want = [[*chat_messages("sys", d), {"role": "assistant", "content": a}]
+            for d, a in zip(docs.to_pylist(), answers.to_pylist(), strict=True)]  # fmt: skip
+    whole = chat_column("sys", docs, answers)
+    assert whole.to_pylist() == want and whole.num_chunks == 1
+    # A slice holds about chunk_bytes of text: 40 bytes here are one row each (3 + ~8 + 64 bytes a row)
+    sliced = chat_column("sys", docs, answers, chunk_bytes=40)
+    assert sliced.num_chunks == 3 and sliced.to_pylist() == want
+    assert chat_column("sys", pa.array(["d"])).to_pylist() == [chat_messages("sys", "d")]
+    empty = chat_column("sys", pa.array([], pa.string()))
+    assert len(empty) == 0 and empty.type == whole.type
 
 
 def test_prompt_has_shared_prefix_first_and_the_document_last_in_delimiters() -> None:

@@ -115,9 +115,26 @@ def chat_messages(system: str, document: str) -> list[dict[str, str]]:
     ]
 
 
-def chat_column(system: str, documents: pa.Array, assistant: pa.Array | None = None) -> pa.ListArray:
+def chat_column(system: str, documents: pa.Array | pa.ChunkedArray, assistant: pa.Array | pa.ChunkedArray | None = None,
+                chunk_bytes: int = 2**28) -> pa.ChunkedArray:  # fmt: skip
     """chat_messages for a whole column of documents at once (list<struct<role, content>>), optionally with
-    an assistant turn per row: the same messages, built by Arrow kernels instead of one dict per user."""
+    an assistant turn per row: the same messages, built by Arrow kernels instead of one dict per user. Built
+    in slices of about ``chunk_bytes`` of text each, so that no array passes Arrow's 2 GiB of string data
+    (the system prompt alone is repeated once per row: a million users make gigabytes)."""
+    n = len(documents)
+    text = documents.nbytes + (assistant.nbytes if assistant is not None else 0)
+    step = max(1, int(chunk_bytes // (len(system.encode("utf-8")) + text / max(n, 1) + 64)))
+    chunks = [_chat_chunk(system, _array(documents.slice(i, step)),
+                          None if assistant is None else _array(assistant.slice(i, step)))
+              for i in range(0, max(n, 1), step)]  # fmt: skip
+    return pa.chunked_array(chunks, type=chunks[0].type)
+
+
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _chat_chunk(system: str, documents: pa.Array, assistant: pa.Array | None) -> pa.ListArray:
     n = len(documents)
     turns = [pa.repeat(pa.scalar(system), n).cast(pa.string()),
              pc.binary_join_element_wise(f"{USER_OPEN}\n", documents, f"\n{USER_CLOSE}", "")]  # fmt: skip
