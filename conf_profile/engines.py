@@ -1,6 +1,7 @@
 """The engine plumbing that labeling and inference share: the ray.data.llm vLLM processor config (GPU or
 CPU), the chat request row function, the hosted (HTTP) teacher processor, the postprocess that keeps a
-generation and its value probabilities, the K-sample fan-out and the device choice."""
+generation and its value probabilities, the K-sample fan-out and the device choice; and the zero-shot
+embedding teacher's processor (core/zero_shot.py), which writes the same generation columns."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pyarrow as pa
 from conf_profile.core.hardware import TEACHER_RESOURCE, cpu_flags, enforce_eager, engine_dtype, pinned_resources
 from conf_profile.core.labeling import chat_messages, sample_seed, sampled_tokens, value_probabilities
 from conf_profile.core.settings import EngineConfig, LabelConfig, TeacherConfig
+from conf_profile.core.taxonomy import Taxonomy
+from conf_profile.core.zero_shot import document_lines, judge, value_texts
 from conf_profile.raycluster import SMALL_CPUS
 
 
@@ -224,3 +227,78 @@ def _keep_generation(row: dict[str, Any]) -> dict[str, Any]:
     keep = ("user_id", "teacher", "teacher_weight", "sample", "seed", "model", "prompt_version", "taxonomy_version",
             "content_hash", "generated_text", "num_input_tokens", "num_generated_tokens", "value_probs")  # fmt: skip
     return {k: row.get(k) for k in keep}
+
+
+def embedding_processor(model: str, taxonomy: Taxonomy, engine: EngineConfig, device: str) -> Any:
+    """The zero-shot embedding teacher as a processor like vllm_processor's: request rows -> rows with the
+    generation columns (``generated_text``, ``value_probs``, token counts) that core.labeling.sample_row reads.
+    An actor pool of ``engine.replicas`` (one GPU each on GPU; a fractional CPU share on CPU, like the other
+    light stages, so that it never starves a node)."""
+    resources = {"num_gpus": 1} if device == "gpu" else {"num_cpus": 1 if engine.replicas > 1 else 0.5}
+
+    def processor(requests: Any) -> Any:
+        from ray.data import ActorPoolStrategy
+
+        return requests.map_batches(
+            EmbeddingTeacher, fn_constructor_args=(model, taxonomy, device), batch_size=engine.batch_size,
+            batch_format="pyarrow", compute=ActorPoolStrategy(size=engine.replicas), **resources,
+        )  # fmt: skip
+
+    return processor
+
+
+class EmbeddingTeacher:
+    """A batch of request rows -> the zero-shot teacher's outputs (core.zero_shot): each document's log lines
+    and every value definition embedded by a sentence-embedding model (mean pooling of the last hidden state,
+    L2-normalized, as sentence-transformers' all-MiniLM models do), matched by cosine similarity. A row whose
+    scoring fails carries ``__inference_error__`` like an engine error."""
+
+    def __init__(self, model: str, taxonomy: Taxonomy, device: str) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.torch, self.device = torch, "cuda" if device == "gpu" else "cpu"
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.model = AutoModel.from_pretrained(model).to(self.device).eval()
+        self.values = {attr: [name for name, _ in pairs] for attr, pairs in value_texts(taxonomy).items()}
+        self.value_embeddings = {attr: self.embed([text for _, text in pairs])[0]
+                                 for attr, pairs in value_texts(taxonomy).items()}  # fmt: skip
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(L2-normalized embeddings, tokens read per text)."""
+        out, tokens = [np.zeros((0, self.model.config.hidden_size), np.float32)], [np.zeros(0, np.int64)]
+        for start in range(0, len(texts), 256):
+            batch = self.tokenizer(texts[start : start + 256], padding=True, truncation=True, max_length=128,
+                                   return_tensors="pt").to(self.device)  # fmt: skip
+            with self.torch.inference_mode():
+                hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = self.torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+            out.append(pooled.float().cpu().numpy())
+            tokens.append(batch["attention_mask"].sum(1).cpu().numpy())
+        return np.concatenate(out), np.concatenate(tokens)
+
+    def __call__(self, requests: pa.Table) -> pa.Table:
+        import json
+
+        docs = requests.column("document").to_pylist()
+        lines = [document_lines(doc or "") for doc in docs]
+        embedded, tokens = self.embed([line for user in lines for line in user])
+        bounds = np.cumsum([0, *map(len, lines)])
+        texts, probs, errors = [], [], []
+        for i, user_lines in enumerate(lines):
+            rows = embedded[bounds[i] : bounds[i + 1]]
+            try:
+                sims = {attr: rows @ emb.T for attr, emb in self.value_embeddings.items()}
+                text, p = judge(sims, self.values, user_lines)
+                texts.append(text), probs.append(json.dumps(p)), errors.append(None)
+            except Exception as exc:  # a worker boundary: the row keeps its reason, the job goes on
+                texts.append(None), probs.append(None), errors.append(f"{type(exc).__name__}: {exc}")
+        out = requests.drop_columns(["document"])
+        columns = {"generated_text": pa.array(texts, pa.string()), "value_probs": pa.array(probs, pa.string()),
+                   "__inference_error__": pa.array(errors, pa.string()),
+                   "num_input_tokens": pa.array(np.add.reduceat(tokens, bounds[:-1]) if lines else [], pa.int64()),
+                   "num_generated_tokens": pa.array([0] * len(lines), pa.int64())}  # fmt: skip
+        for name, column in columns.items():
+            out = out.append_column(name, column)
+        return out

