@@ -260,9 +260,9 @@ class EmbeddingTeacher:
         self.torch, self.device = torch, "cuda" if device == "gpu" else "cpu"
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.model = AutoModel.from_pretrained(model).to(self.device).eval()
-        self.values = {attr: [name for name, _ in pairs] for attr, pairs in value_texts(taxonomy).items()}
-        self.value_embeddings = {attr: self.embed([text for _, text in pairs])[0]
-                                 for attr, pairs in value_texts(taxonomy).items()}  # fmt: skip
+        texts = value_texts(taxonomy)
+        self.values = {attr: [name for name, _ in pairs] for attr, pairs in texts.items()}
+        self.value_embeddings = {attr: self.embed([text for _, text in pairs])[0] for attr, pairs in texts.items()}
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(L2-normalized embeddings, tokens read per text)."""
