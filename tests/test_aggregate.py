@@ -74,15 +74,28 @@ def _sorted(table: pa.Table, keys: list[str]) -> list[dict]:
     return table.sort_by([(k, "ascending") for k in keys]).to_pylist()
 
 
-@pytest.mark.parametrize("gold", [False, True])
-def test_buckets_give_the_tables_of_the_whole_table(run_dir, tmp_path_factory, gold) -> None:
+@pytest.mark.parametrize("mode", ["label_free", "gold", "em"])
+def test_buckets_give_the_tables_of_the_whole_table(run_dir, tmp_path_factory, mode) -> None:
     """Seven hash buckets of users (the stage's bounded-memory path) write the rows one bucket writes,
-    label-free and with a gold set (the calibrator is fitted once on every bucket's votes), and the same
+    label-free, with a gold set (the calibrator is fitted once on every bucket's votes) and with three
+    teachers weighted by their EM reliability (fitted once on every bucket's samples), and the same
     calibrator; one user's samples split over two files and an old prompt's sample are handled as one."""
-    extra = pq.read_table(run_dir / "teacher_samples" / "teacher" / "part-0.parquet").slice(0, 2)
+    first = pq.read_table(run_dir / "teacher_samples" / "teacher" / "part-0.parquet")
+    extra = first.slice(0, 2)
     old = extra.set_column(extra.schema.get_field_index("prompt_version"), "prompt_version", pa.array(["old", "old"]))
     pq.write_table(old, run_dir / "teacher_samples" / "teacher" / "part-1.parquet")
-    flags = ["--set", f"aggregate.gold={run_dir / 'truth.parquet'}"] if gold else []
+    flags = ["--set", f"aggregate.gold={run_dir / 'truth.parquet'}"] if mode == "gold" else []
+    teachers = 1
+    if mode == "em":  # two more teachers: one that agrees with the first, one that always says the first value
+        flags, teachers = ["--set", "aggregate.teacher_weights=em"], 3
+        same = first.set_column(first.schema.get_field_index("teacher"), "teacher", pa.array(["same"] * len(first)))
+        fixed = same.set_column(same.schema.get_field_index("teacher"), "teacher", pa.array(["fixed"] * len(same)))
+        for a in TAXONOMY.attributes:
+            i = fixed.schema.get_field_index(f"{a.name}_value")
+            fixed = fixed.set_column(i, f"{a.name}_value", pa.array([a.value_names[0]] * len(fixed)))
+        for name, table in (("same", same), ("fixed", fixed)):
+            (run_dir / "teacher_samples" / name).mkdir()
+            pq.write_table(table, run_dir / "teacher_samples" / name / "part-0.parquet")
     outputs = {}
     for buckets in (1, 7):
         other = tmp_path_factory.mktemp(f"buckets{buckets}")
@@ -90,7 +103,11 @@ def test_buckets_give_the_tables_of_the_whole_table(run_dir, tmp_path_factory, g
             shutil.copytree(run_dir / name, other / name)
         aggregate_job.main(["--run-dir", str(other), "--set", f"aggregate.buckets={buckets}", *flags])
         entry = json.loads((other / "manifest.json").read_text())["stages"]["aggregate"]
-        assert entry["buckets"] == buckets and entry["samples_used"] == 180 and entry["users_voted"] == 60
+        assert entry["buckets"] == buckets and entry["samples_used"] == 180 * teachers and entry["users_voted"] == 60
+        assert entry["users_documents"] == 60 and entry["users_unlabeled"] == 0
+        if mode == "em":
+            accuracy = {t: entry["teacher_reliability"]["gender"][t]["accuracy"] for t in ("same", "fixed")}
+            assert accuracy["same"] > accuracy["fixed"], entry["teacher_reliability"]["gender"]
         for volatile in ("buckets", "seconds", "finished_at"):
             entry.pop(volatile)
         outputs[buckets] = (
@@ -102,7 +119,7 @@ def test_buckets_give_the_tables_of_the_whole_table(run_dir, tmp_path_factory, g
         )  # fmt: skip
         assert not (other / "_staging" / "aggregate").exists()
     assert outputs[1] == outputs[7]
-    assert outputs[7][1]["method"] == ("isotonic" if gold else "label_free")
+    assert outputs[7][1]["method"] == ("isotonic" if mode == "gold" else "label_free")
 
 
 def test_saved_calibration_is_reused_without_refit(run_dir, tmp_path_factory) -> None:

@@ -1,7 +1,7 @@
 """Aggregate: teacher_samples/ -> votes/, calibration.json, sft/, rl/ (the logic is in conf_profile.core).
 
-One process with pyarrow and numpy, by hash buckets of users, so that its memory is one bucket plus a little
-per user (the document keys, 8 bytes per vote for the calibration fit): the samples and the documents are
+One process with pyarrow and numpy, by hash buckets of users, so that its memory is one bucket plus 8 bytes
+per answered vote for the calibration fit: the samples and the documents are
 streamed into ``aggregate.buckets`` buckets (core.ingest.bucket_of; by default one per
 ``aggregate.bucket_mb`` of teacher_samples/ and documents/), then
 - pass 1 votes each bucket (vectorized over its users: core.aggregate) and keeps only the raw confidences
@@ -21,6 +21,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,14 +70,15 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
     size = sum(f.stat().st_size for f in (*sample_files, *doc_files))
     buckets = acfg.buckets or max(1, math.ceil(size / (acfg.bucket_mb * 2**20)))
     partition_by_user(sample_files, None, buckets, staging / "samples")
-    partition_by_user(doc_files, ["user_id", "document", "content_hash"], buckets, staging / "documents")
-    keys = pq.read_table(DOCUMENTS.path(run_dir), columns=["user_id", "content_hash"])  # small: two ids per user
+    users_documents = sum(partition_by_user(doc_files, ["user_id", "document", "content_hash"], buckets,
+                                            staging / "documents"))  # one row per user  # fmt: skip
 
     def documents(b: int) -> pa.Table:
+        """Bucket b's documents: those of every user whose samples are in bucket b."""
         path = staging / "documents" / f"bucket-{b:05d}.parquet"
         return pq.read_table(path) if path.exists() else _EMPTY_DOCUMENTS
 
-    reliability = _reliability(acfg, staging / "samples", keys, version, taxonomy)
+    reliability = _reliability(acfg, staging / "samples", documents, buckets, version, taxonomy)
     truth = load_truth(acfg.gold, taxonomy, "aggregate.gold") if acfg.gold and not acfg.calibration else None
     fit_data: dict[str, list[list[np.ndarray]]] = {a: [[], [], []] for a in taxonomy.attribute_names}
     samples_used = 0
@@ -94,7 +96,9 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
         pa.default_memory_pool().release_unused()
     if samples_used == 0:
         raise FileNotFoundError(f"{run_dir / 'teacher_samples'} has no samples for the current documents and prompt")
-    collected = {name: [np.concatenate(p) for p in parts] for name, parts in fit_data.items()}
+    collected = {}
+    for name in taxonomy.attribute_names:  # each attribute's pieces freed as soon as they are joined
+        collected[name] = [np.concatenate(p) for p in fit_data.pop(name)]
     cal = _calibration(acfg.calibration, truth, collected, taxonomy, acfg.confidence_weights)
     if not acfg.calibration:  # a fitted calibrator records what it was fitted for; a reused one is kept as is
         cal.update({"taxonomy_version": taxonomy.version, "confidence_weights": list(acfg.confidence_weights)})
@@ -132,13 +136,13 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
         for writer in writers.values():
             writer.abort()
         raise
-    heldout = _heldout_votes(run_dir, keys, taxonomy, primary, cal, acfg.confidence_weights, reliability)
+    heldout = _heldout_votes(run_dir, taxonomy, primary, cal, acfg.confidence_weights, reliability)
     write_text_atomic(run_dir / "calibration.json", json.dumps(cal, indent=2, allow_nan=False))
     shutil.rmtree(staging, ignore_errors=True)
     entry = {
-        "users_documents": keys.num_rows,
+        "users_documents": users_documents,
         "users_voted": totals["users"],
-        "users_unlabeled": keys.num_rows - totals["users"],  # e.g. beyond label.max_users: the student profiles them
+        "users_unlabeled": users_documents - totals["users"],  # e.g. beyond label.max_users: the student profiles them
         "samples_used": samples_used,
         "abstain_share": round(totals["unknown"] / max(1, totals["votes"]), 4),
         "calibration": cal["method"] if not acfg.calibration else f"reused {acfg.calibration}",
@@ -163,15 +167,17 @@ _EMPTY_DOCUMENTS = pa.schema([("user_id", pa.string()), ("document", pa.string()
 
 
 def _reliability(
-    acfg: AggregateConfig, samples: Path, keys: pa.Table, version: str, taxonomy: Taxonomy
-) -> dict[str, Any] | None:
+    acfg: AggregateConfig, samples: Path, documents: Callable[[int], pa.Table], buckets: int, version: str,
+    taxonomy: Taxonomy,
+) -> dict[str, Any] | None:  # fmt: skip
     """teacher_reliability over every bucket's current samples (only the columns it needs: the values of
     each user's judgements), when aggregate.teacher_weights is em and three or more teachers judged."""
     if acfg.teacher_weights != "em":
         return None
     columns = ["user_id", "teacher", "sample", "prompt_version", "content_hash",
                *(f"{a}_value" for a in taxonomy.attribute_names)]  # fmt: skip
-    parts = [current_samples(pq.read_table(f, columns=columns), keys, version) for f in parquet_files(samples)]
+    files = [(b, samples / f"bucket-{b:05d}.parquet") for b in range(buckets)]
+    parts = [current_samples(pq.read_table(f, columns=columns), documents(b), version) for b, f in files if f.exists()]
     if not parts:
         return None
     compact = pa.concat_tables(parts)
@@ -222,7 +228,7 @@ def aggregate_tables(
 
 
 def _heldout_votes(
-    run_dir: Path, documents: pa.Table, taxonomy: Taxonomy, primary: str, cal: dict[str, Any], weights: list[float],
+    run_dir: Path, taxonomy: Taxonomy, primary: str, cal: dict[str, Any], weights: list[float],
     reliability: dict | None,
 ) -> int | None:  # fmt: skip
     """votes_heldout/ from teacher_samples_heldout/ (scored only), calibrated by this run's calibrator; the
@@ -232,7 +238,11 @@ def _heldout_votes(
         shutil.rmtree(stale, ignore_errors=True)
     if not folder.is_dir() or not any(folder.rglob("*.parquet")):
         return None
-    samples = current_samples(pq.read_table(folder), documents, prompt_version(taxonomy))
+    samples = pq.read_table(folder)
+    users = pc.unique(samples.column("user_id")).to_pylist()  # only these users' document keys are read
+    documents = pq.read_table(DOCUMENTS.path(run_dir), columns=["user_id", "content_hash"],
+                              filters=[("user_id", "in", users)])  # fmt: skip
+    samples = current_samples(samples, documents, prompt_version(taxonomy))
     if samples.num_rows == 0:
         return 0
     votes = apply_calibration(vote_samples(samples, taxonomy, primary, weights, reliability), cal, taxonomy)
@@ -297,7 +307,10 @@ def _calibration(
                              f"{taxonomy.version}; fit a new one (leave aggregate.calibration empty)")  # fmt: skip
         return cal
     # In a fixed order (sorted), so that the fit's sums do not depend on how the users were bucketed.
-    raw = {name: np.sort(parts[0]) for name, parts in data.items()}
+    raw = {}
+    for name, parts in data.items():
+        parts[0].sort()  # in place: at a million users these are the largest arrays the stage holds
+        raw[name] = parts[0]
     if truth is None:
         return calib.fit_label_free(raw)
     order = {name: np.lexsort((parts[2], parts[1])) for name, parts in data.items()}
