@@ -26,7 +26,8 @@ def run_dir(ingested_run) -> Path:
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.llm
-def test_profiles_one_row_per_user_and_a_rerun_replaces_the_date(run_dir) -> None:
+def test_profiles_one_row_per_user_and_a_pseudonymized_rerun_replaces_the_date(run_dir, monkeypatch) -> None:
+    from conf_profile.core.privacy import pseudonym
     from conf_profile.models import tiny_model_dir
     from conf_profile.stages.infer import run_infer
 
@@ -52,9 +53,20 @@ def test_profiles_one_row_per_user_and_a_rerun_replaces_the_date(run_dir) -> Non
     long = pq.read_table(run_dir / "profile_attributes" / "dt=2026-11-01")
     assert long.num_rows == 6 * len(taxonomy.attribute_names)
 
-    run_infer(cfg, run_dir, model, date="2026-11-01")  # same date again: replaced, not appended
+    # Same date again, with pseudonymized ids: the date's partition is replaced, not appended to, and the
+    # product tables carry only pseudonyms (the raw ids of the first run are gone).
+    monkeypatch.setenv("TEST_ID_KEY", "k3y-for-the-test")
+    cfg = build(Config, overrides=[f"models.cache_dir={run_dir / 'cache'}", "infer.max_tokens=64",
+                                   "privacy.pseudonymize_ids=true", "privacy.key_env=TEST_ID_KEY"])  # fmt: skip
+    entry = run_infer(cfg, run_dir, model, date="2026-11-01")
     assert pq.read_table(run_dir / "profiles" / "dt=2026-11-01").num_rows == 6
     assert [p.name for p in (run_dir / "profiles").iterdir()] == ["dt=2026-11-01"]
+    raw = documents.column("user_id").to_pylist()
+    expected = sorted(pseudonym(u, b"k3y-for-the-test") for u in raw)
+    for table in ("profiles", "profile_attributes"):
+        ids = pq.read_table(run_dir / table / "dt=2026-11-01").column("user_id").to_pylist()
+        assert sorted(set(ids)) == expected and not set(ids) & set(raw)
+    assert entry["pseudonymized"] is True and "k3y-for-the-test" not in json.dumps(entry)
     # predictions (eval_name): the next test (k samples), and test_pipeline_e2e (one sample, the held-out users)
 
 
@@ -81,26 +93,6 @@ def test_self_consistency_votes_k_outputs_into_one_row_per_user_of_the_first_max
     assert sorted(set(predictions.column("user_id").to_pylist())) == first
     answered = [r for r in predictions.to_pylist() if r["value"] != "unknown"]
     assert all(1 <= r["level"] <= 5 and 0.0 <= r["confidence"] <= 1.0 for r in answered)
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-@pytest.mark.llm
-def test_pseudonymized_ids_in_the_product_tables(run_dir, monkeypatch) -> None:
-    from conf_profile.core.privacy import pseudonym
-    from conf_profile.models import tiny_model_dir
-    from conf_profile.stages.infer import run_infer
-
-    monkeypatch.setenv("TEST_ID_KEY", "k3y-for-the-test")
-    cfg = build(Config, overrides=[f"models.cache_dir={run_dir / 'cache'}", "infer.max_tokens=64",
-                                   "privacy.pseudonymize_ids=true", "privacy.key_env=TEST_ID_KEY"])  # fmt: skip
-    entry = run_infer(cfg, run_dir, str(tiny_model_dir(run_dir / "cache")), date="2026-11-02")
-    raw = pq.read_table(run_dir / "documents", columns=["user_id"]).column("user_id").to_pylist()
-    expected = sorted(pseudonym(u, b"k3y-for-the-test") for u in raw)
-    for table in ("profiles", "profile_attributes"):
-        ids = pq.read_table(run_dir / table / "dt=2026-11-02").column("user_id").to_pylist()
-        assert sorted(set(ids)) == expected and not set(ids) & set(raw)
-    assert entry["pseudonymized"] is True and "k3y-for-the-test" not in json.dumps(entry)
 
 
 def _out(value: str, level: int) -> str:

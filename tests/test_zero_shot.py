@@ -71,8 +71,11 @@ def test_judge_writes_a_teacher_output_the_parser_accepts() -> None:
 def test_an_embedding_teacher_needs_one_sample_and_an_embedding_model() -> None:
     ok = "label.teachers=[{name: z, kind: embedding, model: minilm, samples: 1}]"
     assert build(Config, overrides=[ok]).label.teachers[0].kind == "embedding"
-    for bad in ("{name: z, kind: embedding, model: minilm, samples: 3}", "{name: z, kind: embedding}",
-                "{name: z, kind: embedding, model: minilm, samples: 1, endpoint: 'http://x/v1/chat/completions'}"):
+    for bad in (
+        "{name: z, kind: embedding, model: minilm, samples: 3}",
+        "{name: z, kind: embedding}",
+        "{name: z, kind: embedding, model: minilm, samples: 1, endpoint: 'http://x/v1/chat/completions'}",
+    ):
         with pytest.raises(ValueError, match="kind embedding: set samples: 1"):
             build(Config, overrides=[f"label.teachers=[{bad}]"])
 
@@ -83,8 +86,10 @@ def test_the_embedding_teacher_matches_lines_to_definitions_with_the_embedded_mi
     from conf_profile.models import resolve_model
 
     teacher = EmbeddingTeacher(str(resolve_model("minilm", None)), TAXONOMY, "cpu")
-    docs = ["search (2 events):\n- 2026-01-02 | how to fix a leaking drain pipe\n- 2026-01-01 | best puppy leash",
-            "watch (2 events):\n- 2026-01-02 | night shift on the hospital ward\n- 2026-01-01 | cat litter review"]
+    docs = [
+        "search (2 events):\n- 2026-01-02 | how to fix a leaking drain pipe\n- 2026-01-01 | best puppy leash",
+        "watch (2 events):\n- 2026-01-02 | night shift on the hospital ward\n- 2026-01-01 | cat litter review",
+    ]
     requests = pa.table({"user_id": ["u1", "u2"], "document": docs, "sample": pa.array([0, 0], pa.int32())})
     out = teacher(requests)
     assert "document" not in out.column_names and out.column("user_id").to_pylist() == ["u1", "u2"]
