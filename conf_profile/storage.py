@@ -6,9 +6,13 @@ A run lives in ``runs/<run_id>/`` (or any ``--run-dir``); ``runs/latest`` points
   documents and rejects schemas live here too.
 - ``manifest.json`` holds the config, package versions and one entry per stage (counts, timings, outputs);
   it is rewritten atomically (temp file, then rename), so a crash never leaves it half-written.
-- The writers: a file is written beside its place and renamed; a folder is written beside its place and
-  swapped in by two renames; readers never see half of either. (Local disks; object stores, where rename is
-  not atomic, are not yet supported for run directories.)
+- The writers: a file is written beside its place and moved in (a rename; on an object store a copy,
+  which appears whole), so readers never see half of one. A folder is written beside its place and swapped
+  in by two renames on a local disk; on an object store, where folders cannot be renamed, its files are
+  moved in one by one and the stage's manifest entry, written after them, commits it: a table counts as
+  present there only once the stage that writes it has recorded "ok" (``RunTable.present``).
+- The run directory is a local folder or a URI on an object store (``s3://bucket/runs/<run_id>``;
+  conf_profile/fs.py): every path below is a ``fs.Loc``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile import fs
 from conf_profile.core.events import SOURCES
+from conf_profile.fs import Loc, ObjectPath, location
 from conf_profile.raycluster import SMALL_CPUS, read_parquet
 
 MANIFEST = "manifest.json"
@@ -55,11 +61,14 @@ class RunTable:
     folder: bool = True  # a folder (swapped in whole, so that it exists means it is complete); else one file
     marker: str | None = None  # a file inside the folder that is written last (a model's config.json)
 
-    def path(self, run_dir: str | Path) -> Path:
-        return Path(run_dir) / self.name
+    def path(self, run_dir: str | Path | Loc) -> Loc:
+        return location(run_dir) / self.name
 
-    def present(self, run_dir: str | Path) -> bool:
+    def present(self, run_dir: str | Path | Loc) -> bool:
         path = self.path(run_dir)
+        if isinstance(path, ObjectPath):  # committed by its stage's manifest entry (written after the table)
+            entry = read_manifest(run_dir).get("stages", {}).get(self.producer, {})
+            return entry.get("status") == "ok"
         if self.marker:
             return (path / self.marker).is_file()
         return path.is_dir() if self.folder else path.is_file()
@@ -113,7 +122,7 @@ class MissingInputError(FileNotFoundError):
     """A stage's declared input is not in the run directory."""
 
 
-def check_reads(stage: str, reads: Sequence[RunTable], run_dir: str | Path) -> None:
+def check_reads(stage: str, reads: Sequence[RunTable], run_dir: str | Path | Loc) -> None:
     """Raise MissingInputError naming the first missing input and the job that writes it."""
     for table in reads:
         if not table.present(run_dir):
@@ -131,15 +140,24 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
-def open_run_dir(run_dir: str | Path | None, runs_root: str | Path = "runs") -> Path:
+LATEST = "latest"  # <runs_root>/latest: a link to the newest run (on an object store, a file naming it)
+
+
+def open_run_dir(run_dir: str | Path | None, runs_root: str | Path = "runs") -> Loc:
     """Use ``run_dir`` if given (created if missing), else create ``<runs_root>/<run_id>/`` and point
     ``<runs_root>/latest`` at it."""
     if run_dir is not None:
-        path = Path(run_dir)
+        path = location(run_dir)
         path.mkdir(parents=True, exist_ok=True)
+        if isinstance(path, ObjectPath) and not (path / MANIFEST).exists():
+            _write(path, read_manifest(path))  # an object store has no empty folders: the manifest is the run
         return path
-    root = Path(runs_root)
+    root = location(runs_root)
     path = root / new_run_id()
+    if isinstance(root, ObjectPath):
+        _write(path, read_manifest(path))
+        write_text_atomic(root / LATEST, path.name + "\n")
+        return path
     path.mkdir(parents=True)
     tmp_link = root / f".latest-{path.name}"
     tmp_link.symlink_to(path.name)
@@ -147,24 +165,31 @@ def open_run_dir(run_dir: str | Path | None, runs_root: str | Path = "runs") -> 
     return path
 
 
-def existing_run_dir(run_dir: str | Path | None, runs_root: str | Path = "runs") -> Path:
+def existing_run_dir(run_dir: str | Path | None, runs_root: str | Path = "runs") -> Loc:
     """``run_dir`` if given, else the run ``<runs_root>/latest`` points at: for the stages that continue a
     run (label, aggregate, evaluate). Raises FileNotFoundError naming the fix."""
-    path = Path(run_dir) if run_dir is not None else Path(runs_root) / "latest"
+    root = location(runs_root)
+    if run_dir is None and isinstance(root, ObjectPath):
+        latest = root / LATEST
+        path = root / latest.read_text().strip() if latest.is_file() else latest
+    else:
+        path = location(run_dir) if run_dir is not None else root / LATEST
     if not path.is_dir():
         hint = "" if run_dir is not None else " (no --run-dir given and no latest run)"
         raise FileNotFoundError(f"run directory {path} does not exist{hint}; start a run with python -m jobs.ingest")
     return path.resolve()
 
 
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / MANIFEST
+def read_manifest(run_dir: str | Path | Loc) -> dict[str, Any]:
+    path = location(run_dir) / MANIFEST
     if not path.exists():
-        return {"run_id": Path(run_dir).resolve().name, "created_at": _now(), "stages": {}}
+        return {"run_id": location(run_dir).resolve().name, "created_at": _now(), "stages": {}}
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def record_stage(run_dir: str | Path, stage: str, entry: dict[str, Any], config: dict[str, Any] | None = None) -> None:
+def record_stage(
+    run_dir: str | Path | Loc, stage: str, entry: dict[str, Any], config: dict[str, Any] | None = None
+) -> None:
     """Add or replace one stage's entry (and the config it ran with) in the manifest."""
     manifest = read_manifest(run_dir)
     manifest.setdefault("stages", {})[stage] = {**entry, "finished_at": _now()}
@@ -175,7 +200,7 @@ def record_stage(run_dir: str | Path, stage: str, entry: dict[str, Any], config:
     _write(run_dir, manifest)
 
 
-def drop_stages(run_dir: str | Path, stages: Sequence[str]) -> None:
+def drop_stages(run_dir: str | Path | Loc, stages: Sequence[str]) -> None:
     """Forget these stages' entries (they will run again)."""
     manifest = read_manifest(run_dir)
     entries = manifest.get("stages", {})
@@ -184,58 +209,77 @@ def drop_stages(run_dir: str | Path, stages: Sequence[str]) -> None:
         _write(run_dir, manifest)
 
 
-def drop_derived(run_dir: str | Path, stages: Sequence[str]) -> list[str]:
+def drop_derived(run_dir: str | Path | Loc, stages: Sequence[str]) -> list[str]:
     """Forget the side jobs run on this run's outputs and remove what they wrote (a redo makes them stale):
     the entries not named in ``stages`` that have a ``written`` list (paths in the run directory), e.g.
     ``jobs.references`` and ``jobs.evaluate --report NAME``. Returns their names."""
-    root = Path(run_dir).resolve()
+    root = location(run_dir).resolve()
     manifest = read_manifest(run_dir)
     entries = manifest.get("stages", {})
     stale = sorted(name for name, entry in entries.items() if name not in stages and entry.get("written"))
     for name in stale:
         for written in entries.pop(name)["written"]:
             path = (root / str(written)).resolve()
-            if path != root and path.is_relative_to(root):  # never anything outside the run directory
-                shutil.rmtree(path, ignore_errors=True)
+            if ".." not in Path(str(written)).parts and path != root and path.is_relative_to(root):
+                fs.remove(path)  # never anything outside the run directory
     if stale:
         _write(run_dir, manifest)
     return stale
 
 
-def checkpoint_location(storage_path: str | None, run_dir: Path, stage: str) -> tuple[str, str]:
+def checkpoint_location(storage_path: str | None, run_dir: Loc, stage: str) -> tuple[str, str]:
     """(storage, run name) of a training stage's Ray Train checkpoints: ``<run_dir>/checkpoints/<stage>``, or
     ``<storage_path>/<run_id>-<stage>`` on shared storage, so that runs never restore each other's."""
     if storage_path:
-        return storage_path, f"{Path(run_dir).resolve().name}-{stage}"
-    return str((Path(run_dir) / "checkpoints").resolve()), stage
+        return storage_path, f"{location(run_dir).resolve().name}-{stage}"
+    return str((location(run_dir) / "checkpoints").resolve()), stage
 
 
-def record_run_info(run_dir: str | Path, info: dict[str, Any]) -> None:
+def record_run_info(run_dir: str | Path | Loc, info: dict[str, Any]) -> None:
     """Run-level facts (taxonomy and prompt hashes) beside the stage entries."""
     manifest = read_manifest(run_dir)
     manifest.setdefault("run", {}).update(info)
     _write(run_dir, manifest)
 
 
-def _write(run_dir: str | Path, manifest: dict[str, Any]) -> None:
-    write_text_atomic(Path(run_dir) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+def _write(run_dir: str | Path | Loc, manifest: dict[str, Any]) -> None:
+    write_text_atomic(location(run_dir) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write next to the target, then rename: readers see the old or the new file, never half of one."""
+def write_text_atomic(path: Loc, text: str) -> None:
+    """Write next to the target, then rename: readers see the old or the new file, never half of one. (On an
+    object store one upload: the object appears whole when it completes.)"""
+    if isinstance(path, ObjectPath):
+        path.write_text(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """One Parquet file, written next to the target and renamed: a re-run replaces the file, readers never
+def write_bytes_atomic(path: Loc, data: bytes) -> None:
+    """write_text_atomic for bytes (an image of the report)."""
+    if isinstance(path, ObjectPath):
+        path.write_bytes(data)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_table_atomic(table: pa.Table, path: Loc) -> None:
+    """One Parquet file, written next to the target and moved in: a re-run replaces the file, readers never
     see half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fs.write_table(table, tmp)
+        fs.move(tmp, path)
+    except BaseException:
+        fs.remove(tmp)
+        raise
 
 
 class TableWriter:
@@ -243,16 +287,17 @@ class TableWriter:
     the first piece's schema), next to the target and renamed by ``commit``: readers see the old file or
     the whole new one. ``abort`` (or leaving a ``with`` block by an exception) removes the temp file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Loc) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = pq.ParquetWriter(self.tmp, table.schema)
+            args = fs.arrow_args(self.tmp)
+            self.writer = pq.ParquetWriter(args["path"], table.schema, filesystem=args["filesystem"])
         elif table.schema != self.writer.schema:
             table = table.select(self.writer.schema.names).cast(self.writer.schema)
         self.writer.write_table(table)
@@ -266,12 +311,12 @@ class TableWriter:
             self.write(empty.empty_table())
         assert self.writer is not None
         self.writer.close()
-        os.replace(self.tmp, self.path)
+        fs.move(self.tmp, self.path)
 
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.close()
-        self.tmp.unlink(missing_ok=True)
+        fs.remove(self.tmp)
 
     def __enter__(self) -> TableWriter:
         return self
@@ -281,7 +326,7 @@ class TableWriter:
             self.abort()
 
 
-def parquet_files(folder: Path) -> list[Path]:
+def parquet_files(folder: Loc) -> list[Loc]:
     """The data files of a Parquet folder as readers see it: every ``*.parquet`` below it, sorted, leaving
     out hidden and temporary names (a leading ``.`` or ``_`` in any part of the path under ``folder``)."""
     if not folder.is_dir():
@@ -290,7 +335,7 @@ def parquet_files(folder: Path) -> list[Path]:
             if not any(part.startswith((".", "_")) for part in f.relative_to(folder).parts)]  # fmt: skip
 
 
-def partition_by_user(files: Sequence[Path], columns: Sequence[str] | None, buckets: int, out: Path,
+def partition_by_user(files: Sequence[Loc], columns: Sequence[str] | None, buckets: int, out: Loc,
                       batch_rows: int = 65_536) -> list[int]:  # fmt: skip
     """Stream the rows of ``files`` (``columns`` of them, None = all; schemas unified, a missing column
     null) into ``out/bucket-<b>.parquet`` by core.ingest.bucket_of(user_id, buckets), one batch in memory
@@ -299,14 +344,14 @@ def partition_by_user(files: Sequence[Path], columns: Sequence[str] | None, buck
 
     if not files:
         return [0] * buckets
-    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    schema = pa.unify_schemas([fs.parquet_file(f).schema_arrow for f in files], promote_options="permissive")
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
-    shutil.rmtree(out, ignore_errors=True)
+    fs.remove(out)
     writers = [TableWriter(out / f"bucket-{b:05d}.parquet") for b in range(buckets)]
     try:
         for f in files:
-            source = pq.ParquetFile(f)
+            source = fs.parquet_file(f)
             present = [c for c in schema.names if c in source.schema_arrow.names]
             for batch in source.iter_batches(batch_size=batch_rows, columns=present):
                 table = pa.Table.from_batches([batch])
@@ -328,23 +373,28 @@ def partition_by_user(files: Sequence[Path], columns: Sequence[str] | None, buck
     return [w.rows for w in writers]
 
 
-def replace_folder(folder: Path, files: dict[str, pa.Table | Path]) -> None:
-    """Write tables (file name -> table, or a Parquet file, copied without reading it) into a sibling temp
-    folder, then swap it in place of ``folder``."""
+def replace_folder(folder: Loc, files: dict[str, pa.Table | Path]) -> None:
+    """Write tables (file name -> table, or a local Parquet file, copied without reading it) into a sibling
+    temp folder, then swap it in place of ``folder``."""
     tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    fs.remove(tmp)
     tmp.mkdir(parents=True)
     for name, table in files.items():
         if isinstance(table, Path):
-            shutil.copyfile(table, tmp / name)
+            fs.copy_file(table, tmp / name)
         else:
-            pq.write_table(table, tmp / name)
+            fs.write_table(table, tmp / name)
     swap_folder(tmp, folder)
 
 
-def swap_folder(tmp: Path, folder: Path) -> None:
+def swap_folder(tmp: Loc, folder: Loc) -> None:
     """Put the folder ``tmp`` in the place of ``folder`` with two renames: the folder is missing for that
-    instant, never half-written or duplicated."""
+    instant, never half-written or duplicated. On an object store its files are moved in one by one
+    (fs.move_tree): the stage's manifest entry commits the folder there."""
+    if isinstance(folder, ObjectPath):
+        fs.move_tree(tmp, folder)
+        return
+    assert isinstance(tmp, Path)
     old = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -454,27 +504,28 @@ def _now() -> str:
 # Reading the run's tables: in this process (small tables), or as Ray datasets read by the workers.
 
 
-def read_documents(run_dir: Path, columns: list[str]) -> pa.Table:
+def read_documents(run_dir: Loc, columns: list[str]) -> pa.Table:
     """The run's documents/ sorted by user id, as one table in this process (a clear error when ingest has
     not run); the stages stream them with documents_dataset instead."""
     folder = _documents_folder(run_dir)
     if not any(folder.glob("*.parquet")):  # ingest rejected every row: no documents, not an error
         return DOCUMENT_SCHEMA.empty_table().select(columns)
-    return pq.read_table(folder, columns=columns).sort_by("user_id")
+    return fs.read_table(folder, columns=columns).sort_by("user_id")
 
 
-def _documents_folder(run_dir: Path) -> Path:
+def _documents_folder(run_dir: Loc) -> Loc:
     check_reads("reading documents", (DOCUMENTS,), run_dir)
     return DOCUMENTS.path(run_dir)
 
 
-def documents_dataset(run_dir: Path, columns: list[str]) -> tuple[Any, int]:
+def documents_dataset(run_dir: Loc, columns: list[str]) -> tuple[Any, int]:
     """(the run's documents/ as a Ray dataset read by the workers; the number of documents, from the
     Parquet footers). A clear error when ingest has not run."""
     import ray.data
 
-    files = sorted(str(p) for p in _documents_folder(run_dir).glob("*.parquet"))
-    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    paths = sorted(_documents_folder(run_dir).glob("*.parquet"))
+    total = sum(fs.parquet_file(p).metadata.num_rows for p in paths)
+    files = [str(p) for p in paths]
     if not total:  # ingest rejected every row: nothing to do, not an error
         return ray.data.from_arrow(DOCUMENT_SCHEMA.empty_table().select(columns)), 0
     return read_parquet(files, columns), total
@@ -507,21 +558,21 @@ def first_users(docs: Any, n: int) -> list[str]:
     return [row["user_id"] for row in docs.select_columns(["user_id"]).sort("user_id").limit(n).take_all()]
 
 
-def heldout_users(run_dir: Path) -> list[str] | None:
+def heldout_users(run_dir: Loc) -> list[str] | None:
     """The users the teacher labeled for scoring only (votes_heldout/), sorted; None in a run without them."""
-    folder = Path(run_dir) / HELDOUT_VOTES
+    folder = location(run_dir) / HELDOUT_VOTES
     if not folder.is_dir():
         return None
-    return sorted(pq.read_table(folder, columns=["user_id"]).column("user_id").unique().to_pylist())
+    return sorted(fs.read_table(folder, columns=["user_id"]).column("user_id").unique().to_pylist())
 
 
-def labeled_users(run_dir: Path) -> pa.Array:
+def labeled_users(run_dir: Loc) -> pa.Array:
     """The distinct users of teacher_samples/ (empty when the teacher has not labeled)."""
     if not TEACHER_SAMPLES.present(run_dir):
         return pa.array([], pa.string())
-    return pq.read_table(TEACHER_SAMPLES.path(run_dir), columns=["user_id"]).column("user_id").unique()
+    return fs.read_table(TEACHER_SAMPLES.path(run_dir), columns=["user_id"]).column("user_id").unique()
 
 
-def without_labeled(table: pa.Table, run_dir: Path) -> pa.Table:
+def without_labeled(table: pa.Table, run_dir: Loc) -> pa.Table:
     """The rows of users the teacher did not label in this run (held out from the student's training)."""
     return without_users(table, labeled_users(run_dir))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from conf_profile.cli import fail, job_parser, load_config
 from conf_profile.core.config import to_dict
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     flags = {"users": args.users, "seed": args.seed, "bad_fraction": args.bad_fraction, "files": args.files}
     cfg = load_config(args, [f"data.{k}={v}" for k, v in flags.items() if v is not None])
     run_dir = open_run_dir(args.run_dir, cfg.run.runs_root) if args.run_dir or not args.out else None
+    if not args.out and not isinstance(run_dir, Path):
+        fail(f"the generated logs are written to a local folder, and the run directory {run_dir} is not one: "
+             "give --out")  # fmt: skip
     out = args.out or str(run_dir / "synthetic")
     d = cfg.data
     try:

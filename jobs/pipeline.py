@@ -25,6 +25,7 @@ from typing import Any
 
 from conf_profile.cli import fail, job_parser, load_config
 from conf_profile.core.ladder import markdown
+from conf_profile.fs import location
 from conf_profile.runner import STAGE_NAMES, StageOrderError, run_pipeline
 from conf_profile.storage import open_run_dir
 
@@ -110,7 +111,7 @@ def summary(results: dict[str, dict[str, Any]], run_dir: Path) -> str:
                 lines.append(f"quality ladder:  every stage on the same {lad['users']} held-out users (macro F1, "
                              "abstention a miss; AURC; differences with paired-bootstrap 95% intervals)")  # fmt: skip
                 lines.append(markdown(lad["stages"]))
-            lines.append(f"report:          {Path(ev['report']) / 'index.html'}")
+            lines.append(f"report:          {location(ev['report']) / 'index.html'}")
         else:
             lines.append(f"evaluation:      {ev['skipped']}")
     return "\n".join(lines)

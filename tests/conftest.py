@@ -146,6 +146,36 @@ def job_submit(run_dir: Path, cache: Path, *extra: str) -> tuple[subprocess.Comp
     return res, env["RAY_AUTH_TOKEN"]
 
 
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto's, in a thread of this process, on a free port of 127.0.0.1) with
+    the bucket ``runs``; the environment that points pyarrow at it (AWS_ENDPOINT_URL and test credentials)
+    is set for the session, so that jobs started from the tests, and their Ray workers, inherit it.
+    Yields the endpoint URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="runs")
+        yield env["AWS_ENDPOINT_URL"]
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
 @dataclass(frozen=True)
 class QuickRun:
     run_dir: Path

@@ -199,8 +199,10 @@ def test_a_model_folder_by_uri_is_copied_into_the_cache_once(tmp_path):
     local = models.resolve_model(f"file://{src}", str(cache))
     assert local.parent == cache / "models" / "remote" and local.name.startswith("student-")
     assert (local / "model.safetensors").read_bytes() == b"weights" and (local / models.MARKER).exists()
-    (src / "model.safetensors").write_bytes(b"changed")
-    assert models.resolve_model(f"file://{src}", str(cache)) == local  # cached: not copied again
+    assert models.resolve_model(f"file://{src}", str(cache)) == local  # unchanged: cached, not copied again
+    (src / "model.safetensors").write_bytes(b"retrained")  # trained again at the same URI (a redone stage)
+    again = models.resolve_model(f"file://{src}", str(cache))
+    assert again != local and (again / "model.safetensors").read_bytes() == b"retrained"  # never served stale
     assert (local / "model.safetensors").read_bytes() == b"weights"
     assert models.resolve_model(str(src), str(cache)) == src  # a plain folder is used where it is
     (src / "config.json").unlink()

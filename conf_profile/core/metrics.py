@@ -143,9 +143,17 @@ def macro(per_attribute: dict[str, dict[str, Any]]) -> dict[str, float | None]:
 def load_truth(path: str, taxonomy: Taxonomy, option: str) -> dict[str, dict[str, str | None]]:
     """attribute -> user_id -> true value, from a Parquet file with user_id and one column per attribute
     (the built-in data's truth.parquet). ``option`` names the setting in errors."""
-    if not Path(path).exists():
+    if "://" in path and not path.startswith("file://"):  # a URI (s3://...): pyarrow opens it
+        import pyarrow.fs as pafs
+
+        filesystem, where = pafs.FileSystem.from_uri(path)
+        if filesystem.get_file_info(where).type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"{option} {path}: no such file")
+        table = pq.read_table(where, filesystem=filesystem)
+    elif not Path(path).exists():
         raise FileNotFoundError(f"{option} {path}: no such file")
-    table = pq.read_table(path)
+    else:
+        table = pq.read_table(path)
     missing = [c for c in ("user_id", *taxonomy.attribute_names) if c not in table.column_names]
     if missing:
         raise ValueError(f"{option} {path}: missing columns {missing} (need user_id and one per attribute)")

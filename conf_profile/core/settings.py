@@ -456,7 +456,9 @@ class RayConfig:
 
 @dataclass
 class RunConfig:
-    runs_root: str = "runs"  # where new run directories are created (runs/<run_id>/, runs/latest)
+    # where new run directories are created (runs/<run_id>/, runs/latest): a folder, or an object-store URI
+    # (s3://bucket/runs; credentials and endpoint from the environment, as pyarrow reads them)
+    runs_root: str = "runs"
     # Labeling and inference print users done, users/s and an ETA this often (0: only at the end)
     progress_interval_s: float = 30.0
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from tempfile import mkdtemp
 from typing import Any
 
 import numpy as np
@@ -31,12 +31,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from conf_profile import fs
 from conf_profile.core import calibration as calib
 from conf_profile.core.aggregate import current_samples, rl_rows, sft_examples, teacher_reliability, vote_samples
 from conf_profile.core.labeling import prompt_version
 from conf_profile.core.metrics import load_truth
 from conf_profile.core.settings import AggregateConfig, Config
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
+from conf_profile.fs import Loc, location
 from conf_profile.storage import (
     CALIBRATION,
     DOCUMENTS,
@@ -57,7 +59,7 @@ from conf_profile.storage import (
 )
 
 
-def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def run_aggregate(cfg: Config, run_dir: Loc) -> dict[str, Any]:
     """Bucket by bucket (see the module docstring): the memory is one bucket's samples and documents plus
     a few numbers per vote for the calibration fit, whatever the number of users."""
     started = time.monotonic()
@@ -65,7 +67,9 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     check_reads("aggregate", READS, run_dir)
     version, primary = prompt_version(taxonomy), cfg.label.teachers[0].name
-    staging = run_dir / "_staging" / "aggregate"
+    # the buckets: this process's own scratch (beside the tables on a local disk, a local temp folder when
+    # the run directory is on an object store)
+    staging = run_dir / "_staging" / "aggregate" if isinstance(run_dir, Path) else Path(mkdtemp(prefix="aggregate-"))
     sample_files, doc_files = parquet_files(TEACHER_SAMPLES.path(run_dir)), parquet_files(DOCUMENTS.path(run_dir))
     size = sum(f.stat().st_size for f in (*sample_files, *doc_files))
     buckets = acfg.buckets or max(1, math.ceil(size / (acfg.bucket_mb * 2**20)))
@@ -138,7 +142,7 @@ def run_aggregate(cfg: Config, run_dir: Path) -> dict[str, Any]:
         raise
     heldout = _heldout_votes(run_dir, taxonomy, primary, cal, acfg.confidence_weights, reliability)
     write_text_atomic(run_dir / "calibration.json", json.dumps(cal, indent=2, allow_nan=False))
-    shutil.rmtree(staging, ignore_errors=True)
+    fs.remove(staging)
     entry = {
         "users_documents": users_documents,
         "users_voted": totals["users"],
@@ -228,19 +232,19 @@ def aggregate_tables(
 
 
 def _heldout_votes(
-    run_dir: Path, taxonomy: Taxonomy, primary: str, cal: dict[str, Any], weights: list[float],
+    run_dir: Loc, taxonomy: Taxonomy, primary: str, cal: dict[str, Any], weights: list[float],
     reliability: dict | None,
 ) -> int | None:  # fmt: skip
     """votes_heldout/ from teacher_samples_heldout/ (scored only), calibrated by this run's calibrator; the
     number of users voted, or None without held-out samples."""
     folder, alone = run_dir / HELDOUT_SAMPLES, run_dir / HELDOUT_VOTES_BY_TEACHER
     for stale in (run_dir / HELDOUT_VOTES, alone):  # an earlier try's held-out votes would be scored as this run's
-        shutil.rmtree(stale, ignore_errors=True)
+        fs.remove(stale)
     if not folder.is_dir() or not any(folder.rglob("*.parquet")):
         return None
-    samples = pq.read_table(folder)
+    samples = fs.read_table(folder)
     users = pc.unique(samples.column("user_id")).to_pylist()  # only these users' document keys are read
-    documents = pq.read_table(DOCUMENTS.path(run_dir), columns=["user_id", "content_hash"],
+    documents = fs.read_table(DOCUMENTS.path(run_dir), columns=["user_id", "content_hash"],
                               filters=[("user_id", "in", users)])  # fmt: skip
     samples = current_samples(samples, documents, prompt_version(taxonomy))
     if samples.num_rows == 0:
@@ -298,7 +302,7 @@ def _calibration(
     """The calibrator: ``reuse``'s (checked against this run), else fitted on ``data`` (_calibration_data of
     all votes): isotonic on the gold users' correctness with ``truth``, label-free without."""
     if reuse:
-        cal = json.loads(Path(reuse).read_text(encoding="utf-8"))
+        cal = json.loads(location(reuse).read_text(encoding="utf-8"))
         if cal.get("confidence_weights") not in (None, list(weights)):
             raise ValueError(f"{reuse} was fitted with aggregate.confidence_weights={cal['confidence_weights']}; "
                              f"this run uses {list(weights)}, so raw confidences differ: use the same")  # fmt: skip

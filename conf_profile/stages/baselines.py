@@ -18,7 +18,6 @@ stages write, so every report of the run includes them.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -28,10 +27,11 @@ from conf_profile.core.metrics import load_truth
 from conf_profile.core.profiles import PREDICTION_SCHEMA
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
+from conf_profile.fs import Loc
 from conf_profile.storage import heldout_users, read_documents, replace_folder, without_labeled
 
 
-def run_references(cfg: Config, run_dir: Path, truth_path: str, seed: int = 0) -> dict[str, Any]:
+def run_references(cfg: Config, run_dir: Loc, truth_path: str, seed: int = 0) -> dict[str, Any]:
     try:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression

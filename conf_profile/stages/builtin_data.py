@@ -4,13 +4,16 @@ generated under ``<run_dir>/input``."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from conf_profile import fs
 from conf_profile.core.settings import Config
+from conf_profile.fs import Loc, ObjectPath
 from conf_profile.storage import INPUT, RunTable, write_text_atomic
 from conf_profile.synthetic.dataset import write_dataset
 from conf_profile.synthetic.hostile import hostile_events
@@ -19,11 +22,11 @@ READS: tuple[RunTable, ...] = ()
 WRITES = (INPUT,)
 
 
-def logs_path(cfg: Config, run_dir: Path) -> str:
+def logs_path(cfg: Config, run_dir: Loc) -> str:
     return cfg.input.logs or str(run_dir / "input" / "logs")
 
 
-def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def run(cfg: Config, run_dir: Loc) -> dict[str, Any]:
     if cfg.input.logs:
         return {"logs": cfg.input.logs, "builtin": False}
     out = run_dir / "input"
@@ -33,10 +36,25 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         wanted = (d.users, d.seed, d.bad_fraction, d.files, d.hostile_fraction)
         if tuple(summary.get(k, 0.0) for k in ("users", "seed", "bad_fraction", "files", "hostile_fraction")) == wanted:
             return {"logs": logs_path(cfg, run_dir), "builtin": True, **summary, "reused": True}
+    if isinstance(out, ObjectPath):  # generated in a local folder, uploaded, dataset.json last
+        with tempfile.TemporaryDirectory(prefix="builtin-data-") as tmp:
+            local = Path(tmp) / "input"
+            summary = _generate(cfg, local)
+            (local / "dataset.json").unlink()
+            fs.remove(out)
+            fs.upload_tree(local, out)
+            write_text_atomic(out / "dataset.json", json.dumps(summary, indent=2) + "\n")
+    else:
+        summary = _generate(cfg, out)
+    return {"logs": logs_path(cfg, run_dir), "builtin": True, **summary}
+
+
+def _generate(cfg: Config, out: Path) -> dict[str, Any]:
+    d = cfg.data
     summary = write_dataset(out, d.users, seed=d.seed, bad_fraction=d.bad_fraction, files=d.files, overwrite=True)
     if d.hostile_fraction > 0:
         summary = _add_hostile(out, d.hostile_fraction, d.seed, summary)
-    return {"logs": logs_path(cfg, run_dir), "builtin": True, **summary}
+    return summary
 
 
 def _add_hostile(out: Path, fraction: float, seed: int, summary: dict[str, Any]) -> dict[str, Any]:

@@ -15,25 +15,26 @@ from __future__ import annotations
 
 import html
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from conf_profile import fs
 from conf_profile.core.ladder import align, ladder, risk_coverage
 from conf_profile.core.metrics import attribute_metrics, injection_adoption, load_truth, macro, reliability
 from conf_profile.core.profiles import PREDICTION_SCHEMA
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy, load_taxonomy
+from conf_profile.fs import Loc, location
 from conf_profile.storage import (
     HELDOUT_VOTES,
     HELDOUT_VOTES_BY_TEACHER,
     REPORT,
     RunTable,
     heldout_users,
+    write_bytes_atomic,
     write_text_atomic,
 )
 
@@ -43,7 +44,7 @@ BOOTSTRAP_RESAMPLES = 1000
 PREDICTION_COLUMNS = tuple(PREDICTION_SCHEMA.names)
 
 
-def run_evaluate(cfg: Config, run_dir: Path, truth_path: str, users_path: str | None = None,
+def run_evaluate(cfg: Config, run_dir: Loc, truth_path: str, users_path: str | None = None,
                  report_name: str = "report") -> dict[str, Any]:  # fmt: skip
     """Score every stage; with ``users_path`` (Parquet with user_id) only those users, and stages without
     any of them are left out (e.g. the teacher's on the references' test users)."""
@@ -52,9 +53,9 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str, users_path: str | 
     stages = stage_predictions(run_dir)
     ladder_users: list[str] | None = None
     if users_path is not None:
-        if not Path(users_path).is_file():
+        if not location(users_path).is_file():
             raise FileNotFoundError(f"--users {users_path}: no such file")
-        only = pq.read_table(users_path, columns=["user_id"]).column("user_id").combine_chunks()
+        only = fs.read_table(location(users_path), columns=["user_id"]).column("user_id").combine_chunks()
         stages = {n: t.filter(pc.is_in(t.column("user_id"), value_set=only)) for n, t in stages.items()}
         stages = {n: t for n, t in stages.items() if t.num_rows}
         ladder_users = sorted(set(only.to_pylist()))
@@ -66,7 +67,7 @@ def run_evaluate(cfg: Config, run_dir: Path, truth_path: str, users_path: str | 
             + (f", or none of the users in {users_path}" if users_path else "")
         )
     hostile_file = run_dir / "input" / "hostile.parquet"  # the built-in data's injections (data.hostile_fraction)
-    hostile = pq.read_table(hostile_file).to_pylist() if hostile_file.exists() else None
+    hostile = fs.read_table(hostile_file).to_pylist() if hostile_file.exists() else None
     cal_file = run_dir / "calibration.json"
     method = json.loads(cal_file.read_text(encoding="utf-8")).get("method") if cal_file.exists() else None
     metrics: dict[str, Any] = {"truth": truth_path, "users": users_path, "taxonomy_version": taxonomy.version,
@@ -143,21 +144,21 @@ def quality_ladder(
             "left_out": sorted(set(stages) - set(names))}  # fmt: skip
 
 
-def stage_predictions(run_dir: Path) -> dict[str, pa.Table]:
+def stage_predictions(run_dir: Loc) -> dict[str, pa.Table]:
     """Long-form predictions (PREDICTION_COLUMNS) of every stage present in the run, in data-flow order."""
     stages: dict[str, pa.Table] = {}
     votes_dir = run_dir / HELDOUT_VOTES  # the teacher on the held-out users, when it labeled some for scoring
     if not votes_dir.is_dir():
         votes_dir = run_dir / "votes"
     if votes_dir.is_dir():
-        v = pq.read_table(votes_dir)
+        v = fs.read_table(votes_dir)
         single_level = pc.cast(pc.round(pc.multiply(v.column("single_confidence"), 5.0)), pa.int64())
         empty = pa.nulls(v.num_rows, pa.int64())
         stages["teacher_single"] = _long(v, "single_value", v.column("single_confidence"), single_level)
         stages["teacher_majority"] = _long(v, "majority_value", v.column("majority_share"), empty)
         alone = run_dir / HELDOUT_VOTES_BY_TEACHER
         for path in sorted(alone.glob("*.parquet")) if votes_dir.name == HELDOUT_VOTES else []:
-            own = pq.read_table(path)  # one teacher's own vote, before the vote of all teachers
+            own = fs.read_table(path)  # one teacher's own vote, before the vote of all teachers
             stages[f"teacher_{path.stem}_alone"] = _long(own, "value", own.column("confidence"), own.column("level"))
         stages["teacher_vote_raw"] = _long(v, "value", v.column("raw_confidence"), empty)
         stages["teacher_vote"] = _long(v, "value", v.column("confidence"), v.column("level"))
@@ -170,7 +171,7 @@ def stage_predictions(run_dir: Path) -> dict[str, pa.Table]:
     )
     order = {"student_sft": 0, "student_rl": 1, "ref_majority": 2, "ref_logreg": 3}  # data flow, references, others
     for folder in sorted(folders, key=lambda p: (order.get(p.name, 4), p.name)):  # (dot-folders: temporaries)
-        stages[folder.name] = pq.read_table(folder, columns=list(PREDICTION_COLUMNS))
+        stages[folder.name] = fs.read_table(folder, columns=list(PREDICTION_COLUMNS))
     return stages
 
 
@@ -183,12 +184,12 @@ def _long(votes: pa.Table, value: str, confidence: pa.ChunkedArray, level: Any) 
     })  # fmt: skip
 
 
-def _level_distribution(run_dir: Path) -> dict[str, list[int]]:
+def _level_distribution(run_dir: Loc) -> dict[str, list[int]]:
     """Stated teacher confidence (mean of the supporters, rounded) vs calibrated level, over answered votes."""
     votes_dir = run_dir / "votes"
     if not votes_dir.is_dir():
         return {}
-    v = pq.read_table(votes_dir, columns=["value", "mean_confidence", "level"])
+    v = fs.read_table(votes_dir, columns=["value", "mean_confidence", "level"])
     v = v.filter(pc.not_equal(v.column("value"), UNKNOWN))
     stated = np.rint(v.column("mean_confidence").to_numpy(zero_copy_only=False)).astype(np.int64)
     level = v.column("level").to_numpy(zero_copy_only=False).astype(np.int64)
@@ -196,7 +197,7 @@ def _level_distribution(run_dir: Path) -> dict[str, list[int]]:
             "calibrated_level": [int((level == k).sum()) for k in range(1, 6)]}  # fmt: skip
 
 
-def _plots(metrics: dict[str, Any], taxonomy: Taxonomy, out: Path) -> list[tuple[str, str]]:
+def _plots(metrics: dict[str, Any], taxonomy: Taxonomy, out: Loc) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -238,7 +239,7 @@ def _plots(metrics: dict[str, Any], taxonomy: Taxonomy, out: Path) -> list[tuple
     return plots
 
 
-def _ladder_plots(plt: Any, lad: dict[str, Any], out: Path) -> list[tuple[str, str]]:
+def _ladder_plots(plt: Any, lad: dict[str, Any], out: Loc) -> list[tuple[str, str]]:
     """The stage ladder (macro F1 and AURC per stage, with the 95% interval of the difference to the stage
     before) and the risk-coverage curves, on the ladder's users."""
     names = list(lad["stages"])
@@ -268,12 +269,16 @@ def _ladder_plots(plt: Any, lad: dict[str, Any], out: Path) -> list[tuple[str, s
     return plots
 
 
-def _save(fig: Any, path: Path, title: str) -> tuple[str, str]:
+def _save(fig: Any, path: Loc, title: str) -> tuple[str, str]:
+    import io
+
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    write_bytes_atomic(path, png.getvalue())
     return path.name, title
 
 
@@ -348,14 +353,14 @@ READS: tuple[RunTable, ...] = ()  # whatever of votes*/ and predictions/ is ther
 WRITES = (REPORT,)
 
 
-def truth_path(cfg: Config, run_dir: Path) -> str | None:
+def truth_path(cfg: Config, run_dir: Loc) -> str | None:
     if cfg.input.truth:
         return cfg.input.truth
     builtin = run_dir / "input" / "truth.parquet"
     return str(builtin) if not cfg.input.logs and builtin.exists() else None
 
 
-def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def run(cfg: Config, run_dir: Loc) -> dict[str, Any]:
     """report/ against truth, when there is truth (input.truth, or the built-in data's own). In a run with
     held-out users (label.heldout_users) the references (conf_profile.stages.baselines) are fitted first, on
     every other user's truth, so that the quality ladder compares each stage with ref_majority."""

@@ -18,7 +18,6 @@ Destinations:
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +25,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from conf_profile import fs
 from conf_profile.core.hardware import cpu_flags, engine_dtype
 from conf_profile.core.privacy import id_key, pseudonymize
 from conf_profile.core.profiles import (
@@ -42,6 +41,7 @@ from conf_profile.core.settings import Config
 from conf_profile.core.student import student_prompt_version, student_schema, student_system_prompt
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
 from conf_profile.engines import ChatRequest, engine_device, vllm_processor, with_samples
+from conf_profile.fs import Loc, is_uri, location
 from conf_profile.progress import Progress, count_rows
 from conf_profile.raycluster import SMALL_CPUS, quiet_memory_warning
 from conf_profile.storage import (
@@ -65,7 +65,7 @@ _COUNTS = ("_outputs", "_output_tokens")  # per-user bookkeeping columns of the 
 
 
 def run_infer(
-    cfg: Config, run_dir: Path, model: str, date: str | None = None, eval_name: str | None = None,
+    cfg: Config, run_dir: Loc, model: str, date: str | None = None, eval_name: str | None = None,
     predictions: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Profile the run's documents with ``model``: the product tables for ``date`` (today by default), or
@@ -102,7 +102,7 @@ def run_infer(
     return entry
 
 
-def read_calibration(run_dir: Path) -> dict | None:
+def read_calibration(run_dir: Loc) -> dict | None:
     """The run's calibration.json (None when there is none: confidence = level / 5)."""
     path = run_dir / "calibration.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
@@ -111,7 +111,7 @@ def read_calibration(run_dir: Path) -> dict | None:
 def model_origin(model: str) -> tuple[str | None, str | None]:
     """(the teachers as JSON, their prompt version) of the run that trained ``model`` (``<run>/models/<name>``,
     from its manifest); None for what is not known (a model from elsewhere)."""
-    manifest = Path(model).resolve().parent.parent / MANIFEST
+    manifest = location(model).resolve().parent.parent / MANIFEST
     if not manifest.is_file():
         return None, None
     facts = read_manifest(manifest.parent)
@@ -120,13 +120,20 @@ def model_origin(model: str) -> tuple[str | None, str | None]:
     return teachers_json(pairs), (facts.get("run") or {}).get("teacher_prompt_version")
 
 
-def check_model(model: str) -> str:
+def check_model(model: str, cache_dir: str | None = None) -> str:
+    """The local model folder the engines load: ``model`` itself (absolute: engine actors may run in another
+    working directory), or for a URI (a model in a run directory on an object store) its copy in the models
+    cache (conf_profile.models.resolve_model)."""
+    if is_uri(model):
+        from conf_profile.models import resolve_model
+
+        return str(resolve_model(model, cache_dir))
     if not (Path(model) / "config.json").exists():
         raise FileNotFoundError(f"--model {model}: not a model folder (run jobs.train_sft or jobs.train_rl first)")
-    return str(Path(model).resolve())  # engine actors may run in another working directory
+    return str(Path(model).resolve())
 
 
-def documents_dataset(run_dir: Path, cfg: Config | None = None, only: pa.Array | None = None) -> tuple[Any, int]:
+def documents_dataset(run_dir: Loc, cfg: Config | None = None, only: pa.Array | None = None) -> tuple[Any, int]:
     """(the documents to profile as a Ray dataset of user_id, document, content_hash; the number of documents
     in the run).
     ``infer.exclude_labeled`` drops the users the teacher labeled; ``infer.max_users`` keeps the first N by
@@ -152,17 +159,18 @@ def profile_dataset(
 
     from conf_profile.raycluster import init_ray
 
-    model = check_model(model)
+    teachers, teacher_prompt = model_origin(model)
+    named = model if is_uri(model) else None  # a URI names the model better than its local copy
+    model = check_model(model, cfg.models.cache_dir)
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     init_ray(cfg.ray)
     infer, engine = cfg.infer, cfg.infer.engine
     device = engine_device(engine, ray.cluster_resources())
-    teachers, teacher_prompt = model_origin(model)
-    provenance = {"model": model, "taxonomy_version": taxonomy.version, "run_id": run_id,
+    provenance = {"model": named or model, "taxonomy_version": taxonomy.version, "run_id": run_id,
                   "generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "teachers": teachers,
                   "teacher_prompt_version": teacher_prompt, "student_prompt_version": student_prompt_version(taxonomy),
                   "calibration_hash": calibration_hash(calibration)}  # fmt: skip
-    facts = {"device": device, "model": model, "dtype": engine_dtype(engine.dtype, device, cpu_flags()),
+    facts = {"device": device, "model": named or model, "dtype": engine_dtype(engine.dtype, device, cpu_flags()),
              "calibration": "calibration.json" if calibration else "none (confidence = level / 5)",
              "samples": infer.samples}  # fmt: skip
     selected = docs.count()  # an execution of its own, before any engine starts
@@ -218,7 +226,7 @@ def profile_users(
     return pa.concat_tables([schema.empty_table(), *tables]).sort_by("user_id"), entry
 
 
-def write_profiles(root: Path, date: str, profiles: Any, taxonomy: Taxonomy) -> Path:
+def write_profiles(root: Loc, date: str, profiles: Any, taxonomy: Taxonomy) -> Loc:
     """``root/profiles/dt=DATE/`` and ``root/profile_attributes/dt=DATE/`` (long form with provenance) from a
     Ray dataset of profile rows, each written by the workers and replaced atomically."""
     write_dataset(profiles, root / "profiles" / f"dt={date}", profile_schema(taxonomy, PROVENANCE))
@@ -318,18 +326,19 @@ def _totals(voted: Any) -> dict[str, int]:
     return {k: sum(int(p[k]) for p in parts) for k in ("users", "errors", *_COUNTS)}
 
 
-def write_dataset(ds: Any, folder: Path, schema: pa.Schema) -> int:
-    """Write a Ray dataset into ``folder`` from the workers (a sibling temp folder, then swapped in: the
-    folder is never half-written or duplicated); an empty dataset leaves one empty file with ``schema``.
-    Returns the rows written (from the files' footers)."""
+def write_dataset(ds: Any, folder: Loc, schema: pa.Schema) -> int:
+    """Write a Ray dataset into ``folder`` from the workers (a sibling temp folder, then swapped in: on a
+    local disk the folder is never half-written or duplicated; on an object store the stage's manifest
+    entry commits it); an empty dataset leaves one empty file with ``schema``. Returns the rows written
+    (from the files' footers)."""
     tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    fs.remove(tmp)
     ds.write_parquet(str(tmp))
     files = sorted(tmp.glob("*.parquet")) if tmp.is_dir() else []
     if not files:
         tmp.mkdir(parents=True, exist_ok=True)
-        pq.write_table(schema.empty_table(), tmp / "part-0.parquet")
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        fs.write_table(schema.empty_table(), tmp / "part-0.parquet")
+    rows = sum(fs.parquet_file(f).metadata.num_rows for f in files)
     swap_folder(tmp, folder)
     return rows
 
@@ -338,7 +347,7 @@ READS = (DOCUMENTS, MODEL_SFT)  # models/rl/ too, when this run's train_rl train
 WRITES = (PROFILES, PROFILE_ATTRIBUTES, PREDICTIONS)
 
 
-def final_model(run_dir: Path) -> tuple[str, Path]:
+def final_model(run_dir: Loc) -> tuple[str, Loc]:
     """models/rl when this run's train_rl trained it (not skipped, not left over from an earlier try), else
     models/sft."""
     stages = read_manifest(run_dir).get("stages", {})
@@ -350,7 +359,7 @@ def final_model(run_dir: Path) -> tuple[str, Path]:
     raise FileNotFoundError(f"no trained student in {run_dir / 'models'} (run train_sft first)")
 
 
-def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def run(cfg: Config, run_dir: Loc) -> dict[str, Any]:
     """The final student (models/rl/, or models/sft/ when RL was skipped) profiles every user ->
     profiles/dt=DATE/ + profile_attributes/dt=DATE/. The rows of the users the teacher did not label (the
     student never trained on them) also go to predictions/student_<rl|sft>/, so that evaluate reports the
@@ -359,7 +368,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     too (predictions/student_sft), so that the quality ladder has both students on the same users."""
     name, model = final_model(run_dir)
     for other in {"rl", "sft"} - {name}:  # the other student of an earlier try: the report shows this run's final one
-        shutil.rmtree(run_dir / "predictions" / f"student_{other}", ignore_errors=True)
+        fs.remove(run_dir / "predictions" / f"student_{other}")
     entry = run_infer(cfg, run_dir, str(model), cfg.infer.date, predictions=f"student_{name}")
     entry["student"] = f"student_{name}"
     if name == "rl":
@@ -369,7 +378,7 @@ def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return entry
 
 
-def _sft_on_scored_users(cfg: Config, run_dir: Path) -> int | None:
+def _sft_on_scored_users(cfg: Config, run_dir: Loc) -> int | None:
     """predictions/student_sft for the users the teacher labeled for scoring only; None without them."""
     users = heldout_users(run_dir)
     if users is None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import sys
 import time
 from collections import Counter
@@ -33,13 +32,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from conf_profile import fs
 from conf_profile.core.documents import DocumentBudget
 from conf_profile.core.events import Limits, parse_time_ms
 from conf_profile.core.ingest import NO_USER_BUCKET, group_bucket, validate_rows
 from conf_profile.core.mapping import InputMapping
 from conf_profile.core.settings import Config, IngestConfig, RayConfig
+from conf_profile.fs import Loc, location
 from conf_profile.log_input import LogInput, LogInputError, resolve_input
 from conf_profile.storage import (
     DOCUMENT_SCHEMA,
@@ -49,6 +49,7 @@ from conf_profile.storage import (
     REJECTS,
     RunTable,
     TableWriter,
+    write_table_atomic,
 )
 
 STAGED_SCHEMA = pa.schema(
@@ -83,9 +84,9 @@ def bucket_count(cfg: IngestConfig, log_input: LogInput) -> int:
 
 
 def run_ingest(
-    cfg: IngestConfig, logs: str, run_dir: Path, ray_cfg: RayConfig | None = None, *,
+    cfg: IngestConfig, logs: str, run_dir: Loc, ray_cfg: RayConfig | None = None, *,
     log_input: LogInput | None = None, prior: Callable[[pa.Array], pa.Table] | None = None,
-    events_out: Path | None = None,
+    events_out: Loc | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Run both passes on the connected Ray cluster; returns the manifest entry.
 
@@ -103,7 +104,7 @@ def run_ingest(
     log_input = log_input if log_input is not None else resolve_input(logs, cfg.format)
     buckets = bucket_count(cfg, log_input)
     staging = run_dir / "_staging" / "ingest"
-    shutil.rmtree(staging, ignore_errors=True)
+    fs.remove(staging)
     init_ray(ray_cfg)
     ray.data.DataContext.get_current().target_max_block_size = cfg.block_mb * 2**20
     limits = limits_for(cfg, started_at)
@@ -172,11 +173,11 @@ def staged_dataset(log_input: LogInput, cfg: IngestConfig, limits: Limits, bucke
     )
 
 
-def _staged_files(staged: Path) -> list[Path]:
+def _staged_files(staged: Loc) -> list[Loc]:
     return sorted(staged.glob("bucket=*/*.parquet")) if staged.is_dir() else []
 
 
-def keep_events(staged: Path, out: Path, known: pa.Array | None = None) -> int:
+def keep_events(staged: Loc, out: Loc, known: pa.Array | None = None) -> int:
     """Write the valid staged rows (EVENT_SCHEMA) into the file ``out``, a batch at a time, leaving out the
     events in ``known`` (event_key of the events stored already: a redelivery is not kept twice); returns
     the rows."""
@@ -186,7 +187,7 @@ def keep_events(staged: Path, out: Path, known: pa.Array | None = None) -> int:
         for f in _staged_files(staged):
             if f.name == PRIOR_FILE:
                 continue
-            for batch in pq.ParquetFile(f).iter_batches(columns=[*EVENT_SCHEMA.names, "reason"]):
+            for batch in fs.parquet_file(f).iter_batches(columns=[*EVENT_SCHEMA.names, "reason"]):
                 valid = pa.Table.from_batches([batch])
                 valid = valid.filter(pc.is_null(valid.column("reason"))).select(EVENT_SCHEMA.names)
                 if known is not None and len(known):
@@ -206,7 +207,7 @@ def event_key(events: pa.Table) -> pa.Array:
 PRIOR_FILE = "prior-events.parquet"
 
 
-def add_prior_events(staged: Path, prior: Callable[[pa.Array], pa.Table], buckets: int) -> pa.Table:
+def add_prior_events(staged: Loc, prior: Callable[[pa.Array], pa.Table], buckets: int) -> pa.Table:
     """Stage the earlier events (``prior`` of the users staged tonight) into their users' buckets, as valid
     rows; returns them."""
     import pyarrow.compute as pc
@@ -214,7 +215,7 @@ def add_prior_events(staged: Path, prior: Callable[[pa.Array], pa.Table], bucket
     from conf_profile.core.ingest import bucket_of
 
     files = _staged_files(staged)
-    users = pa.concat_tables([pq.read_table(f, columns=["user_id"]) for f in files]) if files else None
+    users = pa.concat_tables([fs.read_table(f, columns=["user_id"]) for f in files]) if files else None
     ids = pc.unique(users.column("user_id").combine_chunks().drop_null()) if users is not None else None
     if ids is None or not len(ids):
         return EVENT_SCHEMA.empty_table()
@@ -226,8 +227,7 @@ def add_prior_events(staged: Path, prior: Callable[[pa.Array], pa.Table], bucket
     file_schema = pa.schema([f for f in STAGED_SCHEMA if f.name != "bucket"])  # the bucket is in the folder name
     for b in np.unique(bucket):
         folder = staged / f"bucket={int(b)}"
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(events.filter(pa.array(bucket == b)).cast(file_schema), folder / PRIOR_FILE)
+        write_table_atomic(events.filter(pa.array(bucket == b)).cast(file_schema), folder / PRIOR_FILE)
     return events.select(EVENT_SCHEMA.names)
 
 
@@ -242,16 +242,16 @@ def _validate_split(
 
 def _group_one_bucket(item: dict[str, Any], staging: str, budget: DocumentBudget) -> dict[str, Any]:
     bucket = int(item["bucket"])
-    folder = Path(staging) / "staged" / f"bucket={bucket}"
+    folder = location(staging) / "staged" / f"bucket={bucket}"
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    table = pa.concat_tables([pq.read_table(f) for f in files]) if files else STAGED_SCHEMA.empty_table()
-    counts = group_and_write(table, Path(staging), part_name(bucket), budget)
+    table = pa.concat_tables([fs.read_table(f) for f in files]) if files else STAGED_SCHEMA.empty_table()
+    counts = group_and_write(table, location(staging), part_name(bucket), budget)
     del table
     pa.default_memory_pool().release_unused()
     return counts
 
 
-def group_and_write(staged: pa.Table, staging: Path, name: str, budget: DocumentBudget) -> dict[str, Any]:
+def group_and_write(staged: pa.Table, staging: Loc, name: str, budget: DocumentBudget) -> dict[str, Any]:
     """Group staged rows (whole users only), write their documents and rejects, and count them."""
     columns = {column: staged.column(column).to_pylist() for column in STAGED_SCHEMA.names if column != "bucket"}
     documents, rejects = group_bucket(columns, budget)
@@ -271,17 +271,14 @@ def part_name(bucket: int) -> str:
     return f"part-{bucket + 1:05d}.parquet"
 
 
-def write_bucket(staging: Path, name: str, documents: list[dict[str, Any]], rejects: dict[str, list]) -> None:
-    """Write one task's documents and rejects (temp file, then rename)."""
+def write_bucket(staging: Loc, name: str, documents: list[dict[str, Any]], rejects: dict[str, list]) -> None:
+    """Write one task's documents and rejects (temp file, then moved in)."""
     for folder, table in (
         ("documents", documents_table(documents)),
         ("rejects", pa.table(rejects, schema=REJECT_SCHEMA)),
     ):
         if table.num_rows:
-            (staging / folder).mkdir(parents=True, exist_ok=True)
-            tmp = staging / folder / f".{name}.tmp"
-            pq.write_table(table, tmp)
-            tmp.replace(staging / folder / name)
+            write_table_atomic(table, staging / folder / name)
 
 
 def documents_table(documents: list[dict[str, Any]]) -> pa.Table:
@@ -291,7 +288,7 @@ def documents_table(documents: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns, schema=DOCUMENT_SCHEMA)
 
 
-def reject_unreadable_files(staging: Path, log_input: LogInput) -> dict[str, Any]:
+def reject_unreadable_files(staging: Loc, log_input: LogInput) -> dict[str, Any]:
     """One reject row per input file that could not be opened (its rows are unknown, so uncounted)."""
     paths = [p for p, _ in log_input.unreadable]
     rejects = {
@@ -331,18 +328,18 @@ def summarize(counts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def publish(staging: Path, run_dir: Path) -> None:
-    """Move documents/ and rejects/ into the run directory, replacing an earlier run's."""
+def publish(staging: Loc, run_dir: Loc) -> None:
+    """Move documents/ and rejects/ into the run directory, replacing an earlier run's (on an object store
+    file by file: the stage's manifest entry commits them)."""
     for folder in ("documents", "rejects"):
-        target = run_dir / folder
-        shutil.rmtree(target, ignore_errors=True)
         source = staging / folder
-        if not source.exists():
+        if isinstance(source, Path) and not source.exists():
             source.mkdir(parents=True)
-        source.rename(target)
-    shutil.rmtree(staging, ignore_errors=True)
-    with contextlib.suppress(OSError):  # other stages may be staging too
-        staging.parent.rmdir()
+        fs.move_tree(source, run_dir / folder)
+    fs.remove(staging)
+    if isinstance(staging, Path):
+        with contextlib.suppress(OSError):  # other stages may be staging too
+            staging.parent.rmdir()
 
 
 def _log(message: str) -> None:
@@ -353,7 +350,7 @@ READS: tuple[RunTable, ...] = ()  # the raw logs, outside the run directory (inp
 WRITES = (DOCUMENTS, REJECTS)
 
 
-def run(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def run(cfg: Config, run_dir: Loc) -> dict[str, Any]:
     from conf_profile.stages.builtin_data import logs_path
 
     return run_ingest(cfg.ingest, logs_path(cfg, run_dir), run_dir, cfg.ray)

@@ -33,8 +33,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from conf_profile import fs
 from conf_profile.core.hardware import cpu_flags, engine_dtype
 from conf_profile.core.labeling import (
     output_schema,
@@ -56,6 +56,7 @@ from conf_profile.engines import (
     vllm_processor,
     with_samples,
 )
+from conf_profile.fs import Loc
 from conf_profile.progress import Progress, count_rows
 from conf_profile.raycluster import SMALL_CPUS, quiet_memory_warning, read_parquet
 from conf_profile.storage import (
@@ -71,7 +72,7 @@ from conf_profile.storage import (
 )
 
 
-def run_label(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def run_label(cfg: Config, run_dir: Loc) -> dict[str, Any]:
     """Label every document with every teacher; returns the manifest entry."""
     import ray
 
@@ -142,13 +143,13 @@ def label_sets(first: list[str], label: LabelConfig) -> tuple[list[str], list[st
     return first[: label.max_users], first[label.max_users : label.max_users + label.heldout_users]
 
 
-def _done_keys(folder: Path, version: str) -> Any:
+def _done_keys(folder: Loc, version: str) -> Any:
     """The keys (DONE_KEY) already labeled with this prompt version, as a Ray dataset, or None when nothing
     is; files cut short by an interrupted run are left out (their rows are labeled again)."""
     readable = []
     for path in sorted(folder.rglob("*.parquet")) if folder.is_dir() else []:
         try:
-            if pq.ParquetFile(path).metadata.num_rows:
+            if fs.parquet_file(path).metadata.num_rows:
                 readable.append(str(path))
         except (OSError, pa.ArrowInvalid):
             continue
@@ -208,7 +209,7 @@ def _generate(
     labeled.write_datasink(sink)
 
 
-def split_write(out: Path, heldout: Path | None, heldout_ids: list[str]) -> Any:
+def split_write(out: Loc, heldout: Loc | None, heldout_ids: list[str]) -> Any:
     """A Ray Data sink: the labeled rows -> Parquet files in ``out``, the rows of ``heldout_ids`` (when
     ``heldout`` is set) in ``heldout``; one file per write task and folder, named by the task's index, each
     written next to its name and renamed (a resume reads whole files only)."""
@@ -247,7 +248,7 @@ def _sample_table(batch: pa.Table, taxonomy: Taxonomy) -> pa.Table:
     return pa.Table.from_pylist([sample_row(r, taxonomy) for r in batch.to_pylist()], schema=samples_schema(taxonomy))
 
 
-def _teacher_summary(folder: Path, version: str) -> dict[str, Any]:
+def _teacher_summary(folder: Loc, version: str) -> dict[str, Any]:
     """Rows, valid rows, error kinds and output tokens of this prompt version's samples: counted file by
     file, so that the driver holds one file's three columns at a time, whatever the number of users."""
     files = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
@@ -256,7 +257,7 @@ def _teacher_summary(folder: Path, version: str) -> dict[str, Any]:
     rows = valid = tokens = 0
     kinds: Counter[str] = Counter()
     for f in files:
-        t = pq.read_table(f, columns=["prompt_version", "error", "output_tokens"])
+        t = fs.read_table(f, columns=["prompt_version", "error", "output_tokens"])
         t = t.filter(pc.equal(t.column("prompt_version"), version))
         errors = t.column("error").drop_null()  # the rows with an error only: few
         rows, valid = rows + t.num_rows, valid + t.num_rows - len(errors)

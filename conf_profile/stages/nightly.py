@@ -45,6 +45,7 @@ from conf_profile.core.nightly import (
 from conf_profile.core.privacy import id_key, pseudonymize
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
+from conf_profile.fs import Loc, location
 from conf_profile.stages.infer import attributes_table, check_model, profile_users
 from conf_profile.storage import lease, read_documents, record_stage, write_text_atomic
 from conf_profile.tables import open_store
@@ -56,9 +57,10 @@ class GateFailure(RuntimeError):
     """A quality gate failed: nothing was published."""
 
 
-def default_calibration(model: str) -> Path | None:
-    """The calibration.json of the run that trained ``model`` (``<run>/models/<name>``), when there is one."""
-    candidate = Path(model).resolve().parent.parent / "calibration.json"
+def default_calibration(model: str) -> Loc | None:
+    """The calibration.json of the run that trained ``model`` (``<run>/models/<name>``, a folder or a URI),
+    when there is one."""
+    candidate = location(model).resolve().parent.parent / "calibration.json"
     return candidate if candidate.exists() else None
 
 
@@ -78,8 +80,8 @@ def _night(cfg: Config, root: Path, logs: str, date: str, model: str, calibratio
         _log(f"undid the unfinished publish of an earlier night in {', '.join(undone)}")
     state = store.watermark()
     since = watermark_since(state, date)  # WatermarkError before any work
-    model = check_model(model)
-    cal_path = Path(calibration_file) if calibration_file else default_calibration(model)
+    cal_path = location(calibration_file) if calibration_file else default_calibration(model)
+    model = check_model(model, cfg.models.cache_dir)  # a model at a URI: its copy in the models cache
     if cal_path is not None and not cal_path.exists():
         raise FileNotFoundError(f"--calibration {cal_path} does not exist")
     calibration = _read_json(cal_path) if cal_path else None
@@ -174,7 +176,7 @@ def _utc(iso: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Loc) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 

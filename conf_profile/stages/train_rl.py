@@ -19,14 +19,14 @@ reward signal at all. The loss still uses the policy's own, unconstrained token 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from conf_profile import raytrain
+from conf_profile import fs, raytrain
 from conf_profile.core.settings import Config, TrainRlConfig
 from conf_profile.core.taxonomy import load_taxonomy
+from conf_profile.fs import Loc, is_uri
 from conf_profile.storage import MODEL_RL, MODEL_SFT, RL, check_reads
 
 STAGE = "train_rl"
@@ -34,11 +34,11 @@ LOGGED = ("reward", "rewards/format_gate/mean", "rewards/accuracy/mean", "reward
           "rewards/teacher_agreement/mean", "frac_reward_zero_std", "kl", "completions/mean_length")  # fmt: skip
 
 
-def run_train_rl(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def run_train_rl(cfg: Config, run_dir: Loc) -> dict[str, Any]:
     t = cfg.train_rl
     check_reads(STAGE, READS, run_dir)
     data, start = RL.path(run_dir) / "train.parquet", MODEL_SFT.path(run_dir)
-    users = pq.read_metadata(data).num_rows
+    users = fs.parquet_file(data).metadata.num_rows
     if users == 0:  # a legitimate outcome (every user easy or noise): the SFT model stays the student
         raytrain.log(STAGE, f"{data} is empty: the difficulty filter kept no user (aggregate.rl_*); skipped")
         return {"skipped": "the RL set is empty (aggregate.rl_* settings)", "users": 0}
@@ -46,7 +46,7 @@ def run_train_rl(cfg: Config, run_dir: Path) -> dict[str, Any]:
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     vllm = t.use_vllm == "on" or (t.use_vllm == "auto" and gpu)
     loop_config = {"settings": t.__dict__, "model": str(start.resolve()), "data": str(data.resolve()),
-                   "taxonomy": taxonomy.to_dict(), "vllm": vllm,
+                   "taxonomy": taxonomy.to_dict(), "vllm": vllm, "cache_dir": cfg.models.cache_dir,
                    "confidence_weights": list(cfg.aggregate.confidence_weights)}  # fmt: skip
     raytrain.log(
         STAGE, f"{users} users x {t.num_generations} rollouts, generation with {'vLLM' if vllm else 'transformers'}"
@@ -73,6 +73,10 @@ def _train_loop(config: dict[str, Any]) -> None:
 
     taxonomy = taxonomy_from_dict(config["taxonomy"])
     settings = RewardSettings(tuple(config["confidence_weights"]), t.teacher_voter_weight, t.calibration_weight)
+    if is_uri(config["model"]):  # the SFT model in a run directory on an object store: this node's copy
+        from conf_profile.models import resolve_model
+
+        config = {**config, "model": str(resolve_model(config["model"], config["cache_dir"]))}
     tokenizer = AutoTokenizer.from_pretrained(config["model"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -9,32 +9,32 @@ transformers model (LoRA adapters are merged), loadable by transformers and vLLM
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from conf_profile import raytrain
+from conf_profile import fs, raytrain
 from conf_profile.core.settings import Config, TrainSftConfig
 from conf_profile.core.training import global_batch
+from conf_profile.fs import Loc
 from conf_profile.storage import MODEL_SFT, SFT, check_reads
 
 STAGE = "train_sft"
 
 
-def run_train_sft(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def run_train_sft(cfg: Config, run_dir: Loc) -> dict[str, Any]:
     from conf_profile.models import resolve_model
 
     t = cfg.train_sft
     check_reads(STAGE, READS, run_dir)
     train_file, eval_file = SFT.path(run_dir) / "train.parquet", SFT.path(run_dir) / "eval.parquet"
-    examples = pq.read_metadata(train_file).num_rows
+    examples = fs.parquet_file(train_file).metadata.num_rows
     if examples == 0:
         raise ValueError(f"{train_file} has no examples (aggregate.sft_min_mean_level filtered them all?)")
     gpu, t = raytrain.placement(cfg, t)
     batch = global_batch(t.micro_batch_size, t.grad_accum, t.workers, t.global_batch_size)
     student = str(resolve_model(cfg.models.student, cfg.models.cache_dir))
-    has_eval = eval_file.exists() and pq.read_metadata(eval_file).num_rows > 0
+    has_eval = eval_file.exists() and fs.parquet_file(eval_file).metadata.num_rows > 0
     loop_config = {"settings": t.__dict__, "student": student, "train": str(train_file.resolve()),
                    "eval": str(eval_file.resolve()) if has_eval else None}  # fmt: skip
     raytrain.log(STAGE, f"{examples} examples, global batch {batch}, student {student}")
