@@ -83,9 +83,95 @@ def fit(
         run_config=RunConfig(name=name, storage_path=storage, checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=t.max_failures)),
     )  # fmt: skip
-    result = trainer.fit()
+    repair_snapshot(storage, name, stage)
+    with SnapshotKeeper(storage, name):
+        result = trainer.fit()
     export(result.checkpoint, out)
     return {k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float | str)}
+
+
+# Ray Train V2 records a run's checkpoints in this file and rewrites it in place after each checkpoint: a
+# driver killed during that write leaves it cut short, and the same command then cannot resume ("Expecting
+# value", "delete the existing folder"). The keeper copies each whole version aside while training runs;
+# repair_snapshot puts the last one back before the next start.
+SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def _snapshot_files(storage: str, name: str) -> tuple[Any, str, str]:
+    """(file system, the snapshot's path, its last whole copy's path) of the run ``name`` in ``storage``."""
+    import pyarrow.fs as pafs
+
+    filesystem, root = pafs.FileSystem.from_uri(storage if "://" in storage else Path(storage).resolve().as_uri())
+    base = f"{root.rstrip('/')}/{name}"
+    return filesystem, f"{base}/{SNAPSHOT}", f"{base}/.{SNAPSHOT}.whole"
+
+
+def _whole_json(filesystem: Any, path: str) -> bytes | None:
+    """The file's bytes if it exists and holds a whole JSON document, else None."""
+    import json
+
+    try:
+        with filesystem.open_input_stream(path) as f:
+            data = f.read()
+        json.loads(data)
+        return data
+    except (OSError, ValueError):
+        return None
+
+
+def repair_snapshot(storage: str, name: str, stage: str) -> None:
+    """Before a (re)start: a run snapshot cut short by a killed driver is replaced by its last whole copy;
+    without one it is moved aside, and the stage trains again from its first step."""
+    import pyarrow.fs as pafs
+
+    filesystem, snapshot, whole = _snapshot_files(storage, name)
+    if filesystem.get_file_info(snapshot).type == pafs.FileType.NotFound or _whole_json(filesystem, snapshot):
+        return
+    copy = _whole_json(filesystem, whole)
+    if copy is not None:
+        with filesystem.open_output_stream(snapshot) as f:
+            f.write(copy)
+        log(stage, "Ray Train's run snapshot was cut short (a driver killed while writing it): its last whole "
+                   "copy is back in place")  # fmt: skip
+    else:
+        filesystem.move(snapshot, f"{snapshot}.cut")
+        log(stage, f"Ray Train's run snapshot was cut short and has no whole copy: moved to {snapshot}.cut; "
+                   "the stage trains again from its first step")  # fmt: skip
+
+
+class SnapshotKeeper:
+    """While training runs, a thread copies each whole version of the run snapshot aside (``.<name>.whole``,
+    written beside it and moved in), every ``interval`` seconds."""
+
+    def __init__(self, storage: str, name: str, interval: float = 0.5) -> None:
+        import threading
+
+        self.files = _snapshot_files(storage, name)
+        self.interval, self.stop = interval, threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        filesystem, snapshot, whole = self.files
+        last = _whole_json(filesystem, whole)
+        while not self.stop.wait(self.interval):
+            data = _whole_json(filesystem, snapshot)
+            if data is None or data == last:
+                continue
+            try:
+                with filesystem.open_output_stream(f"{whole}.tmp") as f:
+                    f.write(data)
+                filesystem.move(f"{whole}.tmp", whole)
+                last = data
+            except OSError:  # the run folder went away meanwhile: the next round tries again
+                continue
+
+    def __enter__(self) -> SnapshotKeeper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
 
 
 def tensorboard_dir(run_dir: Loc, stage: str) -> Loc:

@@ -202,3 +202,31 @@ def test_missing_sft_set_is_a_clear_error(tmp_path) -> None:
         and "reads sft" in res.stderr
         and "run aggregate first (python -m jobs.aggregate" in res.stderr
     )
+
+
+def test_a_run_snapshot_cut_short_by_a_killed_driver_is_put_back_from_its_last_whole_copy(tmp_path) -> None:
+    """Ray Train rewrites checkpoint_manager_snapshot.json in place; a driver killed mid-write leaves it
+    empty or cut, and the run cannot resume. The keeper copies each whole version aside while training
+    runs; repair_snapshot puts the last one back (or, with none, moves the cut file aside)."""
+    from conf_profile.raytrain import SNAPSHOT, SnapshotKeeper, repair_snapshot
+
+    run = tmp_path / "checkpoints" / "train_sft"
+    run.mkdir(parents=True)
+    snapshot = run / SNAPSHOT
+    repair_snapshot(str(tmp_path / "checkpoints"), "train_sft", "train_sft")  # no snapshot yet: nothing to do
+    assert not snapshot.exists()
+    with SnapshotKeeper(str(tmp_path / "checkpoints"), "train_sft", interval=0.05):
+        snapshot.write_text('{"checkpoints": ["checkpoint_1"]}')
+        time.sleep(0.5)
+        snapshot.write_text('{"checkpoints": ["checkpoint_1", "chec')  # cut: never copied aside
+        time.sleep(0.5)
+    whole = run / f".{SNAPSHOT}.whole"
+    assert whole.read_text() == '{"checkpoints": ["checkpoint_1"]}'
+    repair_snapshot(str(tmp_path / "checkpoints"), "train_sft", "train_sft")
+    assert snapshot.read_text() == '{"checkpoints": ["checkpoint_1"]}'
+    repair_snapshot(str(tmp_path / "checkpoints"), "train_sft", "train_sft")  # whole: left as it is
+    assert snapshot.read_text() == '{"checkpoints": ["checkpoint_1"]}'
+    whole.unlink()
+    snapshot.write_text("")  # cut at its first byte, and no whole copy
+    repair_snapshot(str(tmp_path / "checkpoints"), "train_sft", "train_sft")
+    assert not snapshot.exists() and (run / f"{SNAPSHOT}.cut").exists()
