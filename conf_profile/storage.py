@@ -249,17 +249,11 @@ def _write(run_dir: str | Path | Loc, manifest: dict[str, Any]) -> None:
 def write_text_atomic(path: Loc, text: str) -> None:
     """Write next to the target, then rename: readers see the old or the new file, never half of one. (On an
     object store one upload: the object appears whole when it completes.)"""
-    if isinstance(path, ObjectPath):
-        path.write_text(text)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_bytes_atomic(path: Loc, data: bytes) -> None:
-    """write_text_atomic for bytes (an image of the report)."""
+    """write_text_atomic for bytes (an image of the report): the one writer of whole small files."""
     if isinstance(path, ObjectPath):
         path.write_bytes(data)
         return
