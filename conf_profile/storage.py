@@ -330,10 +330,15 @@ def parquet_files(folder: Loc) -> list[Loc]:
 
 
 def partition_by_user(files: Sequence[Loc], columns: Sequence[str] | None, buckets: int, out: Loc,
-                      batch_rows: int = 65_536) -> list[int]:  # fmt: skip
+                      batch_rows: int = 65_536, buffer_mb: float = 128) -> list[int]:  # fmt: skip
     """Stream the rows of ``files`` (``columns`` of them, None = all; schemas unified, a missing column
-    null) into ``out/bucket-<b>.parquet`` by core.ingest.bucket_of(user_id, buckets), one batch in memory
-    at a time; returns the rows per bucket. A bucket without rows gets no file."""
+    null) into the folders ``out/bucket-<b>/`` (bucket_folder) by core.ingest.bucket_of(user_id, buckets);
+    returns the rows per bucket. A bucket without rows gets no folder.
+
+    The rows are held per bucket until about ``buffer_mb`` MiB are held in all, then each bucket's are
+    written as a new part file of its folder, closed at once: the memory is that buffer plus one input
+    batch, whatever the data's size (one open writer per bucket would keep every row group's metadata
+    until the end: about 1 KiB per column per row group, which at a million users is hundreds of MiB)."""
     from conf_profile.core.ingest import bucket_of
 
     if not files:
@@ -342,29 +347,47 @@ def partition_by_user(files: Sequence[Loc], columns: Sequence[str] | None, bucke
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
     fs.remove(out)
-    writers = [TableWriter(out / f"bucket-{b:05d}.parquet") for b in range(buckets)]
-    try:
-        for f in files:
-            source = fs.parquet_file(f)
-            present = [c for c in schema.names if c in source.schema_arrow.names]
-            for batch in source.iter_batches(batch_size=batch_rows, columns=present):
-                table = pa.Table.from_batches([batch])
-                for name in schema.names:
-                    if name not in present:
-                        table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
-                table = table.select(schema.names).cast(schema)
-                bucket = np.fromiter((bucket_of(u, buckets) for u in table.column("user_id").to_pylist()),
-                                     np.int64, table.num_rows)  # fmt: skip
-                for b in np.unique(bucket):
-                    writers[b].write(table.filter(pa.array(bucket == b)))
-        for w in writers:
-            if w.writer is not None:
-                w.commit()
-    except BaseException:
-        for w in writers:
-            w.abort()
-        raise
-    return [w.rows for w in writers]
+    held: list[list[pa.Table]] = [[] for _ in range(buckets)]
+    rows, parts = [0] * buckets, [0] * buckets
+    held_bytes = 0
+
+    def flush() -> None:
+        for b, pieces in enumerate(held):
+            if pieces:
+                folder = bucket_folder(out, b)
+                folder.mkdir(parents=True, exist_ok=True)
+                fs.write_table(pa.concat_tables(pieces), folder / f"part-{parts[b]:05d}.parquet")
+                parts[b] += 1
+                pieces.clear()
+
+    for f in files:
+        source = fs.parquet_file(f)
+        present = [c for c in schema.names if c in source.schema_arrow.names]
+        for batch in source.iter_batches(batch_size=batch_rows, columns=present):
+            table = pa.Table.from_batches([batch])
+            for name in schema.names:
+                if name not in present:
+                    table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
+            table = table.select(schema.names).cast(schema)
+            bucket = np.fromiter((bucket_of(u, buckets) for u in table.column("user_id").to_pylist()),
+                                 np.int64, table.num_rows)  # fmt: skip
+            order = np.argsort(bucket, kind="stable")  # each bucket's rows one slice, in their input order
+            table, bucket = table.take(pa.array(order)), bucket[order]
+            bounds = np.searchsorted(bucket, np.arange(buckets + 1))
+            for b in np.flatnonzero(np.diff(bounds)):
+                held[b].append(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
+                rows[b] += int(bounds[b + 1] - bounds[b])
+            held_bytes += table.nbytes
+            if held_bytes >= buffer_mb * 2**20:
+                flush()
+                held_bytes = 0
+    flush()
+    return rows
+
+
+def bucket_folder(out: Loc, b: int) -> Loc:
+    """Bucket b's folder of part files under partition_by_user's ``out``."""
+    return out / f"bucket-{b:05d}"
 
 
 def replace_folder(folder: Loc, files: dict[str, pa.Table | Path]) -> None:

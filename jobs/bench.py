@@ -7,6 +7,7 @@
     python -m jobs.bench quality [--data builtin|movielens] [--run-dir DIR] [--set KEY=VALUE ...]
     python -m jobs.bench vote --users 1000000 [--attributes 6] [--samples 8] [--teachers 1]  # vs pandas
     python -m jobs.bench dataflow --users 100000,1000000 [--samples 2] [--rate 0]  # stand-in engine
+    python -m jobs.bench dataflow --users 10000 --engine tiny [--max-tokens 64]  # the real engine, tiny model
     python -m jobs.bench nightly --users 100000 [--new 0.01]  # incremental night vs full re-read
 
 nightly: a first night on the built-in logs of --users users, then a file of --new x users new users arrives
@@ -23,7 +24,9 @@ per second per engine replica; 0, the default, as fast as the plumbing goes), so
 plumbing's own. Each stage runs in a process of its own (its driver, as the jobs are); prints per stage
 seconds, users/s, the driver's peak RSS and the process tree's peak PSS, each stage's users/s against
 ingest's, and the growth of the driver's peak from the smallest size to the largest. Figures go to
-runs/bench/dataflow-<N>/figures.json.
+runs/bench/dataflow-<N>/figures.json (runs/bench/dataflow-tiny-<N>/ with ``--engine tiny``: the real vLLM
+engine on the tiny test model, random weights, as teacher and student, each output cut at
+``--max-tokens``, so that the figures are those of the real engine's path at a size a CPU finishes).
 
 quality: runs the real pipeline (vLLM, Ray Train) on a fixed configuration (jobs/configs/bench_quality.yaml
 on the built-in data; jobs/configs/movielens.yaml plus held-out users with --data movielens) and prints the
@@ -398,19 +401,20 @@ def bench_dataflow(args: argparse.Namespace) -> None:
         sizes = [int(n) for n in str(args.users).split(",")]
     except ValueError:
         sys.exit(f"bench dataflow: --users {args.users}: give user counts separated by commas, e.g. 100000,1000000")
-    if not sizes or min(sizes) < 1 or args.samples < 1 or args.rate < 0:
-        sys.exit("bench dataflow: --users must be >= 1, --samples >= 1 and --rate >= 0")
+    if not sizes or min(sizes) < 1 or args.samples < 1 or args.rate < 0 or args.max_tokens < 16:
+        sys.exit("bench dataflow: --users must be >= 1, --samples >= 1, --rate >= 0 and --max-tokens >= 16")
     model = str(tiny_model_dir(None))  # built here, once: the stand-in never loads it, the stages check it exists
     results = {}
     for n in sizes:
         data = _data(argparse.Namespace(users=n, seed=args.seed, bad_fraction=args.bad_fraction, data=None))
-        work = Path("runs/bench") / f"dataflow-{n}"
+        work = Path("runs/bench") / (f"dataflow-{n}" if args.engine == "stand-in" else f"dataflow-tiny-{n}")
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         results[n] = []
         for stage in DATAFLOW_STAGES:  # each stage its own driver process, as the jobs are
             cmd = [sys.executable, "-m", "jobs.bench", "_dataflow-run", stage, "--logs", str(data / "logs"), "--work",
-                   str(work), "--samples", str(args.samples), "--rate", str(args.rate), "--model", model]  # fmt: skip
+                   str(work), "--samples", str(args.samples), "--rate", str(args.rate), "--model", model,
+                   "--engine", args.engine, "--max-tokens", str(args.max_tokens)]  # fmt: skip
             print(f"bench dataflow: {n:,} users: {stage}", file=sys.stderr, flush=True)
             done = subprocess.run(cmd)
             if done.returncode != 0:
@@ -418,7 +422,9 @@ def bench_dataflow(args: argparse.Namespace) -> None:
             results[n].append(json.loads((work / f"figures-{stage}.json").read_text(encoding="utf-8")))
         (work / "figures.json").write_text(json.dumps(results[n], indent=2), encoding="utf-8")
     rate = f"{args.rate:g} outputs/s per replica" if args.rate else "no delay"
-    print(f"\ndataflow benchmark: {args.samples} teacher samples per user, stand-in engine ({rate}), on {_cpu()} "
+    engine = (f"stand-in engine ({rate})" if args.engine == "stand-in"
+              else f"vLLM engine, tiny model, at most {args.max_tokens} output tokens")  # fmt: skip
+    print(f"\ndataflow benchmark: {args.samples} teacher samples per user, {engine}, on {_cpu()} "
           f"({platform.machine()})")  # fmt: skip
     header = ("users", "stage", "seconds", "users/s", "vs ingest", "rows out", "driver MiB", "tree MiB")
     print(f"{header[0]:>10s} {header[1]:10s} " + " ".join(f"{h:>11s}" for h in header[2:]))
@@ -446,8 +452,11 @@ def _dataflow_run(args: argparse.Namespace) -> None:
     from conf_profile.bench.stand_in import StandInEngine
     from conf_profile.engines import use_stand_in
 
-    use_stand_in(StandInEngine(args.rate))
-    cfg = bench_config(str(args.logs), args.samples, args.model)
+    if args.engine == "stand-in":
+        use_stand_in(StandInEngine(args.rate))
+    # the real engine: each output cut at --max-tokens (the tiny model's random text rarely ends by itself)
+    max_tokens = args.max_tokens if args.engine == "tiny" else None
+    cfg = bench_config(str(args.logs), args.samples, args.model, max_tokens=max_tokens)
     figures = run_stage(args.stage, cfg, args.work, args.model)
     out = args.work / f"figures-{args.stage}.json"
     out.write_text(json.dumps(figures_json(figures), indent=2), encoding="utf-8")
@@ -724,6 +733,10 @@ def main(argv: list[str] | None = None) -> None:
                       help="stand-in outputs per second per engine replica (default 0: no delay)")  # fmt: skip
     flow.add_argument("--seed", type=int, default=0)
     flow.add_argument("--bad-fraction", type=float, default=0.02)
+    flow.add_argument("--engine", choices=("stand-in", "tiny"), default="stand-in",
+                      help="stand-in (default: no model) or tiny: the real vLLM engine, tiny test model")  # fmt: skip
+    flow.add_argument("--max-tokens", type=int, default=64,
+                      help="with --engine tiny: output tokens per sample and per profile (default 64)")  # fmt: skip
     flow_run = sub.add_parser("_dataflow-run", help=argparse.SUPPRESS)
     flow_run.add_argument("stage", choices=DATAFLOW_STAGES)
     flow_run.add_argument("--logs", type=Path, required=True)
@@ -731,6 +744,8 @@ def main(argv: list[str] | None = None) -> None:
     flow_run.add_argument("--samples", type=int, required=True)
     flow_run.add_argument("--rate", type=float, required=True)
     flow_run.add_argument("--model", required=True)
+    flow_run.add_argument("--engine", choices=("stand-in", "tiny"), required=True)
+    flow_run.add_argument("--max-tokens", type=int, required=True)
     nightly = sub.add_parser("nightly", help="an incremental night vs a full re-read of the history (stand-in engine)")
     nightly.add_argument("--users", type=int, default=100_000, help="users in the history (default 100000)")
     nightly.add_argument("--new", type=float, default=0.01, help="new users that arrive, as a share of --users")

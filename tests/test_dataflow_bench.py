@@ -42,6 +42,9 @@ def test_bench_config_labels_every_user_with_one_teacher() -> None:
     assert cfg.input.logs == "/logs" and cfg.label.max_users == 0 and cfg.label.heldout_users == 0
     assert [(t.model, t.samples) for t in cfg.label.teachers] == [("/model", 3)]
     assert cfg.infer.date == DATE
+    default_tokens = (cfg.label.teachers[0].max_tokens, cfg.infer.max_tokens)
+    cut = bench_config("/logs", 1, "/model", max_tokens=64)  # --engine tiny: every output cut at 64 tokens
+    assert (cut.label.teachers[0].max_tokens, cut.infer.max_tokens) == (64, 64) != default_tokens
 
 
 @pytest.mark.ray

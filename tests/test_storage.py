@@ -208,7 +208,7 @@ def test_table_writer_commits_whole_files_or_nothing(tmp_path) -> None:
 
 def test_partition_by_user_keeps_every_row_once_in_its_users_bucket(tmp_path) -> None:
     from conf_profile.core.ingest import bucket_of
-    from conf_profile.storage import parquet_files, partition_by_user
+    from conf_profile.storage import bucket_folder, parquet_files, partition_by_user
 
     src = tmp_path / "src"
     (src / "part-a").mkdir(parents=True)
@@ -224,11 +224,40 @@ def test_partition_by_user_keeps_every_row_once_in_its_users_bucket(tmp_path) ->
     counts = partition_by_user(files, None, 4, tmp_path / "out", batch_rows=7)
     rows = []
     for b in range(4):
-        path = tmp_path / "out" / f"bucket-{b:05d}.parquet"
+        path = bucket_folder(tmp_path / "out", b)
         part = pq.read_table(path).to_pylist() if path.exists() else []
         assert len(part) == counts[b] and all(bucket_of(r["user_id"], 4) == b for r in part)
         rows += part
     assert sorted(r["v"] for r in rows) == [*range(50), 100, 101]  # every row once
     assert {r["w"] for r in rows} == {None, "x", "y"}  # the column one file lacks is null there
+    # a buffer of 0 bytes writes every input batch's rows as new part files: the same rows, in input order
+    small = partition_by_user(files, None, 4, tmp_path / "small", batch_rows=7, buffer_mb=0)
+    assert small == counts
+    for b in range(4):
+        folder = bucket_folder(tmp_path / "small", b)
+        if counts[b]:
+            assert len(list(folder.glob("part-*.parquet"))) > 1 or counts[b] <= 7
+            assert pq.read_table(folder).to_pylist() == pq.read_table(bucket_folder(tmp_path / "out", b)).to_pylist()
+        else:
+            assert not folder.exists()
     ids = partition_by_user(files, ["user_id"], 2, tmp_path / "ids")
     assert sum(ids) == 52 and pq.read_table(tmp_path / "ids").column_names == ["user_id"]
+
+
+def test_importing_the_package_first_picks_pyarrows_jemalloc_pool() -> None:
+    """conf_profile/__init__.py sets ARROW_DEFAULT_MEMORY_POOL before pyarrow loads (docs/architecture.md 3);
+    a value the user already set wins."""
+    import subprocess
+    import sys
+
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pytest.skip("this pyarrow build has no jemalloc")
+    code = "import conf_profile, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    picked = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert picked.stdout.strip() == "jemalloc"
+    kept = subprocess.run([sys.executable, "-c", code], env={**env, "ARROW_DEFAULT_MEMORY_POOL": "system"},
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert kept.stdout.strip() == "system"

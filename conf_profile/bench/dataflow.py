@@ -1,6 +1,6 @@
 """The dataflow benchmark's stages: ingest -> label -> aggregate -> infer on one run directory, the engine
-replaced by the stand-in (conf_profile.bench.stand_in), each stage in a process of its own (its driver, as
-``python -m jobs.<stage>`` is), timed and its memory sampled.
+replaced by the stand-in (conf_profile.bench.stand_in) or the real one on the tiny model, each stage in a
+process of its own (its driver, as ``python -m jobs.<stage>`` is), timed and its memory sampled.
 
 Memory, sampled every ``interval`` seconds while a stage runs: the driver's resident set (RSS of this
 process) and the whole process tree's proportional set (PSS of this process and every descendant: Ray's
@@ -37,12 +37,19 @@ class StageFigures:
     tree_peak_mib: float
 
 
-def bench_config(logs: str, samples: int, model: str, overrides: dict[str, Any] | None = None) -> Config:
-    """Every user labeled (no held-out set), one teacher with ``samples`` samples, one student output."""
+def bench_config(
+    logs: str, samples: int, model: str, overrides: dict[str, Any] | None = None, max_tokens: int | None = None
+) -> Config:
+    """Every user labeled (no held-out set), one teacher with ``samples`` samples, one student output;
+    ``max_tokens``: each teacher sample's and profile's output tokens at most (None: the defaults)."""
+    teacher: dict[str, Any] = {"name": "t", "model": model, "samples": samples}
+    infer: dict[str, Any] = {"date": DATE}
+    if max_tokens is not None:
+        teacher["max_tokens"] = infer["max_tokens"] = max_tokens
     data = {
         "input": {"logs": logs},
-        "label": {"max_users": 0, "heldout_users": 0, "teachers": [{"name": "t", "model": model, "samples": samples}]},
-        "infer": {"date": DATE},
+        "label": {"max_users": 0, "heldout_users": 0, "teachers": [teacher]},
+        "infer": infer,
         **(overrides or {}),
     }
     return build(Config, data)
@@ -83,7 +90,7 @@ class _Sampler:
 
 
 def run_stage(name: str, cfg: Config, run_dir: Path, model: str, interval: float = 0.5) -> StageFigures:
-    """One stage on ``run_dir`` with the engine already replaced (engines.use_stand_in), in this process (the
+    """One stage on ``run_dir`` (the engine already replaced by engines.use_stand_in, or real), in this process (the
     stage's driver, as ``python -m jobs.<stage>`` would be). Ray is started first, so that its processes are
     in the tree but its start is not in the stage's time."""
     import pyarrow.parquet as pq

@@ -1,9 +1,10 @@
 """Aggregate: teacher_samples/ -> votes/, calibration.json, sft/, rl/ (the logic is in conf_profile.core).
 
 One process with pyarrow and numpy, by hash buckets of users, so that its memory is one bucket plus 8 bytes
-per answered vote for the calibration fit: the samples and the documents are
-streamed into ``aggregate.buckets`` buckets (core.ingest.bucket_of; by default one per
-``aggregate.bucket_mb`` of teacher_samples/ and documents/), then
+per answered vote for the calibration fit: the samples and the documents are streamed into
+``aggregate.buckets`` buckets (storage.partition_by_user, which holds at most about 128 MiB of rows at a
+time; core.ingest.bucket_of; by default one bucket per ``aggregate.bucket_mb`` of teacher_samples/ and
+documents/), then
 - pass 1 votes each bucket (vectorized over its users: core.aggregate) and keeps only the raw confidences
   the calibration fit needs (8 bytes per vote);
 - the calibrator is fitted once on all of them (or reused);
@@ -51,6 +52,7 @@ from conf_profile.storage import (
     VOTES,
     VOTES_HELDOUT,
     TableWriter,
+    bucket_folder,
     check_reads,
     parquet_files,
     partition_by_user,
@@ -79,7 +81,7 @@ def run_aggregate(cfg: Config, run_dir: Loc) -> dict[str, Any]:
 
     def documents(b: int) -> pa.Table:
         """Bucket b's documents: those of every user whose samples are in bucket b."""
-        path = staging / "documents" / f"bucket-{b:05d}.parquet"
+        path = bucket_folder(staging / "documents", b)
         return pq.read_table(path) if path.exists() else _EMPTY_DOCUMENTS
 
     reliability = _reliability(acfg, staging / "samples", documents, buckets, version, taxonomy)
@@ -87,7 +89,7 @@ def run_aggregate(cfg: Config, run_dir: Loc) -> dict[str, Any]:
     fit_data: dict[str, list[list[np.ndarray]]] = {a: [[], [], []] for a in taxonomy.attribute_names}
     samples_used = 0
     for b in range(buckets):  # pass 1: vote each bucket; keep what the calibration fit needs
-        path = staging / "samples" / f"bucket-{b:05d}.parquet"
+        path = bucket_folder(staging / "samples", b)
         samples = current_samples(pq.read_table(path), documents(b), version) if path.exists() else None
         if samples is None or samples.num_rows == 0:
             continue
@@ -157,6 +159,7 @@ def run_aggregate(cfg: Config, run_dir: Loc) -> dict[str, Any]:
         "rl_users": writers["rl"].rows,
         "rl_difficulty": decisions,
         "buckets": buckets,
+        "memory_pool": pa.default_memory_pool().backend_name,  # jemalloc unless pyarrow was loaded first
         "seconds": round(time.monotonic() - started, 1),
     }
     if heldout is not None:
@@ -180,7 +183,7 @@ def _reliability(
         return None
     columns = ["user_id", "teacher", "sample", "prompt_version", "content_hash",
                *(f"{a}_value" for a in taxonomy.attribute_names)]  # fmt: skip
-    files = [(b, samples / f"bucket-{b:05d}.parquet") for b in range(buckets)]
+    files = [(b, bucket_folder(samples, b)) for b in range(buckets)]
     parts = [current_samples(pq.read_table(f, columns=columns), documents(b), version) for b, f in files if f.exists()]
     if not parts:
         return None
