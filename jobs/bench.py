@@ -165,6 +165,7 @@ def bench_label(args: argparse.Namespace) -> None:
     py = sys.executable
     ray_run = run_measured(
         [py, "-m", "jobs.label", "--run-dir", str(work), "--set", teachers, "--set", "label.max_users=0",
+         "--set", "label.heldout_users=0",
          *(f"--set={o}" for o in args.overrides)]
     )  # fmt: skip
     raw_run = run_measured([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
