@@ -26,7 +26,7 @@ from conf_profile.core.hardware import TRAINER_RESOURCE, pinned_resources, train
 from conf_profile.core.settings import Config, TrainerSettings
 from conf_profile.core.training import deepspeed_config
 from conf_profile.fs import Loc, is_uri, location
-from conf_profile.storage import checkpoint_location
+from conf_profile.storage import checkpoint_folder, checkpoint_location
 
 T = typing.TypeVar("T", bound=TrainerSettings)
 
@@ -99,10 +99,7 @@ SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 def _snapshot_files(storage: str, name: str) -> tuple[Any, str, str]:
     """(file system, the snapshot's path, its last whole copy's path) of the run ``name`` in ``storage``."""
-    import pyarrow.fs as pafs
-
-    filesystem, root = pafs.FileSystem.from_uri(storage if "://" in storage else Path(storage).resolve().as_uri())
-    base = f"{root.rstrip('/')}/{name}"
+    filesystem, base = checkpoint_folder(storage, name)
     return filesystem, f"{base}/{SNAPSHOT}", f"{base}/.{SNAPSHOT}.whole"
 
 

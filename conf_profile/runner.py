@@ -32,6 +32,7 @@ from conf_profile.stages import (
 from conf_profile.storage import (
     RunTable,
     check_reads,
+    checkpoint_folder,
     checkpoint_location,
     drop_derived,
     drop_stages,
@@ -133,9 +134,7 @@ def _clear_checkpoints(cfg: Config, run_dir: Path, name: str) -> None:
         return
     import pyarrow.fs as pafs
 
-    storage, run_name = checkpoint_location(settings.storage_path, run_dir, name)
-    fs, path = pafs.FileSystem.from_uri(storage if "://" in storage else Path(storage).resolve().as_uri())
-    target = f"{path.rstrip('/')}/{run_name}"
+    fs, target = checkpoint_folder(*checkpoint_location(settings.storage_path, run_dir, name))
     if fs.get_file_info(target).type != pafs.FileType.NotFound:
         print(f"pipeline: {name}: dropping the checkpoints of its previous run in {target}", file=sys.stderr)
         fs.delete_dir(target)

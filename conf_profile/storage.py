@@ -235,6 +235,15 @@ def checkpoint_location(storage_path: str | None, run_dir: Loc, stage: str) -> t
     return str((location(run_dir) / "checkpoints").resolve()), stage
 
 
+def checkpoint_folder(storage: str, run_name: str) -> tuple[Any, str]:
+    """(pyarrow file system, path) of the Ray Train run ``run_name`` in ``storage`` (checkpoint_location's
+    pair: a local folder or a URI)."""
+    import pyarrow.fs as pafs
+
+    filesystem, root = pafs.FileSystem.from_uri(storage if "://" in storage else Path(storage).resolve().as_uri())
+    return filesystem, f"{root.rstrip('/')}/{run_name}"
+
+
 def record_run_info(run_dir: str | Path | Loc, info: dict[str, Any]) -> None:
     """Run-level facts (taxonomy and prompt hashes) beside the stage entries."""
     manifest = read_manifest(run_dir)

@@ -61,6 +61,14 @@ def test_checkpoints_are_per_run_on_shared_storage(tmp_path) -> None:
                                                                       "train_sft")  # fmt: skip
     assert checkpoint_location("s3://b/ckpt", tmp_path / "r1", "train_sft") == ("s3://b/ckpt", "r1-train_sft")
     assert checkpoint_location("s3://b/ckpt", tmp_path / "r2", "train_sft")[1] == "r2-train_sft"
+    # the folder of that pair, as pyarrow sees it (the snapshot keeper and a forced stage's clean-up use it)
+    import pyarrow.fs as pafs
+
+    from conf_profile.storage import checkpoint_folder
+
+    filesystem, folder = checkpoint_folder(*checkpoint_location(None, tmp_path / "r1", "train_sft"))
+    assert isinstance(filesystem, pafs.LocalFileSystem)
+    assert folder == str((tmp_path / "r1" / "checkpoints" / "train_sft").resolve())
 
 
 def test_a_data_folder_appears_whole_or_not_at_all(tmp_path) -> None:
