@@ -33,7 +33,10 @@ on the built-in data; jobs/configs/movielens.yaml plus held-out users with --dat
 quality ladder: every stage on the same held-out users, macro F1 and AURC with paired-bootstrap 95%
 intervals of each difference to the stage before it and to the majority-class reference. The table goes
 to <run-dir>/report/ladder.md, the numbers to report/metrics.json ("ladder"), the plots to
-report/ladder.png and report/risk_coverage.png.
+report/ladder.png and report/risk_coverage.png. ``--gold N`` (default 100; 0: none) takes the last N users
+by user_id of the data's truth (never labeled, never held out) as a gold set: the students' confidence is
+refitted on their answers for those users (infer.gold), so the ECE of the held-out users' confidence is that
+of the tables with a gold set of N users.
 
 ingest: generates the built-in logs (cached under runs/bench/), runs the single-process pyarrow ingest and
 the Ray ingest job on the same files, each in its own process, checks that both wrote the same documents
@@ -295,8 +298,10 @@ def bench_quality(args: argparse.Namespace) -> None:
            *(f"--set={o}" for o in args.overrides)]  # fmt: skip
     if args.data == "movielens" and not Path("data/movielens/truth.parquet").exists():
         sys.exit("bench quality --data movielens: run python -m jobs.import_movielens --out data/movielens first")
-    print(f"bench quality: {' '.join(cmd)}", file=sys.stderr, flush=True)
     started = time.monotonic()
+    if args.gold:
+        cmd.append(f"--set=infer.gold={_gold_users(args, cmd, run_dir)}")
+    print(f"bench quality: {' '.join(cmd)}", file=sys.stderr, flush=True)
     if subprocess.run(cmd).returncode != 0:
         sys.exit(f"bench quality: the pipeline failed; its manifest is in {run_dir}")
     seconds = time.monotonic() - started
@@ -306,10 +311,30 @@ def bench_quality(args: argparse.Namespace) -> None:
         sys.exit(f"bench quality: no ladder in {run_dir / 'report'} (no held-out users with truth?)")
     table = markdown(lad["stages"])
     cpu = _cpu()
-    header = (f"quality ladder ({args.data}): {lad['users']} held-out users, wall time {seconds / 60:.1f} min on "
-              f"{cpu} ({platform.machine()})")  # fmt: skip
+    gold = f", students' confidence refitted on {args.gold} gold users" if args.gold else ""
+    header = (f"quality ladder ({args.data}): {lad['users']} held-out users{gold}, wall time {seconds / 60:.1f} min "
+              f"on {cpu} ({platform.machine()})")  # fmt: skip
     (run_dir / "report" / "ladder.md").write_text(f"{header}\n\n{table}\n", encoding="utf-8")
     print(f"\n{header}\n{table}\nreport: {run_dir / 'report' / 'index.html'}")
+
+
+def _gold_users(args: argparse.Namespace, cmd: list[str], run_dir: Path) -> Path:
+    """<run-dir>/gold.parquet: the last ``args.gold`` users by user_id of the data's truth (the teacher labels
+    and holds out the first users by user_id, so these are neither). The built-in data is generated first
+    (the pipeline up to builtin_data) for its truth."""
+    import pyarrow.parquet as pq
+
+    if args.data == "movielens":
+        truth_file = Path("data/movielens/truth.parquet")
+    else:
+        if subprocess.run([*cmd, "--to", "builtin_data"]).returncode != 0:
+            sys.exit(f"bench quality: generating the built-in data failed; its manifest is in {run_dir}")
+        truth_file = run_dir / "input" / "truth.parquet"
+    truth = pq.read_table(truth_file).sort_by("user_id")
+    gold = truth.slice(max(0, truth.num_rows - args.gold))
+    pq.write_table(gold, run_dir / "gold.parquet")
+    print(f"bench quality: gold set {run_dir / 'gold.parquet'}: {gold.num_rows} users", file=sys.stderr, flush=True)
+    return run_dir / "gold.parquet"
 
 
 def bench_vote(args: argparse.Namespace) -> None:
@@ -724,6 +749,13 @@ def main(argv: list[str] | None = None) -> None:
     impl.add_argument("--attributes", type=int, required=True)
     quality = sub.add_parser("quality", help="the pipeline on a fixed config: every stage on the same held-out users")
     quality.add_argument("--data", choices=sorted(QUALITY_CONFIGS), default="builtin")
+    quality.add_argument(
+        "--gold",
+        type=int,
+        default=100,
+        metavar="N",
+        help="gold set: the last N users by id; the students' confidence is refitted on it (0: none)",
+    )
     quality.add_argument("--run-dir", type=Path, help="default: runs/bench/quality-<data> (a re-run resumes it)")
     quality.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                          help="extra config for the pipeline (it changes the benchmark: report it)")  # fmt: skip

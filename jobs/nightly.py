@@ -26,7 +26,8 @@ watermark.json. A night killed mid-publish publishes nothing: the next night set
 to the last published night first. python -m jobs.tables shows the
 Iceberg tables' history, reads them as of a night and rolls bad nights back.
 A failed gate exits with status 3 and commits nothing; work/dt=DATE/gates.json says why.
---calibration defaults to the calibration.json of the run that trained the model (<run>/models/<name>).
+--calibration defaults to the calibrator of the run that trained the model (<run>/models/<name>): its
+calibration_student.json when jobs.infer --gold refitted it for this model, else its calibration.json.
 Two nights never publish to one store at once: a night holds the store's lease (<out>/.lease) from start to
 end, and a second one started meanwhile exits with status 4 and writes nothing.
 Exit status: 0 published, 2 bad input or configuration, 3 a quality gate failed, 4 another night holds the

@@ -7,7 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from conf_profile.core.calibration import apply, fit_gold, fit_label_free, fit_levels, isotonic, levels
+from conf_profile.core.calibration import (
+    apply,
+    fit_gold,
+    fit_label_free,
+    fit_levels,
+    fit_levels_on_gold,
+    isotonic,
+    levels,
+)
 
 
 def test_levels_are_balanced_on_skewed_input() -> None:
@@ -75,3 +83,31 @@ def test_gold_fit_gives_each_level_its_fitted_confidence() -> None:
     from conf_profile.core.profiles import level_confidence
 
     assert [level_confidence(cal, "g", k) for k in (1, 3, 5)] == [0.0, 0.5, 1.0]  # what the profile tables write
+
+
+def test_weighted_isotonic_pools_by_weight() -> None:
+    # 0.9 (weight 1) then 0.3 (weight 3) violate: pooled (0.9 + 0.9) / 4 = 0.45
+    xs, ys = isotonic(np.array([1.0, 2.0, 3.0]), np.array([0.2, 0.9, 0.3]), np.array([1.0, 1.0, 3.0]))
+    assert xs.tolist() == [1.0, 2.0, 3.0] and np.allclose(ys, [0.2, 0.45, 0.45])
+
+
+def test_student_levels_refitted_on_gold_shrink_towards_the_attributes_accuracy() -> None:
+    # levels 2 (4 answers, 3 right) and 4 (2 answers, 0 right); accuracy 0.5; prior 2 pseudo-answers:
+    # level 2: (3 + 1) / 6 = 0.6667; level 4: (0 + 1) / 4 = 0.25 -> violates: pooled by weight
+    # (0.6667 x 6 + 0.25 x 4) / 10 = 0.5 for both, and flat over levels 1..5
+    base = {"method": "label_free", "attributes": {"gender": {"thresholds": [0.1, 0.2, 0.3, 0.4],
+                                                              "level_confidence": [0.1, 0.3, 0.5, 0.7, 0.9]},
+                                                   "age_group": {"level_confidence": [0.2] * 5}}}  # fmt: skip
+    lv, right = np.array([2, 2, 2, 2, 4, 4]), np.array([1, 1, 1, 0, 0, 0])
+    cal = fit_levels_on_gold(base, {"gender": lv}, {"gender": right}, "rl", prior=2.0)
+    assert cal["attributes"]["gender"]["level_confidence"] == [0.5] * 5
+    assert cal["attributes"]["gender"]["student_gold"]["answers"] == [0, 4, 0, 2, 0]
+    assert cal["attributes"]["gender"]["thresholds"] == [0.1, 0.2, 0.3, 0.4]  # the base is kept
+    assert cal["attributes"]["age_group"]["level_confidence"] == [0.2] * 5  # no gold answers: unchanged
+    assert cal["method"] == "label_free+student_gold" and cal["fitted_for"] == "rl"
+    assert base["attributes"]["gender"]["level_confidence"] == [0.1, 0.3, 0.5, 0.7, 0.9]  # not mutated
+    # increasing accuracy with the level, no prior: each level its own accuracy, interpolated between
+    lv, right = np.array([1, 1, 3, 3, 3, 3]), np.array([0, 1, 1, 1, 1, 0])
+    cal = fit_levels_on_gold(None, {"gender": lv}, {"gender": right}, "sft", prior=0.0)
+    assert cal["attributes"]["gender"]["level_confidence"] == [0.5, 0.625, 0.75, 0.75, 0.75]
+    assert cal["method"] == "none+student_gold"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from conf_profile.core.config import build
+from conf_profile.core.profiles import calibration_hash
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
 
@@ -31,12 +33,30 @@ def test_profiles_one_row_per_user_and_a_pseudonymized_rerun_replaces_the_date(r
     from conf_profile.models import tiny_model_dir
     from conf_profile.stages.infer import run_infer
 
-    cfg = build(Config, overrides=[f"models.cache_dir={run_dir / 'cache'}", "infer.max_tokens=600"])
+    # infer.gold: 3 of the 6 users with their true gender (the other attributes unknown to the gold set)
+    truth = pq.read_table(run_dir / "in" / "truth.parquet").sort_by("user_id").slice(0, 3).to_pylist()
+    gold = [{"user_id": r["user_id"], **{a: r[a] if a == "gender" else None for a in load_taxonomy().attribute_names}}
+            for r in truth]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(gold), run_dir / "gold.parquet")
+    cfg = build(Config, overrides=[f"models.cache_dir={run_dir / 'cache'}", "infer.max_tokens=600",
+                                   f"infer.gold={run_dir / 'gold.parquet'}"])  # fmt: skip
     model = str(tiny_model_dir(run_dir / "cache"))
-    entry = run_infer(cfg, run_dir, model, date="2026-11-01")
+    entry = run_infer(cfg, run_dir, model, date="2026-11-01", predictions="student_gold")
     profiles = pq.read_table(run_dir / "profiles" / "dt=2026-11-01")
     documents = pq.read_table(run_dir / "documents", columns=["user_id"])
     assert entry["users"] == profiles.num_rows == documents.num_rows == 6
+    # the gold users are profiled, their answers refit the levels' confidence, and they stay out of predictions/
+    student_cal = json.loads((run_dir / "calibration_student.json").read_text())
+    assert entry["gold"]["users"] == 3 and entry["gold"]["missing"] == 0
+    assert student_cal["fitted_for"] == Path(model).name and student_cal["method"] == "none+student_gold"
+    assert student_cal["attributes"]["gender"]["thresholds"] == [0.1, 0.2, 0.3, 0.4]  # the run's calibrator kept
+    answered = sum(r["gender"] not in ("unknown", None) for r in profiles.to_pylist() if r["user_id"] in
+                   {g["user_id"] for g in gold})  # fmt: skip
+    assert entry["gold"]["answers"]["gender"] == answered and entry["gold"]["answers"]["occupation"] == 0
+    table = student_cal["attributes"]["gender"]["level_confidence"]
+    assert set(profiles.column("calibration_hash").to_pylist()) == {calibration_hash(student_cal)}
+    scored = pq.read_table(run_dir / "predictions" / "student_gold").column("user_id").unique().to_pylist()
+    assert sorted(scored) == sorted(set(documents.column("user_id").to_pylist()) - {g["user_id"] for g in gold})
     assert sorted(profiles.column("user_id").to_pylist()) == sorted(documents.column("user_id").to_pylist())
     taxonomy = load_taxonomy()
     for column in ("user_id", "rationale", "model", "taxonomy_version", "run_id", "generated_at"):
@@ -48,8 +68,9 @@ def test_profiles_one_row_per_user_and_a_pseudonymized_rerun_replaces_the_date(r
         assert row["error"] in (None, "not_json"), row["error"]
         if row["error"] is None:
             assert all(row[a] in taxonomy.attribute(a).value_names for a in taxonomy.attribute_names)
-            if row["gender"] != "unknown":
-                assert row["gender_confidence"] in (0.1, 0.3, 0.5, 0.7, 0.9)  # level -> the calibrator's table
+            if row["gender"] != "unknown":  # level -> the refitted table (without gold answers: the run's)
+                expected = table if answered else [0.1, 0.3, 0.5, 0.7, 0.9]
+                assert row["gender_confidence"] == expected[row["gender_level"] - 1]
     long = pq.read_table(run_dir / "profile_attributes" / "dt=2026-11-01")
     assert long.num_rows == 6 * len(taxonomy.attribute_names)
 
@@ -67,6 +88,7 @@ def test_profiles_one_row_per_user_and_a_pseudonymized_rerun_replaces_the_date(r
         ids = pq.read_table(run_dir / table / "dt=2026-11-01").column("user_id").to_pylist()
         assert sorted(set(ids)) == expected and not set(ids) & set(raw)
     assert entry["pseudonymized"] is True and "k3y-for-the-test" not in json.dumps(entry)
+    assert not (run_dir / "calibration_student.json").exists()  # no gold this time: these tables are not its
     # predictions (eval_name): the next test (k samples), and test_pipeline_e2e (one sample, the held-out users)
 
 

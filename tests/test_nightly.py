@@ -134,6 +134,19 @@ def test_the_ingest_hash_follows_the_settings_that_shape_documents_only() -> Non
         "the ingest settings changed")  # fmt: skip
 
 
+def test_the_default_calibrator_is_the_gold_refit_for_this_student_else_the_runs(tmp_path) -> None:
+    from conf_profile.stages.nightly import default_calibration
+
+    run = tmp_path / "run"
+    for name in ("rl", "sft"):
+        (run / "models" / name).mkdir(parents=True)
+    assert default_calibration(str(run / "models" / "rl")) is None
+    (run / "calibration.json").write_text("{}")
+    (run / "calibration_student.json").write_text(json.dumps({"fitted_for": "rl", "attributes": {}}))
+    assert default_calibration(str(run / "models" / "rl")) == run / "calibration_student.json"
+    assert default_calibration(str(run / "models" / "sft")) == run / "calibration.json"  # refitted for another
+
+
 def test_a_second_night_on_a_held_store_exits_4_and_writes_nothing(tmp_path) -> None:
     out = tmp_path / "store"
     out.mkdir()

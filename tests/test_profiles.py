@@ -6,7 +6,16 @@ import json
 
 import pyarrow as pa
 
-from conf_profile.core.profiles import consensus_rows, level_confidence, long_form, profile_row, profile_schema
+from conf_profile.core.profiles import (
+    calibration_hash,
+    consensus_rows,
+    gold_answers,
+    level_confidence,
+    long_form,
+    profile_row,
+    profile_schema,
+    recalibrate,
+)
 from conf_profile.core.taxonomy import load_taxonomy
 
 TAX = load_taxonomy()
@@ -97,3 +106,29 @@ def test_several_abstentions_lower_the_level_of_one_confident_answer() -> None:
     assert row["gender"] == "female" and row["gender_level"] == 2 and row["gender_confidence"] == 0.4
     silent = consensus_rows(["u"], [[output(gender=("unknown", 1))] * 3], TAX, None)[0]
     assert silent["gender"] == "unknown" and silent["gender_confidence"] is None and silent["gender_evidence"] is None
+
+
+def test_gold_answers_are_the_answered_rows_of_users_with_a_true_value() -> None:
+    rows = [profile_row("a", output(gender=("female", 5), age_group=("age_25_34", 2)), TAX, CAL),
+            profile_row("b", output(gender=("male", 3)), TAX, CAL),
+            profile_row("c", output(gender=("female", 1)), TAX, CAL),
+            profile_row("d", "not json", TAX, CAL)]  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=profile_schema(TAX))
+    truth = {"gender": {"a": "female", "b": "female", "c": None, "d": "male"}, "age_group": {"a": "age_35_44"}}
+    levels, correct = gold_answers(table, TAX, truth)
+    assert levels["gender"].tolist() == [5, 3] and correct["gender"].tolist() == [1.0, 0.0]  # c: no truth; d: none
+    assert levels["age_group"].tolist() == [2] and correct["age_group"].tolist() == [0.0]
+    assert levels["occupation"].size == 0
+
+
+def test_recalibrate_rereads_each_answered_confidence_from_its_level() -> None:
+    rows = [profile_row("a", output(gender=("female", 5), age_group=("age_25_34", 2)), TAX, CAL),
+            profile_row("b", output(gender=("male", 2)), TAX, CAL)]  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=profile_schema(TAX, ("calibration_hash",)))
+    new = {"attributes": {"gender": {"level_confidence": [0.35, 0.4, 0.5, 0.6, 0.65]}}}
+    out = recalibrate(table, TAX, new)
+    assert out.schema == table.schema
+    assert out.column("gender_confidence").to_pylist() == [0.65, 0.4]
+    assert out.column("age_group_confidence").to_pylist() == [0.4, None]  # no table: level / 5; unanswered: null
+    assert out.column("calibration_hash").to_pylist() == [calibration_hash(new)] * 2
+    assert out.column("gender").to_pylist() == table.column("gender").to_pylist()

@@ -9,6 +9,9 @@ confidence; the levels stay equal-frequency, and the confidence of a level becom
 confidence of its members, so that what states only a level (the student) gets the gold-fitted confidence
 too, not the raw one.
 
+A student's calibrator (``fit_levels_on_gold``): the student states only a level, so with a gold set the
+confidence of each of its levels is refitted on its own answers for the gold users (jobs.infer --gold).
+
 A fitted calibrator is a plain dict (calibration.json) that later runs apply without refitting.
 
 >>> cal = fit_label_free({"gender": np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])})
@@ -18,6 +21,7 @@ A fitted calibrator is a plain dict (calibration.json) that later runs apply wit
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -79,6 +83,50 @@ def fit_gold(
     return cal
 
 
+GOLD_PRIOR_ANSWERS = 5.0  # fit_levels_on_gold: pseudo-answers at the attribute's gold accuracy per level
+
+
+def fit_levels_on_gold(
+    base: dict[str, Any] | None,
+    levels_by_attribute: dict[str, np.ndarray],
+    correct_by_attribute: dict[str, np.ndarray],
+    fitted_for: str,
+    prior: float = GOLD_PRIOR_ANSWERS,
+) -> dict[str, Any]:
+    """The calibrator of a model that states levels (the student), refitted on its answers for gold users.
+
+    ``base`` (the run's calibrator, or None) is kept; per attribute with gold answers, ``level_confidence``
+    becomes an isotonic fit of correctness (1/0) on the stated level: each level's gold accuracy, shrunk
+    towards the attribute's gold accuracy by ``prior`` pseudo-answers (a level stated twice is not
+    confidence 0 or 1), made non-decreasing by pool-adjacent-violators weighted by the answers, and
+    interpolated over levels no gold answer stated (flat beyond the outermost). An attribute without gold
+    answers keeps the base's table. ``fitted_for`` names the model (kept in the calibrator).
+
+    >>> cal = fit_levels_on_gold(None, {"g": np.array([1, 1, 2, 2, 3])}, {"g": np.array([0, 1, 1, 1, 0])}, "rl", 0)
+    >>> cal["attributes"]["g"]["level_confidence"]  # 0.5, 1.0, 0.0 -> levels 2 and 3 pooled: 2/3
+    [0.5, 0.6667, 0.6667, 0.6667, 0.6667]
+    """
+    cal: dict[str, Any] = json.loads(json.dumps(base)) if base else {"method": "none", "attributes": {}}
+    cal["method"] = f"{cal.get('method', 'none')}+student_gold"
+    cal["fitted_for"] = fitted_for
+    for name, lv in levels_by_attribute.items():
+        lv = np.asarray(lv, dtype=np.int64)
+        correct = np.asarray(correct_by_attribute[name], dtype=np.float64)
+        if lv.size == 0:
+            continue
+        answers = np.bincount(lv, minlength=LEVELS + 1)[1:]
+        right = np.bincount(lv, weights=correct, minlength=LEVELS + 1)[1:]
+        stated = np.flatnonzero(answers)
+        overall = float(correct.mean())
+        accuracy = (right[stated] + prior * overall) / (answers[stated] + prior)
+        x, fitted = isotonic(stated + 1.0, accuracy, answers[stated] + prior)
+        table = np.interp(np.arange(1, LEVELS + 1), x, fitted)
+        entry = cal["attributes"].setdefault(name, {})
+        entry["level_confidence"] = [round(float(v), 4) for v in table]
+        entry["student_gold"] = {"answers": answers.tolist(), "correct": [int(r) for r in right], "prior": prior}
+    return cal
+
+
 def apply(calibration: dict[str, Any], attribute: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(levels 1..5, calibrated confidence 0..1) for raw confidences of one attribute."""
     entry = calibration["attributes"].get(attribute)
@@ -95,8 +143,9 @@ def apply(calibration: dict[str, Any], attribute: str, raw: np.ndarray) -> tuple
     return lv, np.where(np.isnan(conf), raw, conf)  # an empty level (unseen at fit time) keeps the raw value
 
 
-def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Non-decreasing least-squares fit of y on x (pool adjacent violators); returns breakpoints for np.interp.
+def isotonic(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Non-decreasing (weighted) least-squares fit of y on x (pool adjacent violators); returns breakpoints
+    for np.interp.
 
     >>> xs, ys = isotonic(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.0, 1.0, 0.0, 1.0]))
     >>> ys.tolist()
@@ -105,11 +154,13 @@ def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.size == 0:
         return np.array([0.0, 1.0]), np.array([0.0, 1.0])  # nothing to fit: identity
-    xs, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)  # tied x share one fitted value
-    means = np.bincount(inverse, weights=y) / counts
+    w = np.ones_like(x) if weight is None else np.asarray(weight, dtype=np.float64)
+    xs, inverse = np.unique(x, return_inverse=True)  # tied x share one fitted value
+    counts = np.bincount(inverse, weights=w)
+    means = np.bincount(inverse, weights=y * w) / counts
     blocks: list[list[float]] = []  # [mean, weight, number of distinct x]
-    for mean, weight in zip(means.tolist(), counts.tolist(), strict=True):
-        blocks.append([mean, float(weight), 1])
+    for mean, mass in zip(means.tolist(), counts.tolist(), strict=True):
+        blocks.append([mean, float(mass), 1])
         while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
             (m1, w1, n1), (m2, w2, n2) = blocks[-2], blocks[-1]
             blocks[-2:] = [[(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, n1 + n2]]

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from conf_profile.core.student import parse_student_output
 from conf_profile.core.taxonomy import UNKNOWN, Taxonomy
@@ -161,6 +162,39 @@ def long_form(profiles: pa.Table, taxonomy: Taxonomy) -> pa.Table:
             "evidence": profiles.column(f"{name}_evidence"),
         }))  # fmt: skip
     return pa.concat_tables(parts) if parts else pa.table({c: [] for c in LONG_COLUMNS})
+
+
+def gold_answers(
+    profiles: pa.Table, taxonomy: Taxonomy, truth: dict[str, dict[str, str | None]]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(attribute -> the stated levels of the answered rows of users with a true value; attribute -> whether
+    each of those answers is right, 1/0) for profile rows and a truth table (core.metrics.load_truth)."""
+    levels, correct = {}, {}
+    users = profiles.column("user_id").to_pylist()
+    for name in taxonomy.attribute_names:
+        true = [truth.get(name, {}).get(u) for u in users]
+        values, lv = profiles.column(name).to_pylist(), profiles.column(f"{name}_level").to_pylist()
+        keep = [i for i, (t, v, k) in enumerate(zip(true, values, lv, strict=True))
+                if t is not None and k is not None and v != UNKNOWN]  # fmt: skip
+        levels[name] = np.array([lv[i] for i in keep], dtype=np.int64)
+        correct[name] = np.array([values[i] == true[i] for i in keep], dtype=np.float64)
+    return levels, correct
+
+
+def recalibrate(profiles: pa.Table, taxonomy: Taxonomy, calibration: dict[str, Any] | None) -> pa.Table:
+    """Profile rows with each answered attribute's confidence re-read from its level under ``calibration``
+    (``level_confidence``), and the ``calibration_hash`` column (when present) set to that calibrator's."""
+    for name in taxonomy.attribute_names:
+        table = pa.array([level_confidence(calibration, name, k) for k in range(1, 6)], pa.float64())
+        level = profiles.column(f"{name}_level")
+        index = pc.subtract(pc.cast(level, pa.int64()), 1)  # null where the attribute is not answered
+        confidence = pc.take(table, index)
+        column = f"{name}_confidence"
+        profiles = profiles.set_column(profiles.schema.get_field_index(column), column, confidence)
+    if "calibration_hash" in profiles.column_names:
+        digest = pa.array([calibration_hash(calibration)] * profiles.num_rows, pa.string())
+        profiles = profiles.set_column(profiles.schema.get_field_index("calibration_hash"), "calibration_hash", digest)
+    return profiles
 
 
 def calibration_hash(calibration: dict[str, Any] | None) -> str:

@@ -385,6 +385,10 @@ class InferConfig:
     seed: int = 0  # base of the per-sample seeds (GPU; vLLM on CPU draws from the engine's seed)
     max_users: int = 0  # profile only the first N users by user_id (0 = all)
     exclude_labeled: bool = False  # leave out users the teacher labeled (held-out evaluation of the student)
+    # a truth-format Parquet (user_id + attribute columns): the student also profiles these users and the
+    # confidence of its levels is refitted on its answers for them (isotonic; calibration_student.json);
+    # they are kept out of predictions/ (in-sample)
+    gold: str | None = None
 
     def validate(self) -> None:
         if not 0.0 <= self.temperature <= 2.0 or self.max_tokens < 16 or self.max_users < 0:

@@ -27,14 +27,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from conf_profile import fs
+from conf_profile.core.calibration import fit_levels_on_gold
 from conf_profile.core.hardware import cpu_flags, engine_dtype
+from conf_profile.core.metrics import load_truth
 from conf_profile.core.privacy import id_key, pseudonymize
 from conf_profile.core.profiles import (
     PROVENANCE,
     calibration_hash,
     consensus_rows,
+    gold_answers,
     long_form,
     profile_schema,
+    recalibrate,
     teachers_json,
 )
 from conf_profile.core.settings import Config
@@ -58,6 +62,7 @@ from conf_profile.storage import (
     labeled_users,
     read_manifest,
     swap_folder,
+    write_text_atomic,
 )
 from conf_profile.storage import documents_dataset as read_documents_dataset
 
@@ -77,11 +82,19 @@ def run_infer(
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     init_ray(cfg.ray)
     quiet_memory_warning()
-    docs, total = documents_dataset(run_dir, cfg)
-    profiles, entry = profile_dataset(cfg, docs, model, read_calibration(run_dir), run_dir.name)
+    truth, gold = gold_set(cfg, taxonomy)
+    docs, total = documents_dataset(run_dir, cfg, gold=gold)
+    calibration = read_calibration(run_dir)
+    profiles, entry = profile_dataset(cfg, docs, model, calibration, run_dir.name)
     entry["left_out"] = total - entry["users"]  # by infer.max_users / infer.exclude_labeled
+    if truth is not None:
+        profiles, calibration, entry["gold"] = calibrate_on_gold(profiles, taxonomy, truth, calibration, model)
+        entry["calibration"] = f"calibration.json refitted on {entry['gold']['users']} gold users"
+        scored = drop_users(profiles, gold)  # the gold users are in-sample for the confidence
+    else:
+        scored = profiles
     if eval_name:
-        write_dataset(long_dataset(profiles, taxonomy), run_dir / "predictions" / eval_name, long_schema(taxonomy))
+        write_dataset(long_dataset(scored, taxonomy), run_dir / "predictions" / eval_name, long_schema(taxonomy))
         entry.update({"predictions": str(run_dir / "predictions" / eval_name), "written": [f"predictions/{eval_name}"]})
     else:
         date = date or datetime.now(UTC).date().isoformat()
@@ -91,8 +104,13 @@ def run_infer(
             product = profiles.map_batches(pseudonymize, fn_args=(key,), batch_format="pyarrow", num_cpus=SMALL_CPUS)
         entry.update({"date": date, "profiles": str(write_profiles(run_dir, date, product, taxonomy)),
                       "pseudonymized": key is not None})  # fmt: skip
+        if truth is not None:  # what jobs.nightly applies to this student's later profiles
+            write_text_atomic(run_dir / STUDENT_CALIBRATION, json.dumps(calibration, indent=2) + "\n")
+            entry["student_calibration"] = str(run_dir / STUDENT_CALIBRATION)
+        else:  # one of an earlier run with infer.gold would no longer describe these tables
+            fs.remove(run_dir / STUDENT_CALIBRATION)
     if predictions:
-        held_out = drop_users(profiles, labeled_users(run_dir))
+        held_out = drop_users(scored, labeled_users(run_dir))
         rows = write_dataset(
             long_dataset(held_out, taxonomy), run_dir / "predictions" / predictions, long_schema(taxonomy)
         )
@@ -100,6 +118,45 @@ def run_infer(
                       "held_out_users": rows // max(1, len(taxonomy.attribute_names))})  # fmt: skip
     entry["seconds"] = round(time.monotonic() - started, 1)
     return entry
+
+
+STUDENT_CALIBRATION = "calibration_student.json"  # the final student's calibrator refitted on infer.gold
+
+
+def gold_set(cfg: Config, taxonomy: Taxonomy) -> tuple[dict[str, dict[str, str | None]] | None, pa.Array | None]:
+    """(infer.gold's truth, attribute -> user -> value; its user ids), or (None, None) without it."""
+    if not cfg.infer.gold:
+        return None, None
+    truth = load_truth(cfg.infer.gold, taxonomy, "infer.gold")
+    users = sorted({u for by_user in truth.values() for u in by_user})
+    if not users:
+        raise ValueError(f"infer.gold {cfg.infer.gold}: the file has no users")
+    return truth, pa.array(users, pa.string())
+
+
+def calibrate_on_gold(
+    profiles: Any, taxonomy: Taxonomy, truth: dict[str, dict[str, str | None]], calibration: dict | None, model: str
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(the profile rows with the confidence of the student's levels refitted on its answers for the gold
+    users, core.calibration.fit_levels_on_gold; that calibrator; the facts for the manifest). Only the gold
+    users' values and levels come to the driver."""
+    import ray
+
+    users = pa.array(sorted({u for by_user in truth.values() for u in by_user}), pa.string())
+    columns = ["user_id", *(c for a in taxonomy.attribute_names for c in (a, f"{a}_level"))]
+    gold_rows = keep_users(profiles.select_columns(columns), users)
+    table = pa.concat_tables([t for t in ray.get(gold_rows.to_arrow_refs()) if t.num_rows] or [pa.table({})])
+    if not table.num_rows:
+        raise ValueError(f"infer.gold: none of its {len(users)} users has a document in this run")
+    levels, correct = gold_answers(table, taxonomy, truth)
+    fitted = fit_levels_on_gold(calibration, levels, correct, location(model).name)
+    recalibrated = profiles.map_batches(recalibrate, fn_args=(taxonomy, fitted), batch_format="pyarrow",
+                                        num_cpus=SMALL_CPUS).materialize()  # fmt: skip
+    facts = {"users": table.num_rows, "missing": len(users) - table.num_rows,
+             "answers": {a: int(levels[a].size) for a in taxonomy.attribute_names},
+             "accuracy": {a: round(float(correct[a].mean()), 4) if correct[a].size else None
+                          for a in taxonomy.attribute_names}}  # fmt: skip
+    return recalibrated, fitted, facts
 
 
 def read_calibration(run_dir: Loc) -> dict | None:
@@ -133,18 +190,23 @@ def check_model(model: str, cache_dir: str | None = None) -> str:
     return str(Path(model).resolve())
 
 
-def documents_dataset(run_dir: Loc, cfg: Config | None = None, only: pa.Array | None = None) -> tuple[Any, int]:
+def documents_dataset(
+    run_dir: Loc, cfg: Config | None = None, only: pa.Array | None = None, gold: pa.Array | None = None
+) -> tuple[Any, int]:
     """(the documents to profile as a Ray dataset of user_id, document, content_hash; the number of documents
     in the run).
     ``infer.exclude_labeled`` drops the users the teacher labeled; ``infer.max_users`` keeps the first N by
-    user_id; ``only`` keeps just those users."""
-    docs, total = read_documents_dataset(run_dir, ["user_id", "document", "content_hash"])
+    user_id; ``only`` keeps just those users; the ``gold`` users are added to what that selects."""
+    everyone, total = read_documents_dataset(run_dir, ["user_id", "document", "content_hash"])
+    docs = everyone
     if only is not None:
         docs = keep_users(docs, only)
     if cfg is not None and cfg.infer.exclude_labeled:
         docs = drop_users(docs, labeled_users(run_dir))
     if cfg is not None and cfg.infer.max_users:
         docs = keep_users(docs, pa.array(first_users(docs, cfg.infer.max_users), pa.string()))
+    if gold is not None:
+        docs = drop_users(docs, gold).union(keep_users(everyone, gold))
     return docs, total
 
 
@@ -388,10 +450,14 @@ def _sft_on_scored_users(cfg: Config, run_dir: Loc) -> int | None:
     users = heldout_users(run_dir)
     if users is None:
         return None
-    docs = documents_dataset(run_dir, only=pa.array(users, pa.string()))[0]
-    profiles, entry = profile_dataset(
-        cfg, docs, str(run_dir / "models" / "sft"), read_calibration(run_dir), run_dir.name
-    )
     taxonomy = load_taxonomy(cfg.taxonomy.path)
+    truth, gold = gold_set(cfg, taxonomy)
+    docs = documents_dataset(run_dir, only=pa.array(users, pa.string()), gold=gold)[0]
+    model, calibration = str(run_dir / "models" / "sft"), read_calibration(run_dir)
+    profiles, entry = profile_dataset(cfg, docs, model, calibration, run_dir.name)
+    gold_users = 0
+    if truth is not None:  # the SFT student's own levels refitted on the same gold users
+        profiles, _, facts = calibrate_on_gold(profiles, taxonomy, truth, calibration, model)
+        profiles, gold_users = drop_users(profiles, gold), facts["users"]
     write_dataset(long_dataset(profiles, taxonomy), run_dir / "predictions" / "student_sft", long_schema(taxonomy))
-    return entry["users"]
+    return entry["users"] - gold_users

@@ -58,9 +58,14 @@ class GateFailure(RuntimeError):
 
 
 def default_calibration(model: str) -> Loc | None:
-    """The calibration.json of the run that trained ``model`` (``<run>/models/<name>``, a folder or a URI),
-    when there is one."""
-    candidate = location(model).resolve().parent.parent / "calibration.json"
+    """The calibrator of the run that trained ``model`` (``<run>/models/<name>``, a folder or a URI), when
+    there is one: its calibration_student.json when that was refitted on gold users for this model
+    (infer.gold), else its calibration.json."""
+    run = location(model).resolve().parent.parent
+    student = run / "calibration_student.json"
+    if student.exists() and (_read_json(student) or {}).get("fitted_for") == location(model).resolve().name:
+        return student
+    candidate = run / "calibration.json"
     return candidate if candidate.exists() else None
 
 
