@@ -88,7 +88,7 @@ def run_infer(
     profiles, entry = profile_dataset(cfg, docs, model, calibration, run_dir.name)
     entry["left_out"] = total - entry["users"]  # by infer.max_users / infer.exclude_labeled
     if truth is not None:
-        profiles, calibration, entry["gold"] = calibrate_on_gold(profiles, taxonomy, truth, calibration, model)
+        profiles, calibration, entry["gold"] = calibrate_on_gold(profiles, taxonomy, truth, gold, calibration, model)
         entry["calibration"] = f"calibration.json refitted on {entry['gold']['users']} gold users"
         scored = drop_users(profiles, gold)  # the gold users are in-sample for the confidence
     else:
@@ -135,14 +135,14 @@ def gold_set(cfg: Config, taxonomy: Taxonomy) -> tuple[dict[str, dict[str, str |
 
 
 def calibrate_on_gold(
-    profiles: Any, taxonomy: Taxonomy, truth: dict[str, dict[str, str | None]], calibration: dict | None, model: str
-) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    profiles: Any, taxonomy: Taxonomy, truth: dict[str, dict[str, str | None]], users: pa.Array,
+    calibration: dict | None, model: str,
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:  # fmt: skip
     """(the profile rows with the confidence of the student's levels refitted on its answers for the gold
-    users, core.calibration.fit_levels_on_gold; that calibrator; the facts for the manifest). Only the gold
-    users' values and levels come to the driver."""
+    ``users`` (gold_set), core.calibration.fit_levels_on_gold; that calibrator; the facts for the manifest).
+    Only the gold users' values and levels come to the driver."""
     import ray
 
-    users = pa.array(sorted({u for by_user in truth.values() for u in by_user}), pa.string())
     columns = ["user_id", *(c for a in taxonomy.attribute_names for c in (a, f"{a}_level"))]
     gold_rows = keep_users(profiles.select_columns(columns), users)
     table = pa.concat_tables([t for t in ray.get(gold_rows.to_arrow_refs()) if t.num_rows] or [pa.table({})])
@@ -457,7 +457,7 @@ def _sft_on_scored_users(cfg: Config, run_dir: Loc) -> int | None:
     profiles, entry = profile_dataset(cfg, docs, model, calibration, run_dir.name)
     gold_users = 0
     if truth is not None:  # the SFT student's own levels refitted on the same gold users
-        profiles, _, facts = calibrate_on_gold(profiles, taxonomy, truth, calibration, model)
+        profiles, _, facts = calibrate_on_gold(profiles, taxonomy, truth, gold, calibration, model)
         profiles, gold_users = drop_users(profiles, gold), facts["users"]
     write_dataset(long_dataset(profiles, taxonomy), run_dir / "predictions" / "student_sft", long_schema(taxonomy))
     return entry["users"] - gold_users
