@@ -46,7 +46,7 @@ from conf_profile.core.privacy import id_key, pseudonymize
 from conf_profile.core.settings import Config
 from conf_profile.core.taxonomy import load_taxonomy
 from conf_profile.fs import Loc, location
-from conf_profile.stages.infer import attributes_table, check_model, profile_users
+from conf_profile.stages.infer import STUDENT_CALIBRATION, attributes_table, check_model, profile_users
 from conf_profile.storage import lease, read_documents, record_stage, write_text_atomic
 from conf_profile.tables import open_store
 
@@ -61,11 +61,11 @@ def default_calibration(model: str) -> Loc | None:
     """The calibrator of the run that trained ``model`` (``<run>/models/<name>``, a folder or a URI), when
     there is one: its calibration_student.json when that was refitted on gold users for this model
     (infer.gold), else its calibration.json."""
-    run = location(model).resolve().parent.parent
-    student = run / "calibration_student.json"
-    if student.exists() and (_read_json(student) or {}).get("fitted_for") == location(model).resolve().name:
+    folder = location(model).resolve()
+    student = folder.parent.parent / STUDENT_CALIBRATION
+    if student.exists() and (_read_json(student) or {}).get("fitted_for") == folder.name:
         return student
-    candidate = run / "calibration.json"
+    candidate = folder.parent.parent / "calibration.json"
     return candidate if candidate.exists() else None
 
 
