@@ -4,8 +4,11 @@ and keys as an uninterrupted run's, without duplicates or gaps. Documents are de
 equal; the rows labeled before the kill are kept as they were.
 
 The uninterrupted run is conftest's `quick_run` (the end-to-end test's run, same data and stages). This run
-labels with one greedy sample per user instead of its two: the sample keys are compared with its sample 0
-(the keys of documents, votes and profiles do not depend on the number of samples)."""
+labels with one greedy sample per user instead of its two, by two teachers one after the other: each
+teacher's sample keys are compared with its sample 0 (the keys of documents, votes and profiles do not
+depend on the number of samples or teachers). The stage writes a teacher's rows when its engine is done with
+them, so the kill, at the first teacher's first rows, lands while the second teacher's engine starts: inside
+the stage, whatever the timing."""
 
 from __future__ import annotations
 
@@ -21,17 +24,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import QUICK_DATE as DATE
-from conftest import kill_session
+from conftest import TWO_TEACHERS, kill_session
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cmd(run_dir: Path, cache: Path) -> list[str]:
-    teacher = "label.teachers=[{name: t, model: tiny, samples: 1, temperature: 0, max_tokens: 400}]"
+    teacher = TWO_TEACHERS
     return [sys.executable, "-m", "jobs.pipeline", "--config", "jobs/configs/quick.yaml", "--run-dir", str(run_dir),
-            "--set", f"models.cache_dir={cache}", "--set", teacher, "--set", f"infer.date={DATE}",
-            "--set", "label.engine.batch_size=1", "--set", "label.engine.max_concurrent_batches=1"]  # fmt: skip
-    # one sequence at a time: the first rows reach the disk well before labeling ends, so the kill lands in it
+            "--set", f"models.cache_dir={cache}", "--set", teacher, "--set", f"infer.date={DATE}"]  # fmt: skip
 
 
 def _kill_session(driver: subprocess.Popen) -> None:
@@ -43,15 +44,16 @@ def _kill_session(driver: subprocess.Popen) -> None:
     kill_session(driver.pid)
 
 
-def _readable_rows(folder: Path) -> dict[tuple[str, int], str]:
-    """(user, sample) -> output of the files the kill left readable (a file cut short is labeled again)."""
+def _readable_rows(folder: Path) -> dict[tuple[str, str, int], str]:
+    """(teacher, user, sample) -> output of the files the kill left readable (a file cut short is labeled
+    again)."""
     rows = {}
     for path in folder.rglob("*.parquet"):
         try:
-            table = pq.read_table(path, columns=["user_id", "sample", "raw_text"])
+            table = pq.read_table(path, columns=["teacher", "user_id", "sample", "raw_text"])
         except Exception:
             continue
-        rows.update({(r["user_id"], r["sample"]): r["raw_text"] for r in table.to_pylist()})
+        rows.update({(r["teacher"], r["user_id"], r["sample"]): r["raw_text"] for r in table.to_pylist()})
     return rows
 
 
@@ -92,6 +94,7 @@ def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_pa
     manifest = json.loads((run / "manifest.json").read_text())
     assert "label" not in manifest["stages"] and manifest["stages"]["ingest"]["status"] == "ok"
     before = _readable_rows(run / "teacher_samples")
+    assert {teacher for teacher, _, _ in before} == {"t"}  # the first teacher's rows only: mid-stage
     done_before = len(before)
 
     resumed = subprocess.run(_cmd(run, cache), cwd=ROOT, capture_output=True, text=True, timeout=1500)
@@ -102,19 +105,19 @@ def test_a_killed_pipeline_resumes_and_ends_with_the_uninterrupted_tables(tmp_pa
     # Same users and keys as the uninterrupted run, no duplicates, in every table; equal documents.
     for folder, columns, key in (
         ("documents", ["user_id", "content_hash"], ["user_id", "content_hash"]),
-        ("teacher_samples", ["user_id", "sample"], ["user_id", "sample"]),
+        ("teacher_samples", ["teacher", "user_id", "sample"], ["teacher", "user_id", "sample"]),
         ("votes", ["user_id", "attribute"], ["user_id", "attribute"]),
         (f"profiles/dt={DATE}", ["user_id"], ["user_id"]),
     ):
         a, b = _table(ref / folder, columns, key), _table(run / folder, columns, key)
-        if folder == "teacher_samples":  # the reference's teacher took two samples per user, this one one
-            assert {r["sample"] for r in a} == {0, 1}
-            a = [r for r in a if r["sample"] == 0]
+        if folder == "teacher_samples":  # the reference's teacher took two samples per user; each teacher here one
+            assert {r["sample"] for r in a} == {0, 1} and {r["teacher"] for r in a} == {"t"}
+            a = [{**r, "teacher": name} for name in ("t", "t2") for r in a if r["sample"] == 0]
         assert a and a == b, folder
         keys = [tuple(r[k] for k in key) for r in b]
         assert len(keys) == len(set(keys)), f"duplicates in {folder}"
-    final = {(r["user_id"], r["sample"]): r["raw_text"] for r in _table(run / "teacher_samples",
-             ["user_id", "sample", "raw_text"], ["user_id", "sample"])}  # fmt: skip
+    final = {(r["teacher"], r["user_id"], r["sample"]): r["raw_text"] for r in _table(run / "teacher_samples",
+             ["teacher", "user_id", "sample", "raw_text"], ["teacher", "user_id", "sample"])}  # fmt: skip
     assert all(final[k] == text for k, text in before.items()), "rows labeled before the kill were changed"
 
     # Killed again, mid-inference this time (--from infer redoes that stage): nothing is half-published; the

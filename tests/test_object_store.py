@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from conftest import QUICK_DATE, kill_session
+from conftest import QUICK_DATE, TWO_TEACHERS, kill_session
 
 from conf_profile import fs
 from conf_profile.fs import ObjectPath, location
@@ -133,10 +133,10 @@ def test_run_tables_on_an_object_store_count_once_their_stage_is_recorded(s3_ser
     assert not (run / "report_test").exists() and "evaluate_report_test" not in read_manifest(run)["stages"]
 
 
-def _outputs(run: ObjectPath) -> dict[tuple[str, int], str]:
-    """(user, sample) -> the teacher's output, of the samples in the run."""
-    rows = fs.read_table(run / "teacher_samples", columns=["user_id", "sample", "raw_text"]).to_pylist()
-    return {(r["user_id"], r["sample"]): r["raw_text"] for r in rows}
+def _outputs(run: ObjectPath) -> dict[tuple[str, str, int], str]:
+    """(teacher, user, sample) -> the teacher's output, of the samples in the run."""
+    rows = fs.read_table(run / "teacher_samples", columns=["teacher", "user_id", "sample", "raw_text"]).to_pylist()
+    return {(r["teacher"], r["user_id"], r["sample"]): r["raw_text"] for r in rows}
 
 
 @pytest.mark.slow
@@ -153,11 +153,10 @@ def test_the_quick_pipeline_on_an_object_store_resumes_after_its_driver_is_kille
     Nothing is lost or duplicated: every table has the keys of the uninterrupted local run (conftest's
     quick_run), the rows labeled before the kill are kept, and nothing is written to the local disk."""
     root = _root(s3_server)
-    teacher = "label.teachers=[{name: t, model: tiny, samples: 1, temperature: 0, max_tokens: 400}]"
+    teacher = TWO_TEACHERS  # the kill at the first labeled rows lands inside the stage (conftest)
     cmd = [sys.executable, "-m", "jobs.pipeline", "--config", str(ROOT / "jobs" / "configs" / "quick.yaml"),
            "--set", f"run.runs_root={root}", "--set", f"models.cache_dir={quick_run.cache}", "--set", teacher,
-           "--set", f"infer.date={QUICK_DATE}", "--set", "label.engine.batch_size=1",
-           "--set", "label.engine.max_concurrent_batches=1"]  # fmt: skip
+           "--set", f"infer.date={QUICK_DATE}"]  # fmt: skip
     work = tmp_path / "cwd"  # the jobs' working directory: nothing of the run may land there
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -181,7 +180,7 @@ def test_the_quick_pipeline_on_an_object_store_resumes_after_its_driver_is_kille
     stages = read_manifest(run)["stages"]
     assert stages["ingest"]["status"] == "ok" and "label" not in stages  # killed in label
     before = _outputs(run)
-    assert before
+    assert before and {teacher for teacher, _, _ in before} == {"t"}  # the first teacher's rows only: mid-stage
 
     resumed = subprocess.run([*cmd, "--run-dir", str(run)], cwd=work, env=env, capture_output=True, text=True,
                              timeout=1500)  # fmt: skip
@@ -202,8 +201,10 @@ def test_the_quick_pipeline_on_an_object_store_resumes_after_its_driver_is_kille
         mine = keys(run / folder, columns)
         assert mine and mine == keys(ref / folder, columns), folder
         assert len(mine) == len(set(mine)), f"duplicates in {folder}"
-    samples = keys(run / "teacher_samples", ["user_id", "sample"])
-    assert samples == [k for k in keys(ref / "teacher_samples", ["user_id", "sample"]) if k[1] == 0]  # one sample
+    samples = keys(run / "teacher_samples", ["teacher", "user_id", "sample"])
+    ref_samples = keys(ref / "teacher_samples", ["teacher", "user_id", "sample"])  # teacher t, two samples
+    assert {k[0] for k in ref_samples} == {"t"} and {k[2] for k in ref_samples} == {0, 1}
+    assert samples == sorted((name, *k[1:]) for name in ("t", "t2") for k in ref_samples if k[2] == 0)  # one each
     final = _outputs(run)
     assert all(final[k] == text for k, text in before.items()), "rows labeled before the kill were changed"
     # the trained students, the report and the training logs are in the run directory on the object store
