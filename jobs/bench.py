@@ -325,13 +325,14 @@ def _gold_users(args: argparse.Namespace, cmd: list[str], run_dir: Path) -> Path
     import pyarrow.parquet as pq
 
     if args.data == "movielens":
-        truth_file = Path("data/movielens/truth.parquet")
+        truth_file = Path("data/movielens/truth.parquet")  # bench_quality checked that it exists
     else:
         if subprocess.run([*cmd, "--to", "builtin_data"]).returncode != 0:
             sys.exit(f"bench quality: generating the built-in data failed; its manifest is in {run_dir}")
         truth_file = run_dir / "input" / "truth.parquet"
     truth = pq.read_table(truth_file).sort_by("user_id")
     gold = truth.slice(max(0, truth.num_rows - args.gold))
+    run_dir.mkdir(parents=True, exist_ok=True)  # a new run directory: the pipeline has not made it yet
     pq.write_table(gold, run_dir / "gold.parquet")
     print(f"bench quality: gold set {run_dir / 'gold.parquet'}: {gold.num_rows} users", file=sys.stderr, flush=True)
     return run_dir / "gold.parquet"

@@ -1,8 +1,9 @@
 """The vote benchmark's parts: the generated samples, the pandas baseline against aggregate_tables, and the
-equality check that decides whether the benchmark's two sides agree."""
+equality check that decides whether the benchmark's two sides agree; the quality benchmark's gold set."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -15,7 +16,7 @@ from conf_profile.core.settings import AggregateConfig
 from conf_profile.core.taxonomy import load_taxonomy
 from conf_profile.stages.aggregate import aggregate_tables
 from conf_profile.synthetic.samples import teacher_samples_table
-from jobs.bench import _pandas_tables, _same_aggregation
+from jobs.bench import _gold_users, _pandas_tables, _same_aggregation
 
 TAX = load_taxonomy()
 
@@ -59,3 +60,14 @@ def test_pandas_baseline_and_aggregate_tables_agree_and_the_check_sees_a_differe
     tampered = project.votes.set_column(project.votes.column_names.index("value"), "value", pa.array(values))
     _write(tmp_path / "c", tampered, project.sft, project.rl, project.calibration)
     assert _same_aggregation(tmp_path / "a", tmp_path / "c") == "votes.value: 2 rows differ"
+
+
+def test_the_quality_benchmarks_gold_set_is_the_last_users_by_id_in_a_new_run_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the MovieLens truth is read from data/movielens/ under the working directory
+    args = argparse.Namespace(data="movielens", gold=2)
+    (tmp_path / "data" / "movielens").mkdir(parents=True)
+    truth = pa.table({"user_id": ["u3", "u1", "u4", "u2"], "gender": ["f", "m", None, "f"]})
+    pq.write_table(truth, tmp_path / "data" / "movielens" / "truth.parquet")
+    gold = _gold_users(args, [], tmp_path / "runs" / "new")  # the folder does not exist yet
+    assert gold == tmp_path / "runs" / "new" / "gold.parquet"
+    assert pq.read_table(gold).to_pylist() == [{"user_id": "u3", "gender": "f"}, {"user_id": "u4", "gender": None}]
