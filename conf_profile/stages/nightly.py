@@ -62,10 +62,11 @@ def default_calibration(model: str) -> Loc | None:
     there is one: its calibration_student.json when that was refitted on gold users for this model
     (infer.gold), else its calibration.json."""
     folder = location(model).resolve()
-    student = folder.parent.parent / STUDENT_CALIBRATION
+    run = folder.parent.parent
+    student = run / STUDENT_CALIBRATION
     if student.exists() and (_read_json(student) or {}).get("fitted_for") == folder.name:
         return student
-    candidate = folder.parent.parent / "calibration.json"
+    candidate = run / "calibration.json"
     return candidate if candidate.exists() else None
 
 
