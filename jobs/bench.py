@@ -61,7 +61,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from conf_profile.bench.dataflow import STAGES as DATAFLOW_STAGES
-from conf_profile.bench.measure import run_measured
+from conf_profile.bench.measure import Measured, run_measured
 from conf_profile.core.hardware import BF16_CPU_FLAGS, cpu_flags
 from conf_profile.core.ladder import markdown
 from conf_profile.core.settings import IngestConfig
@@ -159,9 +159,11 @@ def bench_label(args: argparse.Namespace) -> None:
     schema and sampling, each in its own process on the same documents. Tokens/s are output tokens over
     each process's whole wall time (start-up included), and over generation alone for the raw engine."""
     from conf_profile.bench.ingest_local import run_ingest_local
+    from conf_profile.models import resolve_model
 
     work = Path("runs/bench") / f"label-{args.users}"
     shutil.rmtree(work, ignore_errors=True)
+    resolve_model(args.model, None)  # a first use converts the embedded model: not part of either run's time
     write_dataset(work / "in", args.users, seed=args.seed, bad_fraction=0.0, files=1)
     run_ingest_local(IngestConfig(), str(work / "in" / "logs"), work)
     teachers = f"label.teachers=[{{name: t, model: {args.model}, samples: {args.samples}}}]"
@@ -173,6 +175,7 @@ def bench_label(args: argparse.Namespace) -> None:
     )  # fmt: skip
     raw_run = run_measured([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
                             "--samples", str(args.samples)])  # fmt: skip
+    _keep_logs(work, ray_run, raw_run)
     for name, m in (("ray job", ray_run), ("raw vllm", raw_run)):
         if m.returncode != 0:
             sys.exit(f"bench: {name} failed:\n{m.output[-3000:]}")
@@ -213,6 +216,7 @@ def bench_infer(args: argparse.Namespace) -> None:
                             *(f"--set={o}" for o in args.overrides)])  # fmt: skip
     raw_run = run_measured([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
                             "--kind", "infer", *(f"--set={o}" for o in args.overrides)])  # fmt: skip
+    _keep_logs(work, ray_run, raw_run)
     for name, m in (("ray job", ray_run), ("raw vllm", raw_run)):
         if m.returncode != 0:
             sys.exit(f"bench: {name} failed:\n{m.output[-3000:]}")
@@ -228,6 +232,13 @@ def bench_infer(args: argparse.Namespace) -> None:
         print(f"{name:34s} {seconds:8.1f} {args.users / seconds:8.2f} {tokens:10d} {tokens / args.users:8.1f}")
     print(f"ratio ray/raw users/s (whole runs): {raw_run.seconds / ray_run.seconds:.2f}")
     print(f"profiles written: {profiles.num_rows}/{args.users} users, {profiles.column('error').null_count} parsed")
+
+
+def _keep_logs(work: Path, ray_run: Measured, raw_run: Measured) -> None:
+    """Both runs' output (Ray's, vLLM's, the job's stage timings) into the work folder, to read afterwards."""
+    (work / "job.log").write_text(ray_run.output)
+    (work / "raw.log").write_text(raw_run.output)
+    print(f"bench: the runs' output is in {work / 'job.log'} and {work / 'raw.log'}", file=sys.stderr)
 
 
 def _raw_vllm(args: argparse.Namespace) -> None:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 from conftest import free_port
@@ -57,6 +58,20 @@ class NodeLoss:
         if "error" in box:
             raise box["error"]
         return box["result"], killed_mid_run
+
+
+def _kill_orphaned_engines(since: float) -> list[int]:
+    """Kills the vLLM engine processes that a killed node left behind: the engine core is a child process of
+    the engine actor, and a SIGKILL to the actor's node leaves it running under init (ppid 1), holding its
+    model and KV cache for the rest of the test session. Only those started since ``since``; their pids."""
+    orphans = []
+    for proc in psutil.process_iter(["name", "ppid", "create_time"]):
+        info = proc.info
+        if info["ppid"] == 1 and (info["name"] or "").startswith("VLLM::") and info["create_time"] >= since:
+            for process in [*proc.children(recursive=True), proc]:  # its workers too
+                process.kill()
+            orphans.append(proc.pid)
+    return orphans
 
 
 def _engine_actors() -> list:
@@ -103,6 +118,7 @@ def test_labeling_and_inference_survive_losing_the_engine_node(tmp_path) -> None
     # The head on free ports: another Ray on this machine (a CI co-tenant) may hold the defaults (6379, 8265, 52365).
     head = {"num_cpus": 1, "include_dashboard": True, "gcs_server_port": free_port(), "dashboard_port": free_port()}
     head["dashboard_agent_listen_port"] = free_port()
+    started = time.time()  # psutil's create_time clock
     cluster = Cluster(initialize_head=True, head_node_args=head)
     node = cluster.add_node(**NODE)
     cluster.wait_for_nodes()
@@ -144,3 +160,4 @@ def test_labeling_and_inference_survive_losing_the_engine_node(tmp_path) -> None
     finally:
         ray.shutdown()
         cluster.shutdown()
+        print(f"orphaned engine processes killed: {_kill_orphaned_engines(started)}")
