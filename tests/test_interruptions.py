@@ -30,9 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cmd(run_dir: Path, cache: Path) -> list[str]:
-    teacher = TWO_TEACHERS
     return [sys.executable, "-m", "jobs.pipeline", "--config", "jobs/configs/quick.yaml", "--run-dir", str(run_dir),
-            "--set", f"models.cache_dir={cache}", "--set", teacher, "--set", f"infer.date={DATE}"]  # fmt: skip
+            "--set", f"models.cache_dir={cache}", "--set", TWO_TEACHERS, "--set", f"infer.date={DATE}"]  # fmt: skip
 
 
 def _kill_session(driver: subprocess.Popen) -> None:

@@ -153,9 +153,9 @@ def test_the_quick_pipeline_on_an_object_store_resumes_after_its_driver_is_kille
     Nothing is lost or duplicated: every table has the keys of the uninterrupted local run (conftest's
     quick_run), the rows labeled before the kill are kept, and nothing is written to the local disk."""
     root = _root(s3_server)
-    teacher = TWO_TEACHERS  # the kill at the first labeled rows lands inside the stage (conftest)
+    # TWO_TEACHERS: the kill at the first labeled rows lands inside the label stage (conftest)
     cmd = [sys.executable, "-m", "jobs.pipeline", "--config", str(ROOT / "jobs" / "configs" / "quick.yaml"),
-           "--set", f"run.runs_root={root}", "--set", f"models.cache_dir={quick_run.cache}", "--set", teacher,
+           "--set", f"run.runs_root={root}", "--set", f"models.cache_dir={quick_run.cache}", "--set", TWO_TEACHERS,
            "--set", f"infer.date={QUICK_DATE}"]  # fmt: skip
     work = tmp_path / "cwd"  # the jobs' working directory: nothing of the run may land there
     work.mkdir()

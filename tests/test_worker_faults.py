@@ -10,6 +10,7 @@ dies. Each job must complete with the same set of users, no duplicates and no ga
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -68,8 +69,10 @@ def _kill_orphaned_engines(since: float) -> list[int]:
     for proc in psutil.process_iter(["name", "ppid", "create_time"]):
         info = proc.info
         if info["ppid"] == 1 and (info["name"] or "").startswith("VLLM::") and info["create_time"] >= since:
-            for process in [*proc.children(recursive=True), proc]:  # its workers too
-                process.kill()
+            with contextlib.suppress(psutil.NoSuchProcess):  # it (or a worker of it) ended meanwhile
+                for process in [*proc.children(recursive=True), proc]:  # its workers too
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        process.kill()
             orphans.append(proc.pid)
     return orphans
 
