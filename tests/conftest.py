@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 QUICK_DATE = "2026-11-20"  # the quick run's infer.date
-# The killed runs of the interruption and object-store tests: two greedy teachers, one sample each, labeled one
+# The killed run of the interruption test (on an object store): two greedy teachers, one sample each, labeled one
 # after the other. A teacher's rows are written when its engine is done with them, so a kill at the first
 # labeled rows lands while the second one's engine starts: inside the label stage, whatever the timing.
 TWO_TEACHERS = (

@@ -1,24 +1,17 @@
 """Run directories on an object store (conf_profile/fs.py, conf_profile/storage.py), against a local
 S3-compatible server (conftest's s3_server: moto on 127.0.0.1): the paths, the writers (a file appears whole
-or not at all, no temporary left behind), the run tables committed by the manifest, and the whole quick
-pipeline with ``run.runs_root=s3://...``, killed mid-label and resumed."""
+or not at all, no temporary left behind), and the run tables committed by the manifest. The whole quick
+pipeline on an object store, killed mid-label and mid-inference and resumed, is tests/test_interruptions.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import pytest
-from conftest import QUICK_DATE, TWO_TEACHERS, kill_session
 
 from conf_profile import fs
 from conf_profile.fs import ObjectPath, location
@@ -46,8 +39,10 @@ def _root(s3_server) -> ObjectPath:
     return location(f"s3://runs/{secrets.token_hex(4)}")
 
 
-def _keys(where: ObjectPath) -> list[str]:
-    """Every object under ``where``, as paths below it."""
+def _keys(where: Path | ObjectPath) -> list[str]:
+    """Every file (object) under ``where``, as paths below it."""
+    if isinstance(where, Path):
+        return sorted(str(p.relative_to(where)) for p in where.rglob("*") if p.is_file())
     infos = where.fs.get_file_info(pafs.FileSelector(where.path, recursive=True, allow_not_found=True))
     return sorted(i.path[len(where.path) + 1 :] for i in infos if i.type == pafs.FileType.File)
 
@@ -77,8 +72,10 @@ def test_object_paths_read_list_and_name_like_local_ones(s3_server) -> None:
         open(run / "x.json", "w")  # noqa: SIM115
 
 
-def test_writers_leave_whole_files_and_no_temporaries(s3_server) -> None:
-    run = _root(s3_server) / "run"
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_writers_leave_whole_files_and_no_temporaries(store, request, tmp_path) -> None:
+    """The same writers on a local disk (renames) and on the object store (copies)."""
+    run = (tmp_path if store == "local" else _root(request.getfixturevalue("s3_server"))) / "run"
     write_text_atomic(run / "manifest.json", '{"a": 1}')
     table = pa.table({"user_id": ["u1", "u2"], "value": [1, 2]})
     write_table_atomic(table, run / "votes" / "votes.parquet")
@@ -131,86 +128,3 @@ def test_run_tables_on_an_object_store_count_once_their_stage_is_recorded(s3_ser
     record_stage(run, "evaluate_report_test", {"status": "ok", "written": ["report_test"]})
     assert drop_derived(run, ["ingest"]) == ["evaluate_report_test"]
     assert not (run / "report_test").exists() and "evaluate_report_test" not in read_manifest(run)["stages"]
-
-
-def _outputs(run: ObjectPath) -> dict[tuple[str, str, int], str]:
-    """(teacher, user, sample) -> the teacher's output, of the samples in the run."""
-    rows = fs.read_table(run / "teacher_samples", columns=["teacher", "user_id", "sample", "raw_text"]).to_pylist()
-    return {(r["teacher"], r["user_id"], r["sample"]): r["raw_text"] for r in rows}
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-@pytest.mark.llm
-@pytest.mark.train
-@pytest.mark.e2e
-@pytest.mark.fault
-def test_the_quick_pipeline_on_an_object_store_resumes_after_its_driver_is_killed_mid_label(
-    s3_server, quick_run, tmp_path
-) -> None:
-    """The whole quick pipeline with run.runs_root=s3://runs/<prefix>: killed (SIGKILL, with its local Ray)
-    once the first labeled rows are on the object store, then the same command with --run-dir resumes it.
-    Nothing is lost or duplicated: every table has the keys of the uninterrupted local run (conftest's
-    quick_run), the rows labeled before the kill are kept, and nothing is written to the local disk."""
-    root = _root(s3_server)
-    # TWO_TEACHERS: the kill at the first labeled rows lands inside the label stage (conftest)
-    cmd = [sys.executable, "-m", "jobs.pipeline", "--config", str(ROOT / "jobs" / "configs" / "quick.yaml"),
-           "--set", f"run.runs_root={root}", "--set", f"models.cache_dir={quick_run.cache}", "--set", TWO_TEACHERS,
-           "--set", f"infer.date={QUICK_DATE}"]  # fmt: skip
-    work = tmp_path / "cwd"  # the jobs' working directory: nothing of the run may land there
-    work.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = tmp_path / "killed.log"  # a file, not a pipe: nobody reads a pipe while the job runs, and a full one blocks
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline, run = time.monotonic() + 900, None
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            latest = root / "latest"
-            if run is None and latest.is_file():
-                run = root / latest.read_text().strip()
-            if run is not None and any((run / "teacher_samples").rglob("*.parquet")):
-                break
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-        kill_session(proc.pid)
-    assert run is not None and proc.returncode == -signal.SIGKILL, log.read_text()[-3000:]
-    stages = read_manifest(run)["stages"]
-    assert stages["ingest"]["status"] == "ok" and "label" not in stages  # killed in label
-    before = _outputs(run)
-    assert before and {teacher for teacher, _, _ in before} == {"t"}  # the first teacher's rows only: mid-stage
-
-    resumed = subprocess.run([*cmd, "--run-dir", str(run)], cwd=work, env=env, capture_output=True, text=True,
-                             timeout=1500)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "ingest: already done" in resumed.stderr and f"({len(before)} already done)" in resumed.stderr
-    assert list(work.iterdir()) == [], "the run wrote to the local working directory"
-    stages = read_manifest(run)["stages"]
-    assert all(stages[s]["status"] == "ok" for s in ("label", "aggregate", "train_sft", "train_rl", "infer"))
-
-    ref = quick_run.run_dir
-
-    def keys(folder: Path | ObjectPath, columns: list[str]) -> list[tuple]:
-        rows = fs.read_table(folder, columns=columns).to_pylist()
-        return sorted(tuple(r[c] for c in columns) for r in rows)
-
-    for folder, columns in (("documents", ["user_id", "content_hash"]), ("votes", ["user_id", "attribute"]),
-                            (f"profiles/dt={QUICK_DATE}", ["user_id"])):  # fmt: skip
-        mine = keys(run / folder, columns)
-        assert mine and mine == keys(ref / folder, columns), folder
-        assert len(mine) == len(set(mine)), f"duplicates in {folder}"
-    samples = keys(run / "teacher_samples", ["teacher", "user_id", "sample"])
-    ref_samples = keys(ref / "teacher_samples", ["teacher", "user_id", "sample"])  # teacher t, two samples
-    assert {k[0] for k in ref_samples} == {"t"} and {k[2] for k in ref_samples} == {0, 1}
-    assert samples == sorted((name, *k[1:]) for name in ("t", "t2") for k in ref_samples if k[2] == 0)  # one each
-    final = _outputs(run)
-    assert all(final[k] == text for k, text in before.items()), "rows labeled before the kill were changed"
-    # the trained students, the report and the training logs are in the run directory on the object store
-    assert (run / "models" / "sft" / "config.json").is_file() and (run / "models" / "rl" / "config.json").is_file()
-    metrics = json.loads((run / "report" / "metrics.json").read_text())
-    assert {"teacher_vote", "student_rl"} <= set(metrics["stages"]) and (run / "report" / "index.html").is_file()
-    assert any((run / "tensorboard" / "train_sft").rglob("events.out.tfevents.*"))
-    profiles = pq.read_table(str(run / "profiles" / f"dt={QUICK_DATE}"))  # any pyarrow reader takes the URI
-    assert profiles.num_rows == len(keys(ref / f"profiles/dt={QUICK_DATE}", ["user_id"]))
