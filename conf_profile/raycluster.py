@@ -4,10 +4,12 @@ shares: light tasks, a Parquet read that honours them, no memory warning beside 
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from conf_profile.core.settings import RayConfig
 
+API_SERVER_ADDRESS = "RAY_API_SERVER_ADDRESS"  # where Ray's clients find the state API
 SMALL_CPUS = 0.1  # the tokenizer/template/pre/post stages are light; whole CPUs for them starve the engine
 
 
@@ -27,10 +29,32 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner polls every second:
     # without it, a training stage floods the log with "Failed to query Ray Train Controller actor state"
     # for the rest of the job, and a dead controller's placement group would never be released.
-    common["include_dashboard"] = True
-    # address="local": a new Ray of this job's own, never another one running on this machine (ray start)
-    ray.init(address="local", num_cpus=cfg.local_num_cpus, object_store_memory=cfg.local_object_store_mb * 2**20,
-             **common)  # fmt: skip
+    # The cleaner finds the API by RAY_API_SERVER_ADDRESS, else by the machine's last `ray start`
+    # (/tmp/ray/ray_current_cluster): a Ray started there earlier and gone since makes each of its calls
+    # wait for that dead head, and every training stage then ends 12 s or more after its last step. So
+    # the dashboard gets a port chosen here, and Ray's processes, which inherit the environment this process
+    # has while it starts them, are told where it is. (Not this process after that: the variable overrides
+    # the address of every job-submission and state client it would make later.)
+    port = free_port()
+    saved = os.environ.get(API_SERVER_ADDRESS)
+    os.environ[API_SERVER_ADDRESS] = f"http://127.0.0.1:{port}"
+    common.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
+    try:
+        # address="local": a new Ray of this job's own, never another one running on this machine (ray start)
+        ray.init(address="local", num_cpus=cfg.local_num_cpus, object_store_memory=cfg.local_object_store_mb * 2**20,
+                 **common)  # fmt: skip
+    finally:
+        if saved is None:
+            os.environ.pop(API_SERVER_ADDRESS, None)
+        else:
+            os.environ[API_SERVER_ADDRESS] = saved
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def read_parquet(files: list[str], columns: list[str]) -> Any:
