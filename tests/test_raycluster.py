@@ -1,5 +1,6 @@
 """The local Ray a job starts (conf_profile/raycluster.py): its processes reach the state API of that Ray,
-whatever the machine's last `ray start` left behind, and the driver's own environment is left as it was."""
+whatever the machine's last `ray start` left behind, and the driver's own environment is left as it was;
+Ray Train polls its workers more often than on a cluster."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ url = ray._private.worker.global_worker.node.address_info["webui_url"]
 @ray.remote(num_cpus=0)
 def from_a_worker():
     from ray.util.state import list_nodes
-    return os.environ.get("RAY_API_SERVER_ADDRESS"), [n.state for n in list_nodes(timeout=10)]
+    env = os.environ
+    return env.get("RAY_API_SERVER_ADDRESS"), env.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"), [
+        n.state for n in list_nodes(timeout=10)]
 
-seen, nodes = ray.get(from_a_worker.remote(), timeout=60)
+seen, poll, nodes = ray.get(from_a_worker.remote(), timeout=60)
 print(json.dumps({"driver": os.environ.get("RAY_API_SERVER_ADDRESS"), "worker": seen, "nodes": nodes,
-                  "dashboard": url}))
+                  "dashboard": url, "poll": poll}))
 """
 
 
@@ -41,3 +44,4 @@ def test_the_workers_of_a_local_ray_reach_its_state_api_and_the_driver_keeps_its
     assert out["worker"] == f"http://{out['dashboard']}" and out["dashboard"].startswith("127.0.0.1:")
     assert out["nodes"] == ["ALIVE"]  # the state API answered from the worker, about this one-node Ray
     assert out["driver"] is None  # not left in the driver: it would redirect its job and state clients
+    assert out["poll"] == "0.5"  # Ray Train's controller polls its workers every 0.5 s on a one-machine Ray
