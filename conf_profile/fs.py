@@ -34,7 +34,7 @@ def is_uri(where: str | os.PathLike[str]) -> bool:
     return "://" in text and not text.startswith("file://")
 
 
-def location(where: str | os.PathLike[str]) -> Loc:
+def location(where: str | os.PathLike[str] | ObjectPath) -> Loc:
     """The run-directory location ``where`` names: an ObjectPath for a URI, else a local Path."""
     if isinstance(where, ObjectPath):
         return where
@@ -103,7 +103,9 @@ class ObjectPath:
             raise ValueError(f"{self} is not under {other}")
         return Path(self.path[len(other.path) + 1 :])
 
-    def is_relative_to(self, other: ObjectPath) -> bool:
+    def is_relative_to(self, other: ObjectPath | Path) -> bool:
+        if not isinstance(other, ObjectPath):
+            return False
         return self == other or self.path.startswith(other.path + "/")
 
     def _type(self) -> pafs.FileType:

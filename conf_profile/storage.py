@@ -169,6 +169,7 @@ def existing_run_dir(run_dir: str | Path | None, runs_root: str | Path = "runs")
     """``run_dir`` if given, else the run ``<runs_root>/latest`` points at: for the stages that continue a
     run (label, aggregate, evaluate). Raises FileNotFoundError naming the fix."""
     root = location(runs_root)
+    path: Loc
     if run_dir is None and isinstance(root, ObjectPath):
         latest = root / LATEST
         path = root / latest.read_text().strip() if latest.is_file() else latest
@@ -220,11 +221,18 @@ def drop_derived(run_dir: str | Path | Loc, stages: Sequence[str]) -> list[str]:
     for name in stale:
         for written in entries.pop(name)["written"]:
             path = (root / str(written)).resolve()
-            if ".." not in Path(str(written)).parts and path != root and path.is_relative_to(root):
+            if ".." not in Path(str(written)).parts and path != root and _within(path, root):
                 fs.remove(path)  # never anything outside the run directory
     if stale:
         _write(run_dir, manifest)
     return stale
+
+
+def _within(path: Loc, root: Loc) -> bool:
+    """Whether ``path`` is ``root`` or below it (on the same file system)."""
+    if isinstance(path, ObjectPath):
+        return path.is_relative_to(root)
+    return isinstance(root, Path) and path.is_relative_to(root)
 
 
 def checkpoint_location(storage_path: str | None, run_dir: Loc, stage: str) -> tuple[str, str]:
@@ -334,7 +342,9 @@ def parquet_files(folder: Loc) -> list[Loc]:
     out hidden and temporary names (a leading ``.`` or ``_`` in any part of the path under ``folder``)."""
     if not folder.is_dir():
         return []
-    return [f for f in sorted(folder.rglob("*.parquet"))
+    # the files are of the folder's kind (local paths, or objects), which the union types cannot say
+    found: list[Any] = sorted(folder.rglob("*.parquet"))  # type: ignore[type-var]
+    return [f for f in found
             if not any(part.startswith((".", "_")) for part in f.relative_to(folder).parts)]  # fmt: skip
 
 
@@ -549,7 +559,7 @@ def documents_dataset(run_dir: Loc, columns: list[str]) -> tuple[Any, int]:
     Parquet footers). A clear error when ingest has not run."""
     import ray.data
 
-    paths = sorted(_documents_folder(run_dir).glob("*.parquet"))
+    paths: list[Loc] = sorted(_documents_folder(run_dir).glob("*.parquet"))  # type: ignore[type-var]
     total = sum(fs.parquet_file(p).metadata.num_rows for p in paths)
     files = [str(p) for p in paths]
     if not total:  # ingest rejected every row: nothing to do, not an error
