@@ -26,6 +26,9 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**common)
         return
+    # Ray Train's controller learns that the workers are done (or dead) by polling them, every 2 s by default;
+    # on a one-machine Ray a poll is cheap, and each training stage ends sooner (about 3 s of a tiny fit).
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner polls every second:
     # without it, a training stage floods the log with "Failed to query Ray Train Controller actor state"
     # for the rest of the job, and a dead controller's placement group would never be released.
@@ -35,9 +38,6 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     # the dashboard gets a port chosen here, and Ray's processes, which inherit the environment this process
     # has while it starts them, are told where it is. (Not this process after that: the variable overrides
     # the address of every job-submission and state client it would make later.)
-    # Ray Train's controller learns that the workers are done (or dead) by polling them, every 2 s by default;
-    # on a one-machine Ray a poll is cheap, and each training stage ends sooner (about 3 s of a tiny fit).
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     port = free_port()
     saved = os.environ.get(API_SERVER_ADDRESS)
     os.environ[API_SERVER_ADDRESS] = f"http://127.0.0.1:{port}"
