@@ -12,9 +12,9 @@ done with them, so the kill, at the first teacher's first rows, lands while the 
 starts: inside the stage, whatever the timing.
 
 One run takes both kills: a local run directory and one on an object store share the stages' code and
-differ in the file primitives (a rename against a copy), which tests/test_object_store.py and
-tests/test_storage.py check on both; the local disk's resume is the end-to-end test's (a second command on
-its finished run) and the SFT fault test's."""
+differ in the file primitives (a rename against a copy), whose writers tests/test_object_store.py checks on
+both; the local disk's resume is the end-to-end test's (a second command on its finished run) and the SFT
+fault test's."""
 
 from __future__ import annotations
 
