@@ -247,6 +247,41 @@ def test_engine_resources_pin_the_engines_to_the_nodes_that_declare_them() -> No
             build(Config, {"label": {"engine": {"resources": bad}}})
 
 
+def test_the_engine_modules_are_imported_once_on_a_thread_that_the_processor_and_the_exit_wait_for(
+    monkeypatch,
+) -> None:
+    import threading
+    import time
+
+    import ray.data.llm
+
+    from conf_profile import engines
+    from conf_profile.core.settings import EngineConfig
+
+    imported, at_exit, built = [], [], []
+
+    def slow_import() -> None:  # test double for the real imports (seconds of transformers, torch and vLLM)
+        time.sleep(0.3)
+        imported.append(threading.current_thread().name)
+
+    monkeypatch.setattr(engines, "_PRELOAD", None)
+    monkeypatch.setattr(engines, "_import_engine_modules", slow_import)
+    monkeypatch.setattr(engines.atexit, "register", at_exit.append)
+    monkeypatch.setattr(ray.data.llm, "build_processor", lambda *a, **k: built.append(list(imported)) or "processor")
+    engines.preload_engine_modules()
+    engines.preload_engine_modules()  # once per process
+    thread = engines._PRELOAD
+    assert thread is not None and thread.is_alive() and at_exit == [thread.join]
+    processor = engines.vllm_processor("/m", EngineConfig(), "cpu", preprocess=None, postprocess=None)
+    # the processor is built after the import thread is done, on the main thread
+    assert processor == "processor" and built == [["preload-engine-modules"]] and not thread.is_alive()
+    # with the dataflow benchmark's stand-in engine nothing is imported
+    monkeypatch.setattr(engines, "_PRELOAD", None)
+    monkeypatch.setattr(engines, "_STAND_IN", object())
+    engines.preload_engine_modules()
+    assert engines._PRELOAD is None and len(imported) == 1
+
+
 def test_label_sets_are_the_first_users_then_the_next_heldout_users() -> None:
     from conf_profile.core.settings import LabelConfig
     from conf_profile.stages.label import label_sets

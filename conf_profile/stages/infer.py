@@ -44,7 +44,7 @@ from conf_profile.core.profiles import (
 from conf_profile.core.settings import Config
 from conf_profile.core.student import student_prompt_version, student_schema, student_system_prompt
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
-from conf_profile.engines import ChatRequest, engine_device, vllm_processor, with_samples
+from conf_profile.engines import ChatRequest, engine_device, preload_engine_modules, vllm_processor, with_samples
 from conf_profile.fs import Loc, is_uri, location
 from conf_profile.progress import Progress, count_rows
 from conf_profile.raycluster import SMALL_CPUS, quiet_memory_warning
@@ -82,6 +82,7 @@ def run_infer(
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     init_ray(cfg.ray)
     quiet_memory_warning()
+    preload_engine_modules()  # while the users are selected and counted
     truth, gold = gold_set(cfg, taxonomy)
     docs, total = documents_dataset(run_dir, cfg, gold=gold)
     calibration = read_calibration(run_dir)

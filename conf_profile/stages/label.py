@@ -51,6 +51,7 @@ from conf_profile.engines import (
     embedding_processor,
     engine_device,
     http_processor,
+    preload_engine_modules,
     sampling,
     teacher_engine,
     vllm_processor,
@@ -83,6 +84,7 @@ def run_label(cfg: Config, run_dir: Loc) -> dict[str, Any]:
     taxonomy = load_taxonomy(cfg.taxonomy.path)
     init_ray(cfg.ray)
     quiet_memory_warning()
+    preload_engine_modules()  # while the users are selected and the resume's keys joined away
     docs, total = documents_dataset(run_dir, ["user_id", "document", "content_hash"])
     first = first_users(docs, cfg.label.max_users + cfg.label.heldout_users) if cfg.label.max_users and total else []
     train_ids, heldout_ids = label_sets(first, cfg.label)
