@@ -273,7 +273,7 @@ def test_the_engine_modules_are_imported_once_on_a_thread_that_the_processor_and
     thread = engines._PRELOAD
     assert thread is not None and thread.is_alive() and at_exit == [thread.join]
     processor = engines.vllm_processor("/m", EngineConfig(), "cpu", preprocess=None, postprocess=None)
-    # the processor is built after the import thread is done, on the main thread
+    # the processor is built only once the import thread is done
     assert processor == "processor" and built == [["preload-engine-modules"]] and not thread.is_alive()
     # with the dataflow benchmark's stand-in engine nothing is imported
     monkeypatch.setattr(engines, "_PRELOAD", None)
