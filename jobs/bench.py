@@ -248,6 +248,7 @@ def _raw_vllm(args: argparse.Namespace) -> None:
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")  # eager sampling, as the jobs' CPU engines (engines.engine_env)
     from vllm import LLM, SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 

@@ -143,3 +143,46 @@ def test_training_reports_to_tensorboard_unless_set_and_mlflow_needs_its_package
         mlflow = build(Config, overrides=["train_sft.report_to=mlflow"]).train_sft
         with pytest.raises(ValueError, match="needs the mlflow package"):
             raytrain.fit("train_sft", lambda c: None, {}, mlflow, tmp_path, False, tmp_path / "out")
+
+
+# vLLM's CPU random sampler (compiled by inductor) on logits whose every token but a few is masked out, as
+# the structured-output grammar masks them; prints how many picks were masked tokens and inductor's ISA.
+SAMPLER_CHECK = """
+import torch
+from torch._inductor import cpu_vec_isa
+from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p, compiled_random_sample
+torch.manual_seed(0)
+masked = total = 0
+for step in range(80):
+    n = (1, 2, 3, 5, 8, 13, 16, 4)[step % 8]
+    logits = torch.randn(n, 49152) * 3
+    allowed = torch.rand(n, 49152) > 0.999
+    allowed[:, 500] = True
+    logits[~allowed] = float("-inf")
+    if step % 2:
+        logits = apply_top_k_top_p(logits, None, torch.full((n,), 0.95))
+    picked = compiled_random_sample(logits)
+    masked += int((~allowed[torch.arange(n), picked]).sum())
+    total += n
+print(masked, total, cpu_vec_isa.pick_vec_isa())
+"""
+
+
+@pytest.mark.slow
+def test_cpu_engines_sample_only_tokens_the_grammar_allows_with_avx2_kernels() -> None:
+    """An eager CPU engine runs with engine_env's environment; with inductor's AVX2 kernels (forced here,
+    as on an AVX2-only CPU) vLLM's compiled sampler picked masked-out tokens (6 of the 520 picks of this check,
+    every sampled teacher output in a labeling run); with that environment no pick is masked."""
+    import os
+    import subprocess
+    import sys
+
+    from conf_profile.core.settings import EngineConfig
+    from conf_profile.engines import engine_env
+
+    env = {**os.environ, **engine_env(EngineConfig(), "cpu"), "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", SAMPLER_CHECK], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    masked, total, isa = out.stdout.split()[-3:]
+    assert isa == "avx2" and int(total) == 520, out.stdout  # the AVX2 kernels were the ones in effect
+    assert int(masked) == 0, f"{masked} of {total} sampled tokens were masked out"

@@ -163,7 +163,8 @@ class EngineConfig:
     max_model_len: int = 4096  # prompt + output tokens per sequence
     gpu_memory_utilization: float = 0.9  # share of GPU memory vLLM may take (weights + KV cache)
     cpu_kv_cache_gb: int = 1  # VLLM_CPU_KVCACHE_SPACE on CPU
-    # auto: eager on CPU (torch.compile costs ~60 s of start-up there for ~15% speed), CUDA graphs on GPU
+    # auto: eager on CPU (torch.compile costs ~60 s of start-up there for ~15% speed), CUDA graphs on GPU.
+    # Not false on an AVX2-only CPU: compiled, vLLM's sampler picks tokens the grammar masks out there.
     enforce_eager: bool | Literal["auto"] = "auto"
     max_num_seqs: int = 0  # sequences the engine schedules at once (0: vLLM's default; jobs.plan sizes it)
     # auto: bfloat16 on CPUs with AVX-512 BF16 or AMX, float32 on other CPUs (bf16 is several times slower
