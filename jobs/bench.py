@@ -246,18 +246,13 @@ def _raw_vllm(args: argparse.Namespace) -> None:
     import os
     import time
 
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")  # eager sampling, as the jobs' CPU engines (engines.engine_env)
-    from vllm import LLM, SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
-
     from conf_profile.core.config import build
     from conf_profile.core.hardware import cpu_flags, enforce_eager, engine_dtype
     from conf_profile.core.labeling import output_schema, teacher_messages
     from conf_profile.core.settings import Config, EngineConfig, TeacherConfig
     from conf_profile.core.student import student_messages, student_schema
     from conf_profile.core.taxonomy import load_taxonomy
+    from conf_profile.engines import engine_env
     from conf_profile.models import resolve_model
 
     taxonomy, engine, teacher = load_taxonomy(), EngineConfig(), TeacherConfig()
@@ -266,6 +261,12 @@ def _raw_vllm(args: argparse.Namespace) -> None:
     infer = build(Config, overrides=args.overrides).infer  # the infer job's settings, --set included
     samples = infer.samples if args.kind == "infer" else args.samples
     engine = infer.engine if args.kind == "infer" else engine
+    # The environment the jobs give their CPU engines (before vLLM and torch read it), and an in-process engine.
+    for key, value in {**engine_env(engine, "cpu"), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}.items():
+        os.environ.setdefault(key, value)
+    from vllm import LLM, SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
     conversations = [messages(taxonomy, d) for d in docs.column("document").to_pylist() for _ in range(samples)]
     dtype = engine_dtype(engine.dtype, "cpu", cpu_flags())  # as the jobs resolve it
     llm = LLM(model=str(resolve_model(args.model, None)), max_model_len=engine.max_model_len, dtype=dtype,
