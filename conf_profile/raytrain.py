@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from conf_profile import fs
-from conf_profile.core.hardware import TRAINER_RESOURCE, pinned_resources, train_workers
+from conf_profile.core.hardware import TRAINER_RESOURCE, cpu_flags, pinned_resources, train_dtype, train_workers
 from conf_profile.core.settings import Config, TrainerSettings
 from conf_profile.core.training import deepspeed_config
 from conf_profile.fs import Loc, is_uri, location
@@ -50,6 +50,11 @@ def placement(cfg: Config, settings: T) -> tuple[bool, T]:
     return gpu, resolved
 
 
+def dtype(settings: TrainerSettings, gpu: bool) -> str:
+    """The dtype the workers train in (``settings.dtype``; auto from the driver's CPU flags on CPU)."""
+    return train_dtype(settings.dtype, gpu, cpu_flags())
+
+
 def fit(
     stage: str, loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], settings: TrainerSettings,
     run_dir: Loc, gpu: bool, out: Loc,
@@ -60,19 +65,21 @@ def fit(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     t = settings
+    bf16 = dtype(t, gpu) == "bfloat16"
     storage, name = checkpoint_location(t.storage_path, run_dir, stage)
     if t.report_to == "mlflow" and importlib.util.find_spec("mlflow") is None:
         raise ValueError(f"{stage}.report_to=mlflow needs the mlflow package on every node (pip install mlflow), "
                          "or report_to: tensorboard")  # fmt: skip
     loop_config = {
-        **loop_config, "gpu": gpu, "stage": stage, "tensorboard_dir": str(tensorboard_dir(run_dir, stage)),
-        "run_id": run_dir.name,
-        "deepspeed": deepspeed_config(t.zero_stage, t.micro_batch_size, t.grad_accum, t.workers, bf16=gpu,
+        **loop_config, "gpu": gpu, "bf16": bf16, "stage": stage, "run_id": run_dir.name,
+        "tensorboard_dir": str(tensorboard_dir(run_dir, stage)),
+        "deepspeed": deepspeed_config(t.zero_stage, t.micro_batch_size, t.grad_accum, t.workers, bf16=bf16,
                                       offload_optimizer=t.offload_optimizer, offload_params=t.offload_params),
     }  # fmt: skip
     pinned = f" on nodes with {', '.join(t.resources)}" if t.resources else ""
     kind = "GPU" if gpu else "CPU"
-    log(stage, f"{t.workers} {kind} workers{pinned}, ZeRO-{t.zero_stage}, checkpoints in {storage}/{name}")
+    precision = "bf16" if bf16 else "fp32"
+    log(stage, f"{t.workers} {kind} workers{pinned}, ZeRO-{t.zero_stage}, {precision}, checkpoints in {storage}/{name}")
     trainer = TorchTrainer(
         loop,
         train_loop_config=loop_config,
@@ -231,7 +238,7 @@ def trainer_args(settings: TrainerSettings, config: dict[str, Any]) -> dict[str,
         "save_total_limit": 1,
         "report_to": t.report_to,
         "disable_tqdm": True,  # Progress prints one line per step instead
-        "bf16": config["gpu"],
+        "bf16": config["bf16"],
         "fp16": False,
         "use_cpu": not config["gpu"],
         "ddp_backend": None if config["gpu"] else "gloo",

@@ -1,11 +1,11 @@
-"""Engine dtype resolution for simulated machines: bf16 only where the CPU has bf16 kernels."""
+"""Engine and trainer dtype resolution for simulated machines: bf16 only where the CPU has bf16 kernels."""
 
 from __future__ import annotations
 
 import pytest
 
 from conf_profile.core.config import build
-from conf_profile.core.hardware import cpu_flags, engine_dtype
+from conf_profile.core.hardware import cpu_flags, engine_dtype, train_dtype
 from conf_profile.core.settings import Config
 
 AVX2_EPYC = "processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse2 avx avx2 fma\n"
@@ -34,6 +34,30 @@ def test_a_bad_dtype_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="use one of"):
         engine_dtype("half", "cpu", frozenset())
     assert build(Config, overrides=["infer.engine.dtype=float32"]).infer.engine.dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "gpu", "requested", "expected"),
+    [
+        (AVX2_EPYC, False, "auto", "float32"),  # AVX2 only: bf16 matmuls are several times slower there
+        (SAPPHIRE, False, "auto", "bfloat16"),
+        ("processor : 0\nflags : avx512f avx512_bf16\n", False, "auto", "bfloat16"),
+        ("", False, "auto", "float32"),  # flags unknown: the safe choice
+        (AVX2_EPYC, True, "auto", "bfloat16"),  # GPU workers train in bf16 whatever the driver's CPU
+        (AVX2_EPYC, False, "bfloat16", "bfloat16"),  # an explicit choice is kept
+        (SAPPHIRE, True, "float32", "float32"),
+    ],
+)
+def test_train_dtype(cpuinfo: str, gpu: bool, requested: str, expected: str) -> None:
+    assert train_dtype(requested, gpu, cpu_flags(cpuinfo)) == expected
+
+
+def test_a_bad_training_dtype_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="choose one of 'auto', 'bfloat16', 'float32'"):
+        build(Config, overrides=["train_sft.dtype=float16"])  # float16 would need loss scaling
+    with pytest.raises(ValueError, match="use one of"):
+        train_dtype("bf16", False, frozenset())
+    assert build(Config, overrides=["train_rl.dtype=float32"]).train_rl.dtype == "float32"
 
 
 # Simulated clusters: the live nodes' resource dicts as ray.nodes() reports them.
@@ -134,7 +158,7 @@ def test_training_reports_to_tensorboard_unless_set_and_mlflow_needs_its_package
 
     cfg = build(Config, overrides=["train_sft.report_to=none"])
     assert Config().train_rl.report_to == "tensorboard" and cfg.train_sft.report_to == "none"
-    args = raytrain.trainer_args(cfg.train_sft, {"stage": "train_sft", "gpu": False, "deepspeed": {}})
+    args = raytrain.trainer_args(cfg.train_sft, {"stage": "train_sft", "gpu": False, "bf16": False, "deepspeed": {}})
     shutil.rmtree(args["output_dir"])  # the scratch folder trainer_args makes for a worker
     assert args["report_to"] == "none"
     with pytest.raises(ValueError, match="report_to"):

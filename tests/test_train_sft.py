@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import kill_session
 
+from conf_profile.core.hardware import cpu_flags, train_dtype
 from conf_profile.core.student import student_messages, student_target
 from conf_profile.core.taxonomy import load_taxonomy
 
@@ -55,19 +56,22 @@ def sft_job(run_dir: Path, cache: Path, *overrides: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.train
-@pytest.mark.parametrize("stage,lora", [(3, False), (2, True)], ids=["zero3", "zero2-lora"])
-def test_two_cpu_workers_train_and_export_a_loadable_model(tmp_path, stage, lora) -> None:
-    """ZeRO-3 and ZeRO-2 with LoRA; plain ZeRO-2 (the default) gets the same checks at the end of the fault
-    test below, whose resumed run is a whole ZeRO-2 training."""
+@pytest.mark.parametrize("stage,lora,dtype", [(3, False, "float32"), (2, True, "bfloat16")],
+                         ids=["zero3-fp32", "zero2-lora-bf16"])  # fmt: skip
+def test_two_cpu_workers_train_and_export_a_loadable_model(tmp_path, stage, lora, dtype) -> None:
+    """ZeRO-3 in fp32 and ZeRO-2 with LoRA in bf16 (both precisions on any CPU, whatever train_sft.dtype's
+    auto picks on it); plain ZeRO-2 (the default) gets the same checks at the end of the fault test below,
+    whose resumed run is a whole ZeRO-2 training."""
     write_sft_set(tmp_path)
     cache = tmp_path / "cache"
     settings = (f"train_sft.zero_stage={stage}", f"train_sft.lora={str(lora).lower()}", "train_sft.max_steps=3",
-                "train_sft.save_steps=2", *(["train_sft.learning_rate=0.01"] if lora else []))  # fmt: skip
+                "train_sft.save_steps=2", f"train_sft.dtype={dtype}",
+                *(["train_sft.learning_rate=0.01"] if lora else []))  # fmt: skip
     scratch = _scratch()
     res = subprocess.run(sft_job(tmp_path, cache, *settings), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
     assert "train_sft: step 1/3" in res.stderr
-    _assert_trained_and_exported(res.stderr, tmp_path, cache, scratch, steps=3, stage=stage)
+    _assert_trained_and_exported(res.stderr, tmp_path, cache, scratch, steps=3, stage=stage, dtype=dtype)
 
 
 def _scratch() -> set[Path]:
@@ -76,9 +80,9 @@ def _scratch() -> set[Path]:
 
 
 def _assert_trained_and_exported(log: str, run_dir: Path, cache: Path, scratch: set[Path], steps: int,
-                                 stage: int) -> None:  # fmt: skip
-    """The run left no scratch folder beyond ``scratch``, recorded its steps, workers and ZeRO stage and both
-    eval losses, showed progress, wrote TensorBoard scalars, and exported a plain model whose weights
+                                 stage: int, dtype: str) -> None:  # fmt: skip
+    """The run left no scratch folder beyond ``scratch``, recorded its steps, workers, ZeRO stage, dtype and
+    both eval losses, showed progress, wrote TensorBoard scalars, and exported a plain model whose weights
     changed and which loads and generates."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -89,6 +93,8 @@ def _assert_trained_and_exported(log: str, run_dir: Path, cache: Path, scratch: 
     assert left <= scratch, f"the workers left their scratch folders: {sorted(left - scratch)}"
     entry = json.loads((run_dir / "manifest.json").read_text())["stages"]["train_sft"]
     assert entry["global_step"] == steps and entry["workers"] == 2 and entry["zero_stage"] == stage
+    precision = {"bfloat16": "bf16", "float32": "fp32"}[dtype]
+    assert entry["dtype"] == dtype and f"ZeRO-{stage}, {precision}," in log
     assert 0 < entry["eval_loss_after"] < float("inf") and 0 < entry["eval_loss_before"] < float("inf")
     assert f"train_sft: step {steps}/{steps}" in log and "tokens/s" in log  # progress while it runs
     # TensorBoard by default: event files (a writer for the eval before training, one for the steps) with the
@@ -150,7 +156,8 @@ def test_a_killed_worker_restarts_in_the_job_and_a_killed_driver_resumes_from_th
     assert second.returncode == 0, second.stderr[-4000:]
     assert "resuming from" in second.stderr
     _assert_continued_to_step_120(second.stderr, tmp_path)
-    _assert_trained_and_exported(second.stderr, tmp_path, cache, scratch, steps=120, stage=2)
+    auto = train_dtype("auto", False, cpu_flags())  # train_sft.dtype's default on this machine's CPU
+    _assert_trained_and_exported(second.stderr, tmp_path, cache, scratch, steps=120, stage=2, dtype=auto)
 
 
 def _checkpoints(run_dir: Path) -> set[str]:

@@ -1,5 +1,5 @@
-"""Settings that depend on the hardware: an engine's dtype and eager mode, the training workers and the
-custom resources that pin engines and trainers to their node types.
+"""Settings that depend on the hardware: an engine's and a trainer's dtype, eager mode, the training workers
+and the custom resources that pin engines and trainers to their node types.
 
 bf16 is fast on CPUs with AVX-512 BF16 or AMX; on AVX2-only CPUs vLLM falls back to slow kernels in bf16
 (the demo's labeling ran about 10x slower there), so ``auto`` serves fp32 on such CPUs. On GPU, ``auto`` is
@@ -18,6 +18,7 @@ from pathlib import Path
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # either makes bf16 matmuls fast on CPU
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+TRAIN_DTYPES = ("auto", "bfloat16", "float32")  # float16 would need loss scaling; bf16 does not
 # The custom resources the node types of cluster.yaml declare (one unit per GPU): a stage that finds its
 # resource on the cluster asks one unit per engine bundle or training worker, and so lands on those nodes.
 TEACHER_RESOURCE = "teacher"
@@ -38,6 +39,23 @@ def engine_dtype(requested: str, device: str, cpu_flags: set[str] | frozenset[st
     if device == "gpu":
         return "auto"
     return "bfloat16" if any(f in cpu_flags for f in BF16_CPU_FLAGS) else "float32"
+
+
+def train_dtype(requested: str, gpu: bool, cpu_flags: set[str] | frozenset[str]) -> str:
+    """The dtype a training stage's workers compute in: ``requested`` unless it is ``auto``; ``auto`` is bf16
+    on GPU and on CPUs with a bf16 flag, fp32 on other CPUs. A forward and backward pass of the demo model
+    (2 x 1,000 tokens, one thread) took 17-19 s in bf16 against 34 s in fp32 on an AVX-512 BF16 CPU.
+
+    >>> train_dtype("auto", True, set()), train_dtype("auto", False, {"avx2", "avx512_bf16"})
+    ('bfloat16', 'bfloat16')
+    >>> train_dtype("auto", False, {"avx2", "avx512f"}), train_dtype("bfloat16", False, {"avx2"})
+    ('float32', 'bfloat16')
+    """
+    if requested not in TRAIN_DTYPES:
+        raise ValueError(f"dtype={requested!r}: use one of {', '.join(TRAIN_DTYPES)}")
+    if requested != "auto":
+        return requested
+    return "bfloat16" if gpu or any(f in cpu_flags for f in BF16_CPU_FLAGS) else "float32"
 
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:

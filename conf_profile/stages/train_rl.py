@@ -56,7 +56,8 @@ def run_train_rl(cfg: Config, run_dir: Loc) -> dict[str, Any]:
     metrics = raytrain.fit(STAGE, _train_loop, loop_config, t, run_dir, gpu, out)
     seconds = round(time.monotonic() - started, 1)
     return {"model": str(out), "users": users, "workers": t.workers, "device": "gpu" if gpu else "cpu",
-            "num_generations": t.num_generations, "seconds": seconds, **metrics}  # fmt: skip
+            "dtype": raytrain.dtype(t, gpu), "num_generations": t.num_generations, "seconds": seconds,
+            **metrics}  # fmt: skip
 
 
 def _train_loop(config: dict[str, Any]) -> None:
@@ -82,7 +83,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # generation pads on the left
     model = AutoModelForCausalLM.from_pretrained(
-        config["model"], dtype=torch.bfloat16 if config["gpu"] else torch.float32
+        config["model"], dtype=torch.bfloat16 if config["bf16"] else torch.float32
     )
     if t.constrained and not config["vllm"]:
         constrain_generation(model, tokenizer, student_schema(taxonomy))

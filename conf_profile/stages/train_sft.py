@@ -1,6 +1,7 @@
 """SFT distillation: sft/ -> models/sft/, on Ray Train workers running TRL's SFTTrainer under DeepSpeed.
 
-The same code runs on CPU workers (gloo, fp32, DS_ACCELERATOR=cpu) and GPU workers (nccl, bf16). The
+The same code runs on CPU workers (gloo, DS_ACCELERATOR=cpu; bf16 on CPUs with AVX-512 BF16 or AMX, else fp32:
+``train_sft.dtype``) and GPU workers (nccl, bf16). The
 examples are in TRL's prompt-completion form, so the loss is on the assistant turn only, with the model's
 own chat template. Checkpoints, resume and export: conf_profile.raytrain. The exported folder is a plain
 transformers model (LoRA adapters are merged), loadable by transformers and vLLM.
@@ -42,8 +43,8 @@ def run_train_sft(cfg: Config, run_dir: Loc) -> dict[str, Any]:
     out = run_dir / "models" / "sft"
     metrics = raytrain.fit(STAGE, _train_loop, loop_config, t, run_dir, gpu, out)
     return {"model": str(out), "examples": examples, "workers": t.workers, "device": "gpu" if gpu else "cpu",
-            "zero_stage": t.zero_stage, "global_batch": batch, "seconds": round(time.monotonic() - started, 1),
-            **metrics}  # fmt: skip
+            "dtype": raytrain.dtype(t, gpu), "zero_stage": t.zero_stage, "global_batch": batch,
+            "seconds": round(time.monotonic() - started, 1), **metrics}  # fmt: skip
 
 
 def _train_loop(config: dict[str, Any]) -> None:
@@ -59,7 +60,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     tokenizer = AutoTokenizer.from_pretrained(config["student"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if config["gpu"] else torch.float32
+    dtype = torch.bfloat16 if config["bf16"] else torch.float32
     model = AutoModelForCausalLM.from_pretrained(config["student"], dtype=dtype)
     train = Dataset.from_list([prompt_completion(m) for m in _messages(config["train"])])
     evals = Dataset.from_list([prompt_completion(m) for m in _messages(config["eval"])]) if config["eval"] else None
