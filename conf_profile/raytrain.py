@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from conf_profile import fs
-from conf_profile.core.hardware import TRAINER_RESOURCE, cpu_flags, pinned_resources, train_dtype, train_workers
+from conf_profile.core.hardware import TRAINER_RESOURCE, pinned_resources, train_dtype, train_workers
 from conf_profile.core.settings import Config, TrainerSettings
 from conf_profile.core.training import deepspeed_config
 from conf_profile.fs import Loc, is_uri, location
@@ -51,8 +51,8 @@ def placement(cfg: Config, settings: T) -> tuple[bool, T]:
 
 
 def dtype(settings: TrainerSettings, gpu: bool) -> str:
-    """The dtype the workers train in (``settings.dtype``; auto from the driver's CPU flags on CPU)."""
-    return train_dtype(settings.dtype, gpu, cpu_flags())
+    """The dtype the workers train in (``settings.dtype``; auto: bf16 on GPU, fp32 on CPU)."""
+    return train_dtype(settings.dtype, gpu)
 
 
 def fit(

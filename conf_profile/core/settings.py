@@ -297,9 +297,9 @@ class TrainerSettings:
     max_failures: int = 1  # Ray Train restarts from the last checkpoint this many times
     storage_path: str | None = None  # checkpoints: local folder or cloud URI; None = <run_dir>/checkpoints
     gradient_checkpointing: bool = False  # saves activation memory on large students, costs ~30% time
-    # Weights and activations: auto is bfloat16 on GPU and on CPUs with AVX-512 BF16 or AMX (about twice as
-    # fast as float32 there; DeepSpeed keeps float32 master weights), float32 on other CPUs (bf16 is several
-    # times slower there). The CPU flags are read where the job's driver runs. Or bfloat16, float32.
+    # Weights and activations: auto is bfloat16 on GPU, float32 on CPU. bfloat16 on a CPU with AVX-512 BF16 or
+    # AMX trains about 1.5x faster (DeepSpeed keeps float32 master weights) but its students scored lower on
+    # the quality benchmark (README, "Training precision"); on other CPUs it is several times slower.
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     # Training metrics (loss, learning rate, rewards, KL) per step: tensorboard writes them to
     # <run_dir>/tensorboard/<stage>/ (tensorboard --logdir there); mlflow to MLFLOW_TRACKING_URI (needs the

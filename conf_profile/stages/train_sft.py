@@ -1,7 +1,7 @@
 """SFT distillation: sft/ -> models/sft/, on Ray Train workers running TRL's SFTTrainer under DeepSpeed.
 
-The same code runs on CPU workers (gloo, DS_ACCELERATOR=cpu; bf16 on CPUs with AVX-512 BF16 or AMX, else fp32:
-``train_sft.dtype``) and GPU workers (nccl, bf16). The
+The same code runs on CPU workers (gloo, fp32 unless ``train_sft.dtype`` says bf16, DS_ACCELERATOR=cpu) and GPU
+workers (nccl, bf16). The
 examples are in TRL's prompt-completion form, so the loss is on the assistant turn only, with the model's
 own chat template. Checkpoints, resume and export: conf_profile.raytrain. The exported folder is a plain
 transformers model (LoRA adapters are merged), loadable by transformers and vLLM.
