@@ -1,4 +1,5 @@
-"""Engine and trainer dtype resolution for simulated machines: bf16 only where the CPU has bf16 kernels."""
+"""Engine and trainer dtype resolution for simulated machines: engines serve bf16 only where the CPU has bf16
+kernels; trainers train in bf16 on GPU and in fp32 on CPU unless asked."""
 
 from __future__ import annotations
 
