@@ -5,6 +5,7 @@
     python -m jobs.bench label --users 100 [--samples 1] [--model demo]   # Ray job vs raw vllm.LLM
     python -m jobs.bench infer --users 100 [--model demo|DIR]             # Ray job vs raw vllm.LLM
     python -m jobs.bench quality [--data builtin|movielens] [--run-dir DIR] [--set KEY=VALUE ...]
+    python -m jobs.bench compare RUN_A RUN_B [--stages student_sft,student_rl] [--truth PATH]
     python -m jobs.bench vote --users 1000000 [--attributes 6] [--samples 8] [--teachers 1]  # vs pandas
     python -m jobs.bench dataflow --users 100000,1000000 [--samples 2] [--rate 0]  # stand-in engine
     python -m jobs.bench dataflow --users 10000 --engine tiny [--max-tokens 64]  # the real engine, tiny model
@@ -37,6 +38,11 @@ report/ladder.png and report/risk_coverage.png. ``--gold N`` (default 100; 0: no
 by user_id of the data's truth (never labeled, never held out) as a gold set: the students' confidence is
 refitted on their answers for those users (infer.gold), so the ECE of the held-out users' confidence is that
 of the tables with a gold set of N users.
+
+compare: the same stages of two finished runs on the held-out users of both, e.g. a quality benchmark's run
+and a copy of it redone from train_sft with another setting (the same teacher labels): per stage, both
+runs' macro F1, AURC and coverage and the paired-bootstrap 95% interval of B - A. The taxonomy and the
+truth are run A's (its manifest's settings), unless --truth names another file.
 
 ingest: generates the built-in logs (cached under runs/bench/), runs the single-process pyarrow ingest and
 the Ray ingest job on the same files, each in its own process, checks that both wrote the same documents
@@ -329,6 +335,42 @@ def bench_quality(args: argparse.Namespace) -> None:
               f"on {cpu} ({platform.machine()})")  # fmt: skip
     (run_dir / "report" / "ladder.md").write_text(f"{header}\n\n{table}\n", encoding="utf-8")
     print(f"\n{header}\n{table}\nreport: {run_dir / 'report' / 'index.html'}")
+
+
+def bench_compare(args: argparse.Namespace) -> None:
+    """Two runs' stages side by side on the same held-out users (see the module docstring)."""
+    from conf_profile.core.config import build
+    from conf_profile.core.settings import Config
+    from conf_profile.core.taxonomy import load_taxonomy
+    from conf_profile.stages.evaluate import compare_runs, truth_path
+    from conf_profile.storage import MANIFEST
+
+    for run in (args.run_a, args.run_b):
+        if not (run / MANIFEST).is_file():
+            sys.exit(f"bench compare: {run}: not a run directory (no {MANIFEST})")
+    cfg = build(Config, json.loads((args.run_a / MANIFEST).read_text(encoding="utf-8")).get("config") or {})
+    truth = str(args.truth) if args.truth else truth_path(cfg, args.run_a)
+    if truth is None:
+        sys.exit(f"bench compare: no truth for {args.run_a} (its input.truth is empty): give --truth")
+    stages = [s for s in args.stages.split(",") if s] if args.stages else None
+    try:
+        out = compare_runs(args.run_a, args.run_b, truth, load_taxonomy(cfg.taxonomy.path), stages)
+    except (FileNotFoundError, ValueError) as exc:  # a missing run part; a truth file without the attributes
+        sys.exit(f"bench compare: {exc}")
+
+    def cell(x: dict) -> str:
+        return f"{x['diff']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]"
+
+    lines = [f"A = {args.run_a}, B = {args.run_b}: {out['users']} held-out users of both, paired bootstrap 95%",
+             "", "| stage | F1 A | F1 B | F1 B - A | AURC A | AURC B | AURC B - A | coverage A | coverage B |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, row in out["stages"].items():
+        a, b = row["a"], row["b"]
+        cells = [f"{a['f1']:.3f}", f"{b['f1']:.3f}", cell(row["f1"]), f"{a['aurc']:.3f}", f"{b['aurc']:.3f}",
+                 cell(row["aurc"]), f"{a['coverage']:.2f}", f"{b['coverage']:.2f}"]  # fmt: skip
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    print("\n".join(lines))
+    print(json.dumps(out))
 
 
 def _gold_users(args: argparse.Namespace, cmd: list[str], run_dir: Path) -> Path:
@@ -773,6 +815,11 @@ def main(argv: list[str] | None = None) -> None:
     quality.add_argument("--run-dir", type=Path, help="default: runs/bench/quality-<data> (a re-run resumes it)")
     quality.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                          help="extra config for the pipeline (it changes the benchmark: report it)")  # fmt: skip
+    compare = sub.add_parser("compare", help="the same stages of two runs on the held-out users of both")
+    compare.add_argument("run_a", type=Path, metavar="RUN_A")
+    compare.add_argument("run_b", type=Path, metavar="RUN_B")
+    compare.add_argument("--stages", help="comma-separated stages (default: every stage both runs have)")
+    compare.add_argument("--truth", type=Path, help="truth Parquet (default: run A's input.truth or built-in truth)")
     flow = sub.add_parser("dataflow", help="ingest -> label -> aggregate -> infer with a stand-in engine, per size")
     flow.add_argument("--users", default="100000,1000000", help="user counts, comma-separated")
     flow.add_argument("--samples", type=int, default=2, help="teacher samples per user (default 2)")
@@ -810,8 +857,8 @@ def main(argv: list[str] | None = None) -> None:
     variant.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     commands = {"ingest": bench_ingest, "ingest-grouping": bench_grouping, "label": bench_label, "infer": bench_infer,
-                "quality": bench_quality, "vote": bench_vote, "_vote-impl": _vote_impl, "_raw-vllm": _raw_vllm,
-                "_groupby-variant": _groupby_variant, "dataflow": bench_dataflow,
+                "quality": bench_quality, "compare": bench_compare, "vote": bench_vote, "_vote-impl": _vote_impl,
+                "_raw-vllm": _raw_vllm, "_groupby-variant": _groupby_variant, "dataflow": bench_dataflow,
                 "_dataflow-run": _dataflow_run, "nightly": bench_nightly, "_nightly-run": _nightly_run}  # fmt: skip
     commands[args.what](args)
 

@@ -7,7 +7,17 @@ import itertools
 import numpy as np
 import pytest
 
-from conf_profile.core.ladder import AttributeScores, align, aurc, bootstrap_weights, f1, interval, ladder, macro_f1
+from conf_profile.core.ladder import (
+    AttributeScores,
+    align,
+    aurc,
+    bootstrap_weights,
+    coverage,
+    f1,
+    interval,
+    ladder,
+    macro_f1,
+)
 
 
 def test_f1_counts_abstentions_and_missing_users_as_misses() -> None:
@@ -79,3 +89,14 @@ def test_macro_is_the_mean_over_attributes_and_interval_is_percentile() -> None:
     a, b = _stage(rng, 100, 0.3), _stage(rng, 100, 0.9)
     assert macro_f1([a[0], b[0]]) == pytest.approx((f1(a[0]) + f1(b[0])) / 2)
     assert interval(np.array([]), 0.1) == {"diff": 0.1, "low": 0.1, "high": 0.1}
+
+
+def test_coverage_is_the_answered_share_of_users_with_truth_averaged_over_attributes() -> None:
+    truth = {"a": "x", "b": "y", "c": "x", "d": None}
+    # answered a, b and d; d has no truth (not counted): 2 of 3 users with truth
+    first = align(["a", "b", "c", "d"], truth, {"a": ("x", 0.9), "b": ("x", 0.5), "d": ("y", 0.5)})
+    second = align(["a", "b", "c", "d"], truth, {"c": ("unknown", None)})  # an abstention is not an answer
+    nobody = align(["a"], {"a": None}, {"a": ("x", 0.9)})  # an attribute without truth is left out
+    assert coverage([first]) == pytest.approx(2 / 3)
+    assert coverage([first, second, nobody]) == pytest.approx((2 / 3 + 0) / 2)
+    assert coverage([]) == 0.0

@@ -124,6 +124,17 @@ def macro_f1(stage: Sequence[AttributeScores], weights: np.ndarray | None = None
     return values if weights is not None else float(values[0])
 
 
+def coverage(stage: Sequence[AttributeScores]) -> float:
+    """The share of users with a truth value that the stage answered, averaged over attributes.
+
+    >>> coverage([align(["a", "b"], {"a": "x", "b": "y"}, {"a": ("x", 0.9)}),
+    ...           align(["a", "b"], {"a": "x", "b": None}, {"a": ("unknown", None)})])
+    0.25
+    """
+    shares = [s.answered.sum() / s.has_truth.sum() for s in stage if s.has_truth.any()]
+    return float(np.mean(shares)) if shares else 0.0
+
+
 def macro_aurc(stage: Sequence[AttributeScores], weights: np.ndarray | None = None) -> np.ndarray | float:
     """Mean AURC over attributes (users with a truth value); per resample with ``weights``."""
     if weights is None:

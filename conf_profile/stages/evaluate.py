@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from conf_profile import fs
-from conf_profile.core.ladder import align, ladder, risk_coverage
+from conf_profile.core.ladder import AttributeScores, align, coverage, ladder, risk_coverage
 from conf_profile.core.metrics import attribute_metrics, injection_adoption, load_truth, macro, reliability
 from conf_profile.core.profiles import PREDICTION_SCHEMA
 from conf_profile.core.settings import Config
@@ -127,21 +127,55 @@ def quality_ladder(
     common = sorted(set(users).intersection(*(covered[n] for n in names))) if names else []
     if not common:
         return {"users": 0, "stages": {}, "left_out": sorted(stages)}
-    scores, curves = {}, {}
-    for name in names:
-        table = stages[name]
-        per_attr = []
-        for attr in taxonomy.attribute_names:
-            rows = table.filter(pc.equal(table.column("attribute"), attr))
-            predicted = dict(zip(rows.column("user_id").to_pylist(),
-                                 zip(rows.column("value").to_pylist(), rows.column("confidence").to_pylist(),
-                                     strict=True), strict=True))  # fmt: skip
-            per_attr.append(align(common, truth[attr], predicted))
-        scores[name] = per_attr
-        curves[name] = risk_coverage(per_attr)
+    scores = {name: stage_scores(stages[name], truth, taxonomy, common) for name in names}
+    curves = {name: risk_coverage(per_attr) for name, per_attr in scores.items()}
     result = ladder(scores, REFERENCE if REFERENCE in scores else None, BOOTSTRAP_RESAMPLES, seed=0)
     return {"users": len(common), "stages": result, "curves": curves,
             "left_out": sorted(set(stages) - set(names))}  # fmt: skip
+
+
+def stage_scores(
+    table: pa.Table, truth: dict[str, dict[str, str | None]], taxonomy: Taxonomy, users: list[str]
+) -> list[AttributeScores]:
+    """One stage's long-form predictions aligned on ``users``, one AttributeScores per taxonomy attribute (a
+    user the stage did not predict counts as its abstention)."""
+    per_attr = []
+    for attr in taxonomy.attribute_names:
+        rows = table.filter(pc.equal(table.column("attribute"), attr))
+        predicted = dict(zip(rows.column("user_id").to_pylist(),
+                             zip(rows.column("value").to_pylist(), rows.column("confidence").to_pylist(),
+                                 strict=True), strict=True))  # fmt: skip
+        per_attr.append(align(users, truth[attr], predicted))
+    return per_attr
+
+
+def compare_runs(
+    run_a: Loc, run_b: Loc, truth_path: str, taxonomy: Taxonomy, stages: list[str] | None = None
+) -> dict[str, Any]:
+    """The same stages of two runs on the held-out users of both (e.g. one setting against another from the
+    same teacher labels): per stage, each run's macro F1, AURC and coverage, and the paired-bootstrap 95%
+    interval of run B minus run A (the ladder's bootstrap: the same user resamples for both). ``stages``:
+    default every stage both runs have. A user a run's stage did not predict counts as its abstention."""
+    users = sorted(set(heldout_users(run_a) or ()) & set(heldout_users(run_b) or ()))
+    if not users:
+        raise FileNotFoundError(f"no held-out users in both {run_a} and {run_b} (label.heldout_users)")
+    truth = load_truth(truth_path, taxonomy, "--truth")
+    pred_a, pred_b = stage_predictions(run_a), stage_predictions(run_b)
+    names = stages or [name for name in pred_a if name in pred_b]
+    missing = [f"{name} ({run})" for name in names for run, pred in ((run_a, pred_a), (run_b, pred_b))
+               if name not in pred]  # fmt: skip
+    if missing:
+        raise FileNotFoundError(f"no predictions of {', '.join(missing)}")
+    out: dict[str, Any] = {"users": len(users), "a": str(run_a), "b": str(run_b), "stages": {}}
+    for name in names:
+        a, b = (stage_scores(pred[name], truth, taxonomy, users) for pred in (pred_a, pred_b))
+        row = ladder({"a": a, "b": b}, None, BOOTSTRAP_RESAMPLES, seed=0)
+        out["stages"][name] = {
+            "a": {"f1": row["a"]["f1"], "aurc": row["a"]["aurc"], "coverage": round(coverage(a), 4)},
+            "b": {"f1": row["b"]["f1"], "aurc": row["b"]["aurc"], "coverage": round(coverage(b), 4)},
+            **{key: row["b"]["vs_previous"][key] for key in ("f1", "aurc")},  # type: ignore[index]
+        }
+    return out
 
 
 def stage_predictions(run_dir: Loc) -> dict[str, pa.Table]:
