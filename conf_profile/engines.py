@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from conf_profile.core.hardware import TEACHER_RESOURCE, cpu_flags, enforce_eager, engine_dtype, pinned_resources
 from conf_profile.core.labeling import chat_messages, sample_seed, sampled_tokens, value_probabilities
+from conf_profile.core.plan import rows_per_block
 from conf_profile.core.settings import EngineConfig, LabelConfig, TeacherConfig
 from conf_profile.core.taxonomy import Taxonomy
 from conf_profile.core.zero_shot import document_lines, judge, value_texts
@@ -158,11 +159,29 @@ def _import_engine_modules() -> None:
         import vllm.v1.engine.exceptions  # noqa: F401
 
 
+def engine_blocks(requests: Any, rows: int, engine: EngineConfig) -> Any:
+    """``requests`` (a Ray dataset of ``rows`` request rows) re-cut, streaming, into blocks of
+    core/plan.rows_per_block rows: about 32 per engine replica, at least one engine batch each."""
+    blocks = requests.repartition(target_num_rows_per_block=rows_per_block(rows, engine.batch_size, engine.replicas))
+    # Its tasks only re-cut blocks, but Ray Data (2.60) gives them a whole CPU and takes no remote args for a
+    # repartition: on a small node the engines hold the CPUs, and they waited forever. They ask for a
+    # fraction, set on its logical operator, and not the one its neighbours ask for (SMALL_CPUS): Ray Data
+    # fuses operators with equal remote args, and fused into the next step the blocks were merged again.
+    blocks._logical_plan.dag.ray_remote_args["num_cpus"] = SMALL_CPUS / 2
+    # Ray Data's per-operator resource reservation gave the steps after the engine no CPU while the engine
+    # held its own (on a 2-core node: the engine's output waited until the stage ended, and the progress line
+    # stood still at its first block); without it, every step runs once Ray has room for its task. This
+    # dataset's context only (the steps that follow it inherit it).
+    blocks.context.op_resource_reservation_enabled = False
+    return blocks
+
+
 def vllm_processor(
     model: str, engine: EngineConfig, device: str, preprocess: Any, postprocess: Any, structured: bool = True
 ) -> Any:
     """The ray.data.llm processor (processor_config + build_processor) that labeling and inference run:
-    request rows -> ``preprocess`` (chat messages, sampling params) -> engine -> ``postprocess``."""
+    request rows -> ``preprocess`` (chat messages, sampling params) -> engine -> ``postprocess``. The
+    caller cuts the requests into engine_blocks first."""
     if _STAND_IN is not None:
         return _STAND_IN.processor(engine, preprocess, postprocess)
     if _PRELOAD is not None:

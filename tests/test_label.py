@@ -233,6 +233,39 @@ def test_hosted_teacher_over_http_with_a_key_from_the_environment(run_dir, opena
         assert r["model"] == "tiny-hosted" and r["input_tokens"] > 0 and r["output_tokens"] > 0
 
 
+@pytest.mark.ray
+def test_engine_blocks_are_cut_next_to_an_engine_that_holds_the_cpus(run_dir) -> None:
+    """The requests are re-cut into blocks of rows_per_block rows (at least one engine batch) by tasks that
+    ask for a fraction of a CPU: with the node's CPUs held as the engines hold them, they still run."""
+    import threading
+
+    import ray
+    import ray.data
+
+    from conf_profile.core.settings import EngineConfig
+    from conf_profile.engines import engine_blocks
+
+    @ray.remote(num_cpus=1.8)  # the module's Ray has 2 CPUs: 0.2 left
+    class Holder:
+        def ready(self) -> bool:
+            return True
+
+    holder = Holder.remote()  # type: ignore[attr-defined]
+    ray.get(holder.ready.remote())
+    sizes: list[int] = []
+    try:
+        ds = ray.data.from_items([{"i": i} for i in range(100)], override_num_blocks=2)
+        blocks = engine_blocks(ds, 100, EngineConfig(batch_size=8))  # 100 rows: max(8, ceil(100 / 32)) = 8
+        cut = threading.Thread(target=lambda: sizes.extend(t.num_rows for t in ray.get(blocks.to_arrow_refs())),
+                               daemon=True)  # fmt: skip
+        cut.start()
+        cut.join(timeout=180)
+        assert not cut.is_alive(), "the re-cut waited for a CPU the engine holds"
+    finally:
+        ray.kill(holder)
+    assert sum(sizes) == 100 and max(sizes) == 8 and len(sizes) >= 13
+
+
 def test_engine_resources_pin_the_engines_to_the_nodes_that_declare_them() -> None:
     from conf_profile.core.settings import EngineConfig
     from conf_profile.engines import processor_config

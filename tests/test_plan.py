@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from conf_profile.core.plan import GPUS, MODELS, Gpu, ModelShape, PlanError, plan, tensor_parallel
+from conf_profile.core.plan import (
+    BLOCKS_PER_REPLICA,
+    GPUS,
+    MAX_ROWS_PER_BLOCK,
+    MODELS,
+    Gpu,
+    ModelShape,
+    PlanError,
+    plan,
+    rows_per_block,
+    tensor_parallel,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = Gpu("g", memory_gb=100, bandwidth_tbs=2.0, bf16_tflops=1000)  # usable memory at 0.9: 90 GB
@@ -80,3 +91,15 @@ def test_the_plans_overrides_are_real_config_keys_that_reach_the_engine() -> Non
         assert (engine.max_concurrent_batches, engine.max_num_seqs) == (p.max_concurrent_batches, p.max_num_seqs)
         kwargs = processor_config("/m", engine, "gpu").engine_kwargs
         assert kwargs["tensor_parallel_size"] == p.tensor_parallel and kwargs["max_num_seqs"] == p.max_num_seqs
+
+
+def test_engine_blocks_are_32_per_replica_and_never_smaller_than_one_engine_batch() -> None:
+    assert BLOCKS_PER_REPLICA == 32
+    assert rows_per_block(888, 16, 1) == 28  # ceil(888 / 32): 32 blocks, the last one 20 rows
+    assert rows_per_block(888, 16, 2) == 16  # ceil(888 / 64) = 14 is below one batch of 16
+    assert rows_per_block(10, 16, 4) == 16 and rows_per_block(0, 16, 1) == 16  # one batch at least
+    assert rows_per_block(400_000, 64, 8) == 1563  # ceil(400,000 / 256): 32 per replica
+    assert rows_per_block(4_000_000, 64, 8) == MAX_ROWS_PER_BLOCK == 4096  # blocks of tens of MB at most
+    assert rows_per_block(4_000_000, 8192, 1) == 8192  # but never below one engine batch
+    with pytest.raises(ValueError, match="must be >= 1"):
+        rows_per_block(100, 0, 1)

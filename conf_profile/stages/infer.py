@@ -44,7 +44,14 @@ from conf_profile.core.profiles import (
 from conf_profile.core.settings import Config
 from conf_profile.core.student import student_prompt_version, student_schema, student_system_prompt
 from conf_profile.core.taxonomy import Taxonomy, load_taxonomy
-from conf_profile.engines import ChatRequest, engine_device, preload_engine_modules, vllm_processor, with_samples
+from conf_profile.engines import (
+    ChatRequest,
+    engine_blocks,
+    engine_device,
+    preload_engine_modules,
+    vllm_processor,
+    with_samples,
+)
 from conf_profile.fs import Loc, is_uri, location
 from conf_profile.progress import Progress, count_rows
 from conf_profile.raycluster import SMALL_CPUS, quiet_memory_warning
@@ -249,7 +256,8 @@ def profile_dataset(
     vote_args = (taxonomy, calibration, tuple(cfg.aggregate.confidence_weights), provenance)
     rows = selected * infer.samples
     with Progress("infer", "student", rows, infer.samples, cfg.run.progress_interval_s) as progress:
-        outputs = processor(requests).map_batches(_output_table, batch_format="pyarrow", num_cpus=SMALL_CPUS)
+        outputs = processor(engine_blocks(requests, rows, engine))
+        outputs = outputs.map_batches(_output_table, batch_format="pyarrow", num_cpus=SMALL_CPUS)
         outputs = outputs.map_batches(count_rows, fn_kwargs={"counter": progress.counter}, batch_format="pyarrow",
                                       num_cpus=SMALL_CPUS)  # fmt: skip
         if infer.samples > 1:  # the k outputs of a user meet in one group
@@ -281,9 +289,7 @@ def profile_users(
 
     init_ray(cfg.ray)
     quiet_memory_warning()
-    step = max(1, cfg.infer.engine.batch_size // cfg.infer.samples)  # engine-batch blocks: every replica gets work
-    blocks = [docs.slice(i, step) for i in range(0, docs.num_rows, step)] or [docs]
-    profiles, entry = profile_dataset(cfg, ray.data.from_arrow(blocks), model, calibration, run_id)
+    profiles, entry = profile_dataset(cfg, ray.data.from_arrow(docs), model, calibration, run_id)
     schema = profile_schema(load_taxonomy(cfg.taxonomy.path), PROVENANCE)
     tables = [t for t in ray.get(profiles.to_arrow_refs()) if t.num_rows]
     return pa.concat_tables([schema.empty_table(), *tables]).sort_by("user_id"), entry

@@ -49,6 +49,7 @@ from conf_profile.engines import (
     ChatRequest,
     KeepGeneration,
     embedding_processor,
+    engine_blocks,
     engine_device,
     http_processor,
     preload_engine_modules,
@@ -122,7 +123,7 @@ def run_label(cfg: Config, run_dir: Loc) -> dict[str, Any]:
             # One pass of the engines over both sets (one engine start, not two); the write sends the held-out
             # users' rows to their own table.
             requests, *more = [r for r, _, _ in pending]
-            requests = requests.union(*more) if more else requests
+            requests = engine_blocks(requests.union(*more) if more else requests, sum(t for _, t, _ in pending), engine)
             part = Path(teacher.name) / f"part-{run_id}"
             held = run_dir / HELDOUT_SAMPLES / part if heldout_ids else None
             sink = split_write(run_dir / "teacher_samples" / part, held, heldout_ids)
