@@ -31,7 +31,7 @@ def test_new_run_dirs_and_latest_link(tmp_path) -> None:
 def test_run_ids_sort_by_time_and_are_unique() -> None:
     ids = {new_run_id() for _ in range(50)}
     assert len(ids) == 50
-    assert all(len(i) == len("20261126-040512-a1b2") for i in ids)
+    assert all(len(i) == len("20261126-040512-a1b2c3d4") for i in ids)
 
 
 def test_manifest_keeps_every_stage(tmp_path) -> None:
