@@ -123,13 +123,13 @@ def run_label(cfg: Config, run_dir: Loc) -> dict[str, Any]:
             # One pass of the engines over both sets (one engine start, not two); the write sends the held-out
             # users' rows to their own table.
             requests, *more = [r for r, _, _ in pending]
-            requests = engine_blocks(requests.union(*more) if more else requests, sum(t for _, t, _ in pending), engine)
+            rows = sum(t for _, t, _ in pending)
+            requests = engine_blocks(requests.union(*more) if more else requests, rows, engine)
             part = Path(teacher.name) / f"part-{run_id}"
             held = run_dir / HELDOUT_SAMPLES / part if heldout_ids else None
             sink = split_write(run_dir / "teacher_samples" / part, held, heldout_ids)
             what = f"teacher {teacher.name} ({', '.join(name for _, _, name in pending)})"
-            with Progress("label", what, sum(t for _, t, _ in pending), teacher.samples,
-                          cfg.run.progress_interval_s) as progress:  # fmt: skip
+            with Progress("label", what, rows, teacher.samples, cfg.run.progress_interval_s) as progress:
                 _generate(requests, teacher, model, taxonomy, cfg, engine, teacher_device, sink, progress.counter)
         for _, _, out_root, key in sets:
             entry[key][teacher.name] = _teacher_summary(out_root / teacher.name, entry["prompt_version"])
