@@ -44,8 +44,9 @@ def engine_dtype(requested: str, device: str, cpu_flags: set[str] | frozenset[st
 def train_dtype(requested: str, gpu: bool) -> str:
     """The dtype a training stage's workers compute in: ``requested`` unless it is ``auto``; ``auto`` is bf16
     on GPU and fp32 on CPU. bf16 on a CPU with AVX-512 BF16 trains faster (SFT of the demo model on 2 cores:
-    146 s of training against 224 s for 4 steps) but is not the CPU default: the quality benchmark's students
-    trained that way scored lower than the fp32 ones of an earlier run (README, "Training precision").
+    146 s of training against 224 s for 4 steps; 1.9x on AMX) but is not the CPU default: redone in bf16 on
+    the same teacher labels, the MovieLens benchmark's students lost F1 beyond the intervals and a quarter
+    of their answers (README, "Training precision").
 
     >>> train_dtype("auto", True), train_dtype("auto", False), train_dtype("bfloat16", False)
     ('bfloat16', 'float32', 'bfloat16')
