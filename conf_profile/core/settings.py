@@ -298,7 +298,7 @@ class TrainerSettings:
     storage_path: str | None = None  # checkpoints: local folder or cloud URI; None = <run_dir>/checkpoints
     gradient_checkpointing: bool = False  # saves activation memory on large students, costs ~30% time
     # Weights and activations: auto is bfloat16 on GPU, float32 on CPU. bfloat16 on a CPU with AVX-512 BF16 or
-    # AMX trains 1.5-2x faster (DeepSpeed keeps float32 master weights) but its students scored lower side by
+    # AMX trains 1.3-2.2x faster (DeepSpeed keeps float32 master weights) but its students scored lower side by
     # side on the same teacher labels (README, "Training precision"); on other CPUs it is several times slower.
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     # Training metrics (loss, learning rate, rewards, KL) per step: tensorboard writes them to
