@@ -2,8 +2,8 @@
 
     python -m jobs.bench ingest --users 100000 [--seed 0] [--bad-fraction 0.02] [--data DIR]
     python -m jobs.bench ingest-grouping --users 100000   # hash partitioning vs Ray Data groupby
-    python -m jobs.bench label --users 100 [--samples 1] [--model demo]   # Ray job vs raw vllm.LLM
-    python -m jobs.bench infer --users 100 [--model demo|DIR]             # Ray job vs raw vllm.LLM
+    python -m jobs.bench label --users 100 [--samples 1] [--model demo]   # Ray job vs raw vllm.LLM (x2)
+    python -m jobs.bench infer --users 100 [--model demo|DIR]             # Ray job vs raw vllm.LLM (x2)
     python -m jobs.bench quality [--data builtin|movielens] [--run-dir DIR] [--set KEY=VALUE ...]
     python -m jobs.bench compare RUN_A RUN_B [--stages student_sft,student_rl] [--truth PATH]
     python -m jobs.bench vote --users 1000000 [--attributes 6] [--samples 8] [--teachers 1]  # vs pandas
@@ -162,8 +162,9 @@ def _groupby_variant(args: argparse.Namespace) -> None:
 
 def bench_label(args: argparse.Namespace) -> None:
     """The label job (Ray Data LLM) against plain vllm.LLM.chat with the same engine settings, prompts,
-    schema and sampling, each in its own process on the same documents. Tokens/s are output tokens over
-    each process's whole wall time (start-up included), and over generation alone for the raw engine."""
+    schema and sampling, each in its own process on the same documents; the raw engine twice, once per
+    RAW_ENGINES layout. Tokens/s are output tokens over each process's whole wall time (start-up included),
+    and over generation alone for the raw engines."""
     from conf_profile.bench.ingest_local import run_ingest_local
     from conf_profile.models import resolve_model
 
@@ -179,36 +180,36 @@ def bench_label(args: argparse.Namespace) -> None:
          "--set", "label.heldout_users=0",
          *(f"--set={o}" for o in args.overrides)]
     )  # fmt: skip
-    raw_run = run_measured([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
-                            "--samples", str(args.samples)])  # fmt: skip
-    _keep_logs(work, ray_run, raw_run)
-    for name, m in (("ray job", ray_run), ("raw vllm", raw_run)):
-        if m.returncode != 0:
-            sys.exit(f"bench: {name} failed:\n{m.output[-3000:]}")
+    raws = _raw_runs([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
+                      "--samples", str(args.samples)])  # fmt: skip
+    _keep_logs(work, ray_run, raws)
+    if ray_run.returncode != 0:
+        sys.exit(f"bench: ray job failed:\n{ray_run.output[-3000:]}")
     samples = pq.read_table(work / "teacher_samples", columns=["output_tokens", "error"])
     ray_tokens = int(pc.sum(samples.column("output_tokens")).as_py() or 0)
-    raw = json.loads(raw_run.output.strip().splitlines()[-1])
     valid = samples.column("error").null_count
     print(f"\nlabel benchmark: {args.users} users x {args.samples} samples, model {args.model} {args.overrides} "
           f"on {_cpu()}")  # fmt: skip
-    print(f"{'':34s} {'seconds':>8s} {'out tokens':>10s} {'tok/s':>7s} {'tok/user':>8s} {'users/s':>8s}")
-    rows = (
-        ("ray job (jobs.label), whole run", ray_run.seconds, ray_tokens),
-        ("raw vllm.LLM, whole run", raw_run.seconds, raw["tokens"]),
-        ("raw vllm.LLM, generation only", raw["seconds"], raw["tokens"]),
-    )
+    print(f"{'':44s} {'seconds':>8s} {'out tokens':>10s} {'tok/s':>7s} {'tok/user':>8s} {'users/s':>8s}")
+    rows = [("ray job (jobs.label), whole run", ray_run.seconds, ray_tokens)]
+    for engine, m, raw in raws:
+        rows += [(f"raw vllm.LLM {engine}, whole run", m.seconds, raw["tokens"]),
+                 (f"raw vllm.LLM {engine}, generation only", raw["seconds"], raw["tokens"])]  # fmt: skip
     for name, seconds, tokens in rows:
-        print(f"{name:34s} {seconds:8.1f} {tokens:10d} {tokens / seconds:7.1f} {tokens / args.users:8.1f} "
+        print(f"{name:44s} {seconds:8.1f} {tokens:10d} {tokens / seconds:7.1f} {tokens / args.users:8.1f} "
               f"{args.users / seconds:8.3f}")  # fmt: skip
-    ratio = (ray_tokens / ray_run.seconds) / (raw["tokens"] / raw_run.seconds)
-    print(f"ratio ray/raw tokens/s (whole runs): {ratio:.2f}; users/s: {raw_run.seconds / ray_run.seconds:.2f}")
+    for engine, m, raw in raws:
+        ratio = (ray_tokens / ray_run.seconds) / (raw["tokens"] / m.seconds)
+        print(f"ratio ray/raw {engine} tokens/s (whole runs): {ratio:.2f}; users/s: {m.seconds / ray_run.seconds:.2f}")
     print(f"schema-valid rows (ray job): {valid}/{samples.num_rows}")
-    print(f"raw vLLM prefix-cache hit rate: {raw['prefix_cache_hit_rate']:.2f}")
+    for engine, _, raw in raws:
+        print(f"raw vLLM {engine} prefix-cache hit rate: {raw['prefix_cache_hit_rate']:.2f}")
 
 
 def bench_infer(args: argparse.Namespace) -> None:
     """The infer job (Ray Data LLM, student prompt and schema, greedy) against plain vllm.LLM.chat on the same
-    prompts with the same engine settings, each in its own process; users/s over each whole run."""
+    prompts with the same engine settings (once per RAW_ENGINES layout), each in its own process; users/s
+    over each whole run."""
     from conf_profile.bench.ingest_local import run_ingest_local
     from conf_profile.models import resolve_model
 
@@ -220,31 +221,55 @@ def bench_infer(args: argparse.Namespace) -> None:
     py = sys.executable
     ray_run = run_measured([py, "-m", "jobs.infer", "--run-dir", str(work), "--model", model, "--date", "2000-01-01",
                             *(f"--set={o}" for o in args.overrides)])  # fmt: skip
-    raw_run = run_measured([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
-                            "--kind", "infer", *(f"--set={o}" for o in args.overrides)])  # fmt: skip
-    _keep_logs(work, ray_run, raw_run)
-    for name, m in (("ray job", ray_run), ("raw vllm", raw_run)):
-        if m.returncode != 0:
-            sys.exit(f"bench: {name} failed:\n{m.output[-3000:]}")
+    raws = _raw_runs([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
+                      "--kind", "infer", *(f"--set={o}" for o in args.overrides)])  # fmt: skip
+    _keep_logs(work, ray_run, raws)
+    if ray_run.returncode != 0:
+        sys.exit(f"bench: ray job failed:\n{ray_run.output[-3000:]}")
     profiles = pq.read_table(work / "profiles" / "dt=2000-01-01", columns=["user_id", "error"])
-    raw = json.loads(raw_run.output.strip().splitlines()[-1])
     job_tokens = json.loads((work / "manifest.json").read_text())["stages"]["infer"].get("output_tokens", 0)
     print(f"\ninfer benchmark: {args.users} users, model {args.model} {args.overrides} on {_cpu()}")
-    print(f"{'':34s} {'seconds':>8s} {'users/s':>8s} {'out tokens':>10s} {'tok/user':>8s}")
-    rows = (("ray job (jobs.infer), whole run", ray_run.seconds, job_tokens),
-            ("raw vllm.LLM, whole run", raw_run.seconds, raw["tokens"]),
-            ("raw vllm.LLM, generation only", raw["seconds"], raw["tokens"]))  # fmt: skip
+    print(f"{'':44s} {'seconds':>8s} {'users/s':>8s} {'out tokens':>10s} {'tok/user':>8s}")
+    rows = [("ray job (jobs.infer), whole run", ray_run.seconds, job_tokens)]
+    for engine, m, raw in raws:
+        rows += [(f"raw vllm.LLM {engine}, whole run", m.seconds, raw["tokens"]),
+                 (f"raw vllm.LLM {engine}, generation only", raw["seconds"], raw["tokens"])]  # fmt: skip
     for name, seconds, tokens in rows:
-        print(f"{name:34s} {seconds:8.1f} {args.users / seconds:8.2f} {tokens:10d} {tokens / args.users:8.1f}")
-    print(f"ratio ray/raw users/s (whole runs): {raw_run.seconds / ray_run.seconds:.2f}")
+        print(f"{name:44s} {seconds:8.1f} {args.users / seconds:8.2f} {tokens:10d} {tokens / args.users:8.1f}")
+    for engine, m, _ in raws:
+        print(f"ratio ray/raw {engine} users/s (whole runs): {m.seconds / ray_run.seconds:.2f}")
     print(f"profiles written: {profiles.num_rows}/{args.users} users, {profiles.column('error').null_count} parsed")
 
 
-def _keep_logs(work: Path, ray_run: Measured, raw_run: Measured) -> None:
-    """Both runs' output (Ray's, vLLM's, the job's stage timings) into the work folder, to read afterwards."""
+# The two ways to run plain vllm.LLM on a CPU that the engine benchmarks compare the jobs with: vLLM's default,
+# the engine core and the model worker each in a process of its own (as the jobs' engines run: ray.data.llm's
+# asynchronous engine always has its engine core in a process of its own, and vLLM's CPU backend then puts
+# the model in another), and everything in the calling process (VLLM_ENABLE_V1_MULTIPROCESSING=0), the
+# fastest way on a small CPU.
+RAW_ENGINES = {"multiprocess": "1", "in-process": "0"}
+
+
+def _raw_runs(cmd: list[str]) -> list[tuple[str, Measured, dict]]:
+    """``cmd`` (a _raw-vllm command) run once per RAW_ENGINES entry, one after the other: (engine, its
+    measurement, its JSON result line). Exits with the output of a failed run."""
+    out = []
+    for engine in RAW_ENGINES:
+        m = run_measured([*cmd, "--engine", engine])
+        if m.returncode != 0:
+            sys.exit(f"bench: raw vllm ({engine}) failed:\n{m.output[-3000:]}")
+        # its result is its last JSON line (vLLM's engine processes may log after it, while they shut down)
+        result = next(line for line in reversed(m.output.splitlines()) if line.startswith('{"tokens"'))
+        out.append((engine, m, json.loads(result)))
+    return out
+
+
+def _keep_logs(work: Path, ray_run: Measured, raws: list[tuple[str, Measured, dict]]) -> None:
+    """Every run's output (Ray's, vLLM's, the job's stage timings) into the work folder, to read afterwards:
+    job.log, and raw-<engine>.log per raw engine."""
     (work / "job.log").write_text(ray_run.output)
-    (work / "raw.log").write_text(raw_run.output)
-    print(f"bench: the runs' output is in {work / 'job.log'} and {work / 'raw.log'}", file=sys.stderr)
+    for engine, m, _ in raws:
+        (work / f"raw-{engine}.log").write_text(m.output)
+    print(f"bench: the runs' output is in {work} (job.log, raw-*.log)", file=sys.stderr)
 
 
 def _raw_vllm(args: argparse.Namespace) -> None:
@@ -267,9 +292,10 @@ def _raw_vllm(args: argparse.Namespace) -> None:
     infer = build(Config, overrides=args.overrides).infer  # the infer job's settings, --set included
     samples = infer.samples if args.kind == "infer" else args.samples
     engine = infer.engine if args.kind == "infer" else engine
-    # The environment the jobs give their CPU engines (before vLLM and torch read it), and an in-process engine.
-    for key, value in {**engine_env(engine, "cpu"), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}.items():
+    # The environment the jobs give their CPU engines (before vLLM and torch read it), and the engine's layout.
+    for key, value in engine_env(engine, "cpu").items():
         os.environ.setdefault(key, value)
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = RAW_ENGINES[args.engine]
     from vllm import LLM, SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
@@ -784,6 +810,7 @@ def main(argv: list[str] | None = None) -> None:
     raw.add_argument("--model", default="demo")
     raw.add_argument("--samples", type=int, default=1)
     raw.add_argument("--kind", choices=("label", "infer"), default="label")
+    raw.add_argument("--engine", choices=tuple(RAW_ENGINES), default="in-process")
     raw.add_argument("--set", action="append", default=[], dest="overrides")
     infer = sub.add_parser("infer", help="Ray infer job vs plain vllm.LLM on the same prompts")
     infer.add_argument("--users", type=int, default=100)

@@ -23,3 +23,25 @@ def test_a_command_past_its_limit_is_killed_and_says_where_it_stopped() -> None:
     assert m.stopped_at_mib is not None and m.stopped_at_mib > 200
     assert m.returncode != 0 and "done" not in m.output  # killed before it printed
     assert m.seconds < 2
+
+
+# A stand-in for `jobs.bench _raw-vllm`: prints its result line, then a log line (as vLLM's engine processes
+# do while they shut down); exits 1 when told to run the in-process engine and FAIL is in its arguments.
+RAW_STAND_IN = (
+    "import json, sys; engine = sys.argv[sys.argv.index('--engine') + 1]; "
+    "sys.exit(1) if 'FAIL' in sys.argv and engine == 'in-process' else None; "
+    "print(json.dumps({'tokens': len(engine), 'seconds': 1.0})); print('(EngineCore) shutdown')"
+)
+
+
+def test_the_raw_engine_runs_are_one_per_layout_each_read_from_its_result_line(capsys) -> None:
+    import pytest
+
+    from jobs.bench import RAW_ENGINES, _raw_runs
+
+    runs = _raw_runs([sys.executable, "-c", RAW_STAND_IN])
+    assert [engine for engine, _, _ in runs] == list(RAW_ENGINES) == ["multiprocess", "in-process"]
+    assert [raw["tokens"] for _, _, raw in runs] == [len("multiprocess"), len("in-process")]
+    assert all(m.returncode == 0 for _, m, _ in runs)
+    with pytest.raises(SystemExit, match=r"raw vllm \(in-process\) failed"):
+        _raw_runs([sys.executable, "-c", RAW_STAND_IN, "FAIL"])
