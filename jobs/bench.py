@@ -180,9 +180,9 @@ def bench_label(args: argparse.Namespace) -> None:
          "--set", "label.heldout_users=0",
          *(f"--set={o}" for o in args.overrides)]
     )  # fmt: skip
+    _keep_log(work, "job", ray_run)
     raws = _raw_runs([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
-                      "--samples", str(args.samples)])  # fmt: skip
-    _keep_logs(work, ray_run, raws)
+                      "--samples", str(args.samples)], work)  # fmt: skip
     if ray_run.returncode != 0:
         sys.exit(f"bench: ray job failed:\n{ray_run.output[-3000:]}")
     samples = pq.read_table(work / "teacher_samples", columns=["output_tokens", "error"])
@@ -191,10 +191,7 @@ def bench_label(args: argparse.Namespace) -> None:
     print(f"\nlabel benchmark: {args.users} users x {args.samples} samples, model {args.model} {args.overrides} "
           f"on {_cpu()}")  # fmt: skip
     print(f"{'':44s} {'seconds':>8s} {'out tokens':>10s} {'tok/s':>7s} {'tok/user':>8s} {'users/s':>8s}")
-    rows = [("ray job (jobs.label), whole run", ray_run.seconds, ray_tokens)]
-    for engine, m, raw in raws:
-        rows += [(f"raw vllm.LLM {engine}, whole run", m.seconds, raw["tokens"]),
-                 (f"raw vllm.LLM {engine}, generation only", raw["seconds"], raw["tokens"])]  # fmt: skip
+    rows = [("ray job (jobs.label), whole run", ray_run.seconds, ray_tokens), *_raw_rows(raws)]
     for name, seconds, tokens in rows:
         print(f"{name:44s} {seconds:8.1f} {tokens:10d} {tokens / seconds:7.1f} {tokens / args.users:8.1f} "
               f"{args.users / seconds:8.3f}")  # fmt: skip
@@ -221,19 +218,16 @@ def bench_infer(args: argparse.Namespace) -> None:
     py = sys.executable
     ray_run = run_measured([py, "-m", "jobs.infer", "--run-dir", str(work), "--model", model, "--date", "2000-01-01",
                             *(f"--set={o}" for o in args.overrides)])  # fmt: skip
+    _keep_log(work, "job", ray_run)
     raws = _raw_runs([py, "-m", "jobs.bench", "_raw-vllm", "--run-dir", str(work), "--model", args.model,
-                      "--kind", "infer", *(f"--set={o}" for o in args.overrides)])  # fmt: skip
-    _keep_logs(work, ray_run, raws)
+                      "--kind", "infer", *(f"--set={o}" for o in args.overrides)], work)  # fmt: skip
     if ray_run.returncode != 0:
         sys.exit(f"bench: ray job failed:\n{ray_run.output[-3000:]}")
     profiles = pq.read_table(work / "profiles" / "dt=2000-01-01", columns=["user_id", "error"])
     job_tokens = json.loads((work / "manifest.json").read_text())["stages"]["infer"].get("output_tokens", 0)
     print(f"\ninfer benchmark: {args.users} users, model {args.model} {args.overrides} on {_cpu()}")
     print(f"{'':44s} {'seconds':>8s} {'users/s':>8s} {'out tokens':>10s} {'tok/user':>8s}")
-    rows = [("ray job (jobs.infer), whole run", ray_run.seconds, job_tokens)]
-    for engine, m, raw in raws:
-        rows += [(f"raw vllm.LLM {engine}, whole run", m.seconds, raw["tokens"]),
-                 (f"raw vllm.LLM {engine}, generation only", raw["seconds"], raw["tokens"])]  # fmt: skip
+    rows = [("ray job (jobs.infer), whole run", ray_run.seconds, job_tokens), *_raw_rows(raws)]
     for name, seconds, tokens in rows:
         print(f"{name:44s} {seconds:8.1f} {args.users / seconds:8.2f} {tokens:10d} {tokens / args.users:8.1f}")
     for engine, m, _ in raws:
@@ -249,12 +243,14 @@ def bench_infer(args: argparse.Namespace) -> None:
 RAW_ENGINES = {"multiprocess": "1", "in-process": "0"}
 
 
-def _raw_runs(cmd: list[str]) -> list[tuple[str, Measured, dict]]:
-    """``cmd`` (a _raw-vllm command) run once per RAW_ENGINES entry, one after the other: (engine, its
-    measurement, its JSON result line). Exits with the output of a failed run."""
+def _raw_runs(cmd: list[str], work: Path) -> list[tuple[str, Measured, dict]]:
+    """``cmd`` (a _raw-vllm command) run once per RAW_ENGINES entry, one after the other, each run's output
+    kept in ``work``/raw-<engine>.log: (engine, its measurement, its JSON result line). Exits with the output
+    of a failed run."""
     out = []
     for engine in RAW_ENGINES:
         m = run_measured([*cmd, "--engine", engine])
+        _keep_log(work, f"raw-{engine}", m)
         if m.returncode != 0:
             sys.exit(f"bench: raw vllm ({engine}) failed:\n{m.output[-3000:]}")
         # its result is its last JSON line (vLLM's engine processes may log after it, while they shut down)
@@ -263,13 +259,21 @@ def _raw_runs(cmd: list[str]) -> list[tuple[str, Measured, dict]]:
     return out
 
 
-def _keep_logs(work: Path, ray_run: Measured, raws: list[tuple[str, Measured, dict]]) -> None:
-    """Every run's output (Ray's, vLLM's, the job's stage timings) into the work folder, to read afterwards:
-    job.log, and raw-<engine>.log per raw engine."""
-    (work / "job.log").write_text(ray_run.output)
-    for engine, m, _ in raws:
-        (work / f"raw-{engine}.log").write_text(m.output)
-    print(f"bench: the runs' output is in {work} (job.log, raw-*.log)", file=sys.stderr)
+def _raw_rows(raws: list[tuple[str, Measured, dict]]) -> list[tuple[str, float, int]]:
+    """The engine benchmarks' table rows of the raw runs: (name, seconds, output tokens), whole run and
+    generation alone for each layout."""
+    rows = []
+    for engine, m, raw in raws:
+        rows += [(f"raw vllm.LLM {engine}, whole run", m.seconds, raw["tokens"]),
+                 (f"raw vllm.LLM {engine}, generation only", raw["seconds"], raw["tokens"])]  # fmt: skip
+    return rows
+
+
+def _keep_log(work: Path, name: str, m: Measured) -> None:
+    """A run's output (Ray's, vLLM's, the job's stage timings) into ``work``/<name>.log, to read afterwards,
+    written as soon as the run ends (a benchmark that stops at a failed run keeps the logs so far)."""
+    (work / f"{name}.log").write_text(m.output)
+    print(f"bench: {name}'s output is in {work / f'{name}.log'}", file=sys.stderr)
 
 
 def _raw_vllm(args: argparse.Namespace) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from conf_profile.bench.measure import run_measured
 
 # a child that holds about 400 MiB of touched memory for two seconds, then prints and exits 0
@@ -34,14 +36,15 @@ RAW_STAND_IN = (
 )
 
 
-def test_the_raw_engine_runs_are_one_per_layout_each_read_from_its_result_line(capsys) -> None:
-    import pytest
-
+def test_the_raw_engine_runs_are_one_per_layout_each_read_from_its_result_line(tmp_path) -> None:
     from jobs.bench import RAW_ENGINES, _raw_runs
 
-    runs = _raw_runs([sys.executable, "-c", RAW_STAND_IN])
+    runs = _raw_runs([sys.executable, "-c", RAW_STAND_IN], tmp_path)
     assert [engine for engine, _, _ in runs] == list(RAW_ENGINES) == ["multiprocess", "in-process"]
     assert [raw["tokens"] for _, _, raw in runs] == [len("multiprocess"), len("in-process")]
     assert all(m.returncode == 0 for _, m, _ in runs)
     with pytest.raises(SystemExit, match=r"raw vllm \(in-process\) failed"):
-        _raw_runs([sys.executable, "-c", RAW_STAND_IN, "FAIL"])
+        _raw_runs([sys.executable, "-c", RAW_STAND_IN, "FAIL"], tmp_path)
+    # each run's log kept as it ended, the failed run's too
+    assert "(EngineCore) shutdown" in (tmp_path / "raw-multiprocess.log").read_text()
+    assert (tmp_path / "raw-in-process.log").read_text() == ""
