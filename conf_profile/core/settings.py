@@ -161,7 +161,7 @@ class EngineConfig:
     batch_size: int = 16  # rows per batch sent to an engine replica
     # Batches in flight per replica (rows in flight = this x batch_size). More rows than the engine runs at once
     # (about 60-70 demo-model sequences fit the CPU's 1 GB KV cache): a batch keeps its rows until its slowest
-    # is done, so with 4 x 16 in flight the engine ran 20-45 sequences. 8: the infer job 10% faster at 160
+    # is done, so with 4 x 16 in flight the engine ran at most 48 sequences. 8: the infer job 10% faster at 160
     # users (jobs.bench infer, README), as Ray Data's own warning below 8 advises.
     max_concurrent_batches: int = 8
     max_model_len: int = 4096  # prompt + output tokens per sequence
