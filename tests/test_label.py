@@ -280,6 +280,52 @@ def test_engine_resources_pin_the_engines_to_the_nodes_that_declare_them() -> No
             build(Config, {"label": {"engine": {"resources": bad}}})
 
 
+def test_requests_carry_the_prompt_the_chat_template_stage_would_render_and_leave_that_stage_out(
+    tmp_path, monkeypatch
+) -> None:
+    import ray.data.llm
+    from transformers import AutoProcessor
+
+    from conf_profile import engines
+    from conf_profile.core.labeling import chat_messages, system_prompt
+    from conf_profile.core.settings import EngineConfig
+    from conf_profile.core.taxonomy import load_taxonomy
+    from conf_profile.models import tiny_model_dir
+
+    model, system = str(tiny_model_dir(tmp_path / "cache")), system_prompt(load_taxonomy())
+    stage = AutoProcessor.from_pretrained(model)  # what ray.data.llm's chat-template stage renders each row with
+    request = engines.ChatRequest(system, {"temperature": 0.0}, {"type": "object"}, request_seeds=False)
+    frame = engines.chat_frame(model, system)
+    assert frame is not None and frame[0].endswith("<user_data>\n") and frame[1].startswith("\n</user_data>")
+    framed = engines.ChatRequest(system, {"temperature": 0.0}, {"type": "object"}, request_seeds=False, frame=frame)
+    for document in ("search (2 events):\n- 2026-01-02 | strollers  ", "bio: père de deux {enfants}\n"):
+        row = {"user_id": "u1", "document": document, "seed": 7}
+        want = stage.apply_chat_template(chat_messages(system, document), tokenize=False, add_generation_prompt=True)
+        assert framed(row) == {"user_id": "u1", "seed": 7, "prompt": want, "sampling_params": {
+            "temperature": 0.0, "structured_outputs": {"json": '{"type": "object"}'}}}  # fmt: skip
+        assert request(row)["messages"] == chat_messages(system, document)  # without a frame: the messages
+    # a template that does not write the document as it is (it squeezes double spaces), or a model that does
+    # not load: no frame. (One that trims each turn keeps it: the document sits inside the turn's delimiters.)
+    for name, write in (("squeezes", "m['content'] | replace('  ', ' ')"), ("trims", "m['content'] | trim")):
+        (tmp_path / name).mkdir()
+        stage.chat_template = "{% for m in messages %}{{ " + write + " }}{% endfor %}"
+        stage.save_pretrained(tmp_path / name)
+    assert engines.chat_frame(str(tmp_path / "squeezes"), system) is None
+    assert engines.chat_frame(str(tmp_path / "trims"), system) == (system + "<user_data>\n", "\n</user_data>")
+    assert engines.chat_frame(str(tmp_path / "missing"), system) is None
+
+    # The processor: with a frame the chat-template stage is left out and the requests carry the prompt
+    built = []
+    monkeypatch.setattr(engines, "_PRELOAD", None)
+    monkeypatch.setattr(ray.data.llm, "build_processor", lambda config, **kw: built.append((config, kw)))
+    for path, enabled in ((model, False), (str(tmp_path / "squeezes"), True)):
+        engines.vllm_processor(path, EngineConfig(), "cpu", preprocess=request, postprocess=None)
+        config, kwargs = built.pop()
+        assert config.chat_template_stage.enabled is enabled
+        assert kwargs["preprocess"].frame == (None if enabled else frame)
+    assert engines.processor_config(model, EngineConfig(), "cpu").chat_template_stage.enabled is True
+
+
 def test_the_engine_modules_are_imported_once_on_a_thread_that_the_processor_and_the_exit_wait_for(
     monkeypatch,
 ) -> None:

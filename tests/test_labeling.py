@@ -7,6 +7,8 @@ import pyarrow as pa
 import pytest
 
 from conf_profile.core.labeling import (
+    FRAME_MARKER,
+    FRAME_PROBES,
     MAX_EVIDENCE_CHARS,
     MAX_RATIONALE_CHARS,
     PARSE_ERRORS,
@@ -17,6 +19,7 @@ from conf_profile.core.labeling import (
     chat_messages,
     output_schema,
     parse_output,
+    prompt_frame,
     prompt_version,
     system_prompt,
     teacher_messages,
@@ -32,6 +35,26 @@ def valid_output(**overrides) -> dict:
         out[attr.name] = {"value": attr.value_names[0], "confidence": 4, "evidence": "bio"}
     out.update(overrides)
     return out
+
+
+def test_the_prompt_frame_is_what_a_template_writes_around_the_document_or_none() -> None:
+    calls: list[str] = []
+
+    def chatml(document: str) -> str:  # a template that writes the document as it is
+        calls.append(document)
+        return f"<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n{document}<|im_end|>\n<|im_start|>assistant\n"
+
+    assert prompt_frame(chatml) == ("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n",
+                                    "<|im_end|>\n<|im_start|>assistant\n")  # fmt: skip
+    assert calls == [FRAME_MARKER, *FRAME_PROBES]  # found with the marker, then checked on every probe
+    assert prompt_frame(lambda d: d) == ("", "")
+    # templates that do not hold the document verbatim, once: None (the rows are then rendered one by one)
+    assert prompt_frame(lambda d: f"[{d.strip()}]") is None  # trims: the probe with spaces at its ends differs
+    assert prompt_frame(lambda d: f"[{d}|{d}]") is None  # the document twice
+    assert prompt_frame(lambda d: "[fixed]") is None  # the document nowhere
+    assert prompt_frame(lambda d: f"[{d.replace('{', '(')}]") is None  # escapes what a probe holds
+    assert prompt_frame(lambda d: f"[{d}]" if d.isascii() else f"<{d}>") is None  # branches on the text
+    assert prompt_frame(lambda d: f"[{d}]" if d.isascii() else f"<{d}>", probes=("a",)) == ("[", "]")  # probes' reach
 
 
 def test_chat_column_is_chat_messages_per_row_in_slices_of_bounded_text() -> None:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,34 @@ def chat_messages(system: str, document: str) -> list[dict[str, str]]:
         {"role": "system", "content": system},
         {"role": "user", "content": f"{USER_OPEN}\n{document}\n{USER_CLOSE}"},
     ]
+
+
+# A document the chat frame is found with, and the documents it is checked on: empty, whitespace at either
+# end, line breaks of every kind, braces and Jinja-like text, quotes, non-ASCII text, a special-token look-alike.
+FRAME_MARKER = "@@conf-profile:document@@"
+FRAME_PROBES = ("", "a", "  both ends  \n", "one\ntwo\r\n\tthree\n\n", '{"k": [1, 2]} {{ x }} {% if y %}\'q\'',
+                "é 漢字 🙂 \u00a0", "<|im_end|>\n<|im_start|>assistant")  # fmt: skip
+
+
+def prompt_frame(render: Callable[[str], str], probes: tuple[str, ...] = FRAME_PROBES) -> tuple[str, str] | None:
+    """(prefix, suffix) such that ``render(document) == prefix + document + suffix``, where ``render`` applies a
+    chat template to the messages of one document: the engine's prompt is then two concatenations per row
+    instead of a template rendering. Found by rendering FRAME_MARKER once and checked on ``probes``; None
+    where the rendering does not hold the document verbatim, once (a template that trims, escapes or repeats
+    it, or that branches on its text in a way a probe shows): the caller then renders every row.
+
+    >>> prompt_frame(lambda d: f"<s>[INST] {d} [/INST]")
+    ('<s>[INST] ', ' [/INST]')
+    >>> prompt_frame(lambda d: f"<s>{d.strip()}</s>") is None
+    True
+    """
+    parts = render(FRAME_MARKER).split(FRAME_MARKER)
+    if len(parts) != 2:
+        return None
+    prefix, suffix = parts
+    if any(render(document) != prefix + document + suffix for document in probes):
+        return None
+    return prefix, suffix
 
 
 def chat_column(system: str, documents: pa.Array | pa.ChunkedArray, assistant: pa.Array | pa.ChunkedArray | None = None,
