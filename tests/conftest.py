@@ -119,7 +119,6 @@ def job_submit(run_dir: Path, cache: Path, *extra: str) -> tuple[subprocess.Comp
     """The quick pipeline under `ray job submit` on a fresh local head (killed afterwards, it alone); (the
     CLI's result, the token the head, CLI and job shared)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this environment's
     # Token authentication, as a shared cluster should run (Ray 2.59 turns it on for local clusters anyway):
     # the head, the CLI and the job share the token through the environment.
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)})
@@ -137,7 +136,11 @@ def job_submit(run_dir: Path, cache: Path, *extra: str) -> tuple[subprocess.Comp
     try:
         out, _ = started.communicate(timeout=180)
         assert started.returncode == 0, out[-3000:]
-        job = ["python", "-m", "jobs.pipeline", "--config", "jobs/configs/quick.yaml", "--run-dir", str(run_dir),
+        # This environment's interpreter by its path, and PATH left as it is: with the environment's bin
+        # folder first on PATH, pip's ninja (not the system's, which every other run uses) built the training's
+        # DeepSpeed op, and torch's extension cache rebuilt it whenever the two alternated (README,
+        # Installation details).
+        job = [sys.executable, "-m", "jobs.pipeline", "--config", "jobs/configs/quick.yaml", "--run-dir", str(run_dir),
                "--set", f"models.cache_dir={cache}", "--set", f"infer.date={QUICK_DATE}", *extra]  # fmt: skip
         submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--runtime-env",
                   "jobs/runtime_env.yaml", "--working-dir", ".", "--", *job]  # fmt: skip
