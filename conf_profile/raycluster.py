@@ -4,7 +4,9 @@ shares: light tasks, a Parquet read that honours them, no memory warning beside 
 from __future__ import annotations
 
 import os
+import random
 import socket
+from pathlib import Path
 from typing import Any
 
 from conf_profile.core.settings import RayConfig
@@ -53,8 +55,31 @@ def init_ray(cfg: RayConfig | None = None) -> None:
             os.environ[API_SERVER_ADDRESS] = saved
 
 
+# Ray's worker processes listen on ports 10002-19999 (its min/max_worker_port defaults), and the ports Ray
+# leaves to the kernel (port 0) come from the ephemeral range (/proc/sys/net/ipv4/ip_local_port_range).
+PORTS_FROM = 20000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a Ray process to bind a moment later: drawn
+    at random between Ray's worker ports and the kernel's ephemeral range, where the kernel picks the local
+    port of every outgoing connection and above whose low end Ray draws the ports it chooses itself. A port
+    the kernel handed out here was once taken by the time the dashboard bound it ("address already in use";
+    Ray gives an explicit dashboard port no second try, and the job failed after a minute). Without room
+    below the ephemeral range, a port the kernel hands out."""
+    try:
+        ephemeral_low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768  # Linux's default
+    candidates = range(PORTS_FROM, ephemeral_low)
+    for port in random.sample(candidates, min(len(candidates), 64)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -45,3 +45,37 @@ def test_the_workers_of_a_local_ray_reach_its_state_api_and_the_driver_keeps_its
     assert out["nodes"] == ["ALIVE"]  # the state API answered from the worker, about this one-node Ray
     assert out["driver"] is None  # not left in the driver: it would redirect its job and state clients
     assert out["poll"] == "0.5"  # Ray Train's controller polls its workers every 0.5 s on a one-machine Ray
+
+
+def test_free_ports_lie_between_rays_worker_ports_and_the_ephemeral_range_and_are_free(tmp_path, monkeypatch) -> None:
+    """The ports the kernel hands out (Ray's own, in the same start) come from the ephemeral range, Ray's
+    workers listen on 10002-19999: a port chosen for a Ray process to bind later is in neither, and free."""
+    import socket
+
+    from conf_profile import raycluster
+
+    span = tmp_path / "range"
+    span.write_text("32768\t60999\n")
+    monkeypatch.setattr(raycluster, "EPHEMERAL_RANGE", span)
+    ports = [raycluster.free_port() for _ in range(20)]
+    assert all(20000 <= p < 32768 for p in ports) and len(set(ports)) > 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[0]))  # free: binding it works
+
+    # a taken candidate is passed over
+    with socket.socket() as taken, socket.socket() as other:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        other.bind(("127.0.0.1", 0))
+        busy, free = taken.getsockname()[1], other.getsockname()[1]
+        other.close()
+        monkeypatch.setattr(raycluster.random, "sample", lambda population, k: [busy, free])
+        assert raycluster.free_port() == free
+
+    # no room below the ephemeral range (or no such file): a port from the kernel, free as well
+    monkeypatch.undo()
+    span.write_text("1024 60999")
+    monkeypatch.setattr(raycluster, "EPHEMERAL_RANGE", span)
+    assert 1024 <= raycluster.free_port() <= 65535
+    monkeypatch.setattr(raycluster, "EPHEMERAL_RANGE", tmp_path / "missing")
+    assert 20000 <= raycluster.free_port() < 32768
