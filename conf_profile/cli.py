@@ -95,6 +95,9 @@ def load_run_config(args: argparse.Namespace, extra_overrides: Sequence[str] = (
     return load_config_checks(run_cfg)
 
 
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+
+
 def fail(message: str, status: int = 2) -> NoReturn:
     print(f"{Path(sys.argv[0]).stem or 'conf-profile'}: {message}", file=sys.stderr)
     raise SystemExit(status)
@@ -106,15 +109,34 @@ def run_stage(
 ) -> Path:  # fmt: skip
     """The body of a job that continues a run (--run-dir, or the latest run): check that the run tables in
     ``reads`` are there, run the stage, record it in the manifest, print its entry. Missing inputs and
-    invalid data end with one clear line and status 2."""
+    invalid data end with one clear line and status 2, Ctrl-C with one line and status 130."""
     from conf_profile.storage import check_reads, existing_run_dir, record_stage
 
+    run_dir = None
     try:
         run_dir = existing_run_dir(args.run_dir, cfg.run.runs_root)
         check_reads(stage, reads, run_dir)
         entry = run(cfg, run_dir)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail(interrupted(run_dir), INTERRUPTED)
     record_stage(run_dir, stage, {**entry, "status": "ok"}, to_dict(cfg))
     print(json.dumps(entry, indent=2))
     return run_dir
+
+
+def interrupted(run_dir: Any) -> str:
+    """What a job ended by Ctrl-C says after its name (fail() prefixes it): where its finished work is, and
+    how to go on from it.
+
+    >>> line = interrupted("runs/r1")
+    >>> line.startswith("interrupted (Ctrl-C); what it finished"), line.endswith("--run-dir runs/r1 goes on from there")
+    (True, True)
+    >>> interrupted(None)
+    'interrupted (Ctrl-C) before it began'
+    """
+    if run_dir is None:
+        return "interrupted (Ctrl-C) before it began"
+    return (f"interrupted (Ctrl-C); what it finished is kept in {run_dir}: the same command with --run-dir "
+            f"{run_dir} goes on from there")  # fmt: skip

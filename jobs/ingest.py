@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from conf_profile.cli import fail, job_parser, load_config
+from conf_profile.cli import INTERRUPTED, fail, interrupted, job_parser, load_config
 from conf_profile.core.config import to_dict
 from conf_profile.log_input import LogInputError
 from conf_profile.stages.ingest import run_ingest
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
         entry = run_ingest(cfg.ingest, args.logs, run_dir, cfg.ray)
     except LogInputError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail(interrupted(run_dir), INTERRUPTED)
     record_stage(run_dir, "ingest", {**entry, "status": "ok"}, to_dict(cfg))
     print(json.dumps(entry, indent=2))
     print(f"documents: {run_dir / 'documents'}\nrejects:   {run_dir / 'rejects'}")

@@ -41,7 +41,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
-from conf_profile.cli import fail, job_parser, load_config
+from conf_profile.cli import INTERRUPTED, fail, job_parser, load_config
 
 
 def resolve_date(value: str) -> str:
@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc), status=4)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:  # the lease is released on the way out
+        fail(f"interrupted (Ctrl-C); the tables are as the last published night left them: the same command "
+             f"runs {args.date} again", INTERRUPTED)  # fmt: skip
     print(json.dumps(entry, indent=2, default=str))
     print(f"published {entry['users_active']:,} users for {args.date}; profiles_latest has {entry['latest_users']:,} "
           f"users; watermark {entry['watermark']}")  # fmt: skip

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conf_profile.cli import fail, job_parser, load_config
+from conf_profile.cli import INTERRUPTED, fail, interrupted, job_parser, load_config
 from conf_profile.core.ladder import markdown
 from conf_profile.fs import location
 from conf_profile.runner import STAGE_NAMES, StageOrderError, run_pipeline
@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc))
     except (FileNotFoundError, ValueError) as exc:  # bad input found by a stage: recorded as failed
         fail(f"{exc} (the manifest in {run_dir} records the failed stage; fix and re-run with --run-dir)")
+    except KeyboardInterrupt:  # recorded as failed in the manifest as well
+        fail(interrupted(run_dir), INTERRUPTED)
     print(summary(results, run_dir))
 
 

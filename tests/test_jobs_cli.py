@@ -97,3 +97,53 @@ def test_jobs_on_an_existing_run_take_the_runs_own_settings(tmp_path, capsys) ->
     with pytest.raises(SystemExit) as exc:
         load_run_config(parser.parse_args(["--run-dir", str(run_dir)]))
     assert exc.value.code == 2 and "unknown config key 'label.no_such_key'" in capsys.readouterr().err
+
+
+def _ctrl_c(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_ends_each_job_with_one_line_and_status_130(tmp_path, monkeypatch, capsys) -> None:
+    """A job interrupted by Ctrl-C (KeyboardInterrupt in its main thread, wherever it waits) prints where its
+    finished work is and how to go on, and exits 130 as the shell reports a Ctrl-C, instead of a traceback."""
+    import argparse
+
+    import pytest
+
+    import jobs.ingest
+    import jobs.nightly
+    import jobs.pipeline
+    from conf_profile.cli import run_stage
+    from conf_profile.core.settings import Config
+    from conf_profile.stages import nightly as nightly_stage
+
+    def status(call) -> tuple[int, str]:
+        with pytest.raises(SystemExit) as ended:
+            call()
+        return ended.value.code, capsys.readouterr().err
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    args = argparse.Namespace(run_dir=str(run_dir))
+    monkeypatch.setattr(sys, "argv", ["jobs/label.py"])  # fail() names the job by its script
+    code, err = status(lambda: run_stage("label", args, Config(), _ctrl_c))
+    assert code == 130 and err.count("\n") == 1
+    assert f"label: interrupted (Ctrl-C); what it finished is kept in {run_dir}" in err
+    assert f"the same command with --run-dir {run_dir} goes on" in err
+
+    monkeypatch.setattr(sys, "argv", ["jobs/pipeline.py"])
+    monkeypatch.setattr(jobs.pipeline, "run_pipeline", _ctrl_c)
+    code, err = status(lambda: jobs.pipeline.main(["--run-dir", str(tmp_path / "p")]))
+    assert code == 130 and f"pipeline: interrupted (Ctrl-C); what it finished is kept in {tmp_path / 'p'}" in err
+
+    monkeypatch.setattr(sys, "argv", ["jobs/ingest.py"])
+    monkeypatch.setattr(jobs.ingest, "run_ingest", _ctrl_c)
+    code, err = status(lambda: jobs.ingest.main(["--logs", str(tmp_path), "--run-dir", str(tmp_path / "i")]))
+    assert code == 130 and f"ingest: interrupted (Ctrl-C); what it finished is kept in {tmp_path / 'i'}" in err
+
+    monkeypatch.setattr(sys, "argv", ["jobs/nightly.py"])
+    monkeypatch.setattr(nightly_stage, "run_nightly", _ctrl_c)
+    code, err = status(lambda: jobs.nightly.main(["--logs", str(tmp_path), "--date", "2026-11-01", "--model",
+                                                  str(tmp_path), "--out", str(tmp_path / "n")]))  # fmt: skip
+    assert code == 130 and "nightly: interrupted (Ctrl-C); the tables are as the last published night left them" in err
+    assert "runs 2026-11-01 again" in err
