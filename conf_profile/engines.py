@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import dataclasses
 import os
+import sys
 import threading
 from typing import Any
 
@@ -150,7 +151,7 @@ _PRELOAD: threading.Thread | None = None
 
 def preload_engine_modules() -> None:
     """Start importing, on a thread of the driver, what building a ray.data.llm vLLM processor imports there
-    (transformers, torch, vLLM: about 7 s on 2 cores), so that the import overlaps the cluster work a stage
+    (transformers and torch, about 2 s on 2 cores; not vLLM, see import_stage_modules_without_vllm), so that the import overlaps the cluster work a stage
     does before its engines start (selecting users, the resume's anti-join) instead of following it. Once
     per process; vllm_processor waits for it, and so does the interpreter's exit (a process that ends with
     an import half done on another thread may crash in its shutdown). A failed import is left to the
@@ -164,8 +165,27 @@ def preload_engine_modules() -> None:
 
 def _import_engine_modules() -> None:
     with contextlib.suppress(Exception):
-        import transformers  # noqa: F401
-        import vllm.v1.engine.exceptions  # noqa: F401
+        import transformers  # noqa: F401  (the chat frame is rendered in the driver)
+
+        import_stage_modules_without_vllm()
+
+
+def import_stage_modules_without_vllm() -> None:
+    """Import ray.data.llm's engine stage in this process without vLLM, where vLLM is not imported yet.
+
+    The stage module imports vLLM (about 5 s and some 400 MB of a driver on 2 cores) only for a module of
+    ray.llm that names vLLM's fatal engine errors, and tolerates its absence (the tuple is then empty).
+    Only the engine's actor catches those errors, and the actor imports the stage module afresh, with
+    vLLM. So the driver, which builds the processor and never runs an engine, imports it with vLLM
+    blocked: a failed import there instead of a slow one, and the actor starts that much sooner."""
+    if "vllm" in sys.modules or "ray.llm._internal.common.errors" in sys.modules:
+        return  # imported already, one way or the other
+    sys.modules["vllm"] = None  # type: ignore[assignment]  (`import vllm...` raises ImportError)
+    try:
+        import ray.llm._internal.common.errors  # noqa: F401
+    finally:
+        if sys.modules.get("vllm", False) is None:
+            del sys.modules["vllm"]
 
 
 def engine_blocks(requests: Any, rows: int, engine: EngineConfig) -> Any:
@@ -195,6 +215,7 @@ def vllm_processor(
         return _STAND_IN.processor(engine, preprocess, postprocess)
     if _PRELOAD is not None:
         _PRELOAD.join()  # the driver's imports of the processor finish on the preload thread
+    import_stage_modules_without_vllm()
     from ray.data.llm import build_processor
 
     frame = chat_frame(model, preprocess.system) if isinstance(preprocess, ChatRequest) else None

@@ -419,3 +419,22 @@ def test_the_split_write_sends_the_heldout_users_rows_to_their_own_folder(tmp_pa
     assert pq.read_table(tmp_path / "one" / "task-000000.parquet").num_rows == 3
     assert alone.write(iter([pa.table({"user_id": pa.array([], pa.string())})]), SimpleNamespace(task_idx=1)) == 0
     assert not (tmp_path / "one" / "task-000001.parquet").exists()  # an empty task writes no file
+
+
+def test_the_driver_imports_the_engine_stage_without_vllm_and_leaves_vllm_importable() -> None:
+    import subprocess
+    import sys
+
+    # A fresh interpreter: the test process may have imported vLLM already (then the function does nothing).
+    code = """
+import importlib.util, sys
+from conf_profile import engines
+engines.import_stage_modules_without_vllm()
+from ray.llm._internal.common import errors
+engines.import_stage_modules_without_vllm()  # a second call changes nothing
+print(sorted(k for k in sys.modules if k == "vllm" or k.startswith("vllm.")), errors.VLLM_FATAL_ERRORS,
+      importlib.util.find_spec("vllm") is not None)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    # nothing of vLLM imported, the fatal-error tuple empty in this process, and vLLM still importable
+    assert out.stdout.split("\n")[-2] == "[] () True", out.stdout + out.stderr
