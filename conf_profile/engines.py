@@ -151,11 +151,11 @@ _PRELOAD: threading.Thread | None = None
 
 def preload_engine_modules() -> None:
     """Start importing, on a thread of the driver, what building a ray.data.llm vLLM processor imports there
-    (transformers and torch, about 2 s on 2 cores; not vLLM, see import_stage_modules_without_vllm), so that the import overlaps the cluster work a stage
-    does before its engines start (selecting users, the resume's anti-join) instead of following it. Once
-    per process; vllm_processor waits for it, and so does the interpreter's exit (a process that ends with
-    an import half done on another thread may crash in its shutdown). A failed import is left to the
-    processor to report."""
+    (transformers and torch, about 2 s on 2 cores; not vLLM: import_stage_modules_without_vllm), so that
+    the import overlaps the cluster work a stage does before its engines start (selecting users, the
+    resume's anti-join) instead of following it. Once per process; vllm_processor waits for it, and so does
+    the interpreter's exit (a process that ends with an import half done on another thread may crash in its
+    shutdown). A failed import is left to the processor to report."""
     global _PRELOAD
     if _PRELOAD is None and _STAND_IN is None:
         _PRELOAD = threading.Thread(target=_import_engine_modules, name="preload-engine-modules", daemon=True)
