@@ -438,3 +438,19 @@ print(sorted(k for k in sys.modules if k == "vllm" or k.startswith("vllm.")), er
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     # nothing of vLLM imported, the fatal-error tuple empty in this process, and vLLM still importable
     assert out.stdout.split("\n")[-2] == "[] () True", out.stdout + out.stderr
+
+
+@pytest.mark.ray
+def test_the_engine_actors_import_the_stage_afresh_and_catch_vllms_fatal_engine_error(run_dir) -> None:
+    import ray
+    import ray.llm._internal.batch.stages.vllm_engine_stage as stage
+
+    # The stage's class travels to its actors by reference (cloudpickle), so each actor's process imports
+    # the module itself, with vLLM, whatever the driver's copy holds.
+    @ray.remote(num_cpus=0.1)
+    def fatal_errors(udf: type) -> list[str]:
+        import sys
+
+        return [e.__name__ for e in sys.modules[udf.__module__]._VLLM_FATAL_ERRORS]
+
+    assert ray.get(fatal_errors.remote(stage.vLLMEngineStageUDF)) == ["EngineDeadError"]
