@@ -126,17 +126,22 @@ def run_stage(
     return run_dir
 
 
-def interrupted(run_dir: Any) -> str:
+def interrupted(run_dir: Any, resumes: bool = True) -> str:
     """What a job ended by Ctrl-C says after its name (fail() prefixes it): where its finished work is, and
-    how to go on from it.
+    how to go on from it; a job that keeps nothing of a part done (``resumes=False``: the ingest) says that
+    the same command does it again.
 
     >>> line = interrupted("runs/r1")
     >>> line.startswith("interrupted (Ctrl-C); what it finished"), line.endswith("--run-dir runs/r1 goes on from there")
     (True, True)
+    >>> interrupted("runs/r1", resumes=False)
+    'interrupted (Ctrl-C) before it was done: the same command with --run-dir runs/r1 does it again'
     >>> interrupted(None)
     'interrupted (Ctrl-C) before it began'
     """
     if run_dir is None:
         return "interrupted (Ctrl-C) before it began"
+    if not resumes:
+        return f"interrupted (Ctrl-C) before it was done: the same command with --run-dir {run_dir} does it again"
     return (f"interrupted (Ctrl-C); what it finished is kept in {run_dir}: the same command with --run-dir "
             f"{run_dir} goes on from there")  # fmt: skip

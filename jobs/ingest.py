@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     except LogInputError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        fail(interrupted(run_dir), INTERRUPTED)
+        fail(interrupted(run_dir, resumes=False), INTERRUPTED)  # the ingest has no partial resume
     record_stage(run_dir, "ingest", {**entry, "status": "ok"}, to_dict(cfg))
     print(json.dumps(entry, indent=2))
     print(f"documents: {run_dir / 'documents'}\nrejects:   {run_dir / 'rejects'}")

@@ -139,7 +139,8 @@ def test_ctrl_c_ends_each_job_with_one_line_and_status_130(tmp_path, monkeypatch
     monkeypatch.setattr(sys, "argv", ["jobs/ingest.py"])
     monkeypatch.setattr(jobs.ingest, "run_ingest", _ctrl_c)
     code, err = status(lambda: jobs.ingest.main(["--logs", str(tmp_path), "--run-dir", str(tmp_path / "i")]))
-    assert code == 130 and f"ingest: interrupted (Ctrl-C); what it finished is kept in {tmp_path / 'i'}" in err
+    again = f"the same command with --run-dir {tmp_path / 'i'} does it again"
+    assert code == 130 and f"ingest: interrupted (Ctrl-C) before it was done: {again}" in err
 
     monkeypatch.setattr(sys, "argv", ["jobs/nightly.py"])
     monkeypatch.setattr(nightly_stage, "run_nightly", _ctrl_c)
