@@ -15,9 +15,11 @@ API_SERVER_ADDRESS = "RAY_API_SERVER_ADDRESS"  # where Ray's clients find the st
 SMALL_CPUS = 0.1  # the tokenizer/template/pre/post stages are light; whole CPUs for them starve the engine
 
 
-def init_ray(cfg: RayConfig | None = None) -> None:
+def init_ray(cfg: RayConfig | None = None, dashboard: bool = False) -> None:
     """Idempotent. Under ``ray job submit`` (RAY_ADDRESS set) Ray joins the job's cluster; otherwise a
-    local Ray starts with ``cfg``'s CPU count and object store size."""
+    local Ray starts with ``cfg``'s CPU count and object store size, and with its dashboard only when this
+    process will train (``dashboard``: Ray Train needs the state API it serves, below). Without it a local
+    Ray starts 1-2 s sooner on 2 cores and its daemons take about 3% of a core less while the job runs."""
     import ray
 
     if ray.is_initialized():
@@ -27,6 +29,11 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     common: dict[str, Any] = {"log_to_driver": True, "logging_level": "WARNING"}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**common)
+        return
+    if not dashboard:
+        # address="local": a new Ray of this job's own, never another one running on this machine (ray start)
+        ray.init(address="local", num_cpus=cfg.local_num_cpus, object_store_memory=cfg.local_object_store_mb * 2**20,
+                 include_dashboard=False, **common)  # fmt: skip
         return
     # Ray Train's controller learns that the workers are done (or dead) by polling them, every 2 s by default;
     # on a one-machine Ray a poll is cheap, and each training stage ends sooner (about 3 s of a tiny fit).

@@ -38,7 +38,7 @@ def placement(cfg: Config, settings: T) -> tuple[bool, T]:
 
     from conf_profile.raycluster import init_ray
 
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, dashboard=True)  # Ray Train polls the state API the dashboard serves
     cluster = ray.cluster_resources()
     gpu = settings.device == "gpu" or (settings.device == "auto" and cluster.get("GPU", 0) > 0)
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]

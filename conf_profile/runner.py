@@ -18,6 +18,7 @@ from conf_profile.core.labeling import prompt_version
 from conf_profile.core.settings import Config
 from conf_profile.core.student import student_prompt_version
 from conf_profile.core.taxonomy import load_taxonomy
+from conf_profile.raycluster import init_ray
 from conf_profile.stages import (
     aggregate,
     builtin_data,
@@ -46,6 +47,7 @@ Stage = Callable[[Config, Path], dict[str, Any]]
 MODULES = (builtin_data, ingest, embedded_models, label, aggregate, train_sft, train_rl, infer, evaluate)
 STAGES: tuple[tuple[str, Stage], ...] = tuple((m.__name__.rsplit(".", 1)[1], m.run) for m in MODULES)
 STAGE_NAMES = tuple(name for name, _ in STAGES)
+TRAINING = {"train_sft", "train_rl"}  # the stages that run Ray Train
 READS = {name: m.READS for name, m in zip(STAGE_NAMES, MODULES, strict=True)}
 
 
@@ -106,6 +108,9 @@ def run_pipeline(
     record_run_info(run_dir, {"taxonomy_version": taxonomy.version, "teacher_prompt_version": prompt_version(taxonomy),
                               "student_prompt_version": student_prompt_version(taxonomy)})  # fmt: skip
     results: dict[str, Any] = {name: manifest[name] for name in names[:start] if name in done}
+    if (set(names[start : stop + 1]) - done) & TRAINING:
+        # the local Ray that the first stage starts serves the training stages too: with its dashboard
+        init_ray(cfg.ray, dashboard=True)
     for name, stage in stages[start : stop + 1]:
         if name in done:
             print(f"pipeline: {name}: already done in {run_dir}, skipped", file=sys.stderr, flush=True)

@@ -131,7 +131,7 @@ def test_the_training_placement_resolves_workers_and_resources_for_the_cluster(m
 
     from conf_profile import raycluster, raytrain
 
-    monkeypatch.setattr(raycluster, "init_ray", lambda cfg=None: None)
+    monkeypatch.setattr(raycluster, "init_ray", lambda cfg=None, dashboard=False: None)
     for nodes, expected in ((CPU_LAPTOP, (False, 2, {})), (ONE_GPU, (True, 1, {})),
                             (CLUSTER_YAML, (True, 8, {"trainer": 1.0}))):  # fmt: skip
         monkeypatch.setattr(ray, "cluster_resources", lambda nodes=nodes: _totals(nodes))

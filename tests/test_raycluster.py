@@ -18,7 +18,7 @@ import json, os, ray
 from conf_profile.core.settings import RayConfig
 from conf_profile.raycluster import init_ray
 
-init_ray(RayConfig(local_num_cpus=1))
+init_ray(RayConfig(local_num_cpus=1), dashboard=True)
 url = ray._private.worker.global_worker.node.address_info["webui_url"]
 
 @ray.remote(num_cpus=0)
@@ -29,8 +29,11 @@ def from_a_worker():
         n.state for n in list_nodes(timeout=10)]
 
 seen, poll, nodes = ray.get(from_a_worker.remote(), timeout=60)
+ray.shutdown()
+init_ray(RayConfig(local_num_cpus=1))  # a job that does not train: no dashboard
+plain = ray._private.worker.global_worker.node.address_info["webui_url"]
 print(json.dumps({"driver": os.environ.get("RAY_API_SERVER_ADDRESS"), "worker": seen, "nodes": nodes,
-                  "dashboard": url, "poll": poll}))
+                  "dashboard": url, "poll": poll, "plain": plain}))
 """
 
 
@@ -45,6 +48,7 @@ def test_the_workers_of_a_local_ray_reach_its_state_api_and_the_driver_keeps_its
     assert out["nodes"] == ["ALIVE"]  # the state API answered from the worker, about this one-node Ray
     assert out["driver"] is None  # not left in the driver: it would redirect its job and state clients
     assert out["poll"] == "0.5"  # Ray Train's controller polls its workers every 0.5 s on a one-machine Ray
+    assert not out["plain"]  # a local Ray for a job that does not train starts without a dashboard
 
 
 def test_free_ports_lie_between_rays_worker_ports_and_the_ephemeral_range_and_are_free(tmp_path, monkeypatch) -> None:

@@ -164,6 +164,28 @@ def test_the_pipeline_checks_a_stages_inputs_before_running_it(tmp_path) -> None
     assert read_manifest(tmp_path)["stages"]["label"]["status"] == "failed"
 
 
+def test_the_pipeline_starts_ray_with_its_dashboard_when_a_training_stage_is_to_run(tmp_path, monkeypatch) -> None:
+    """Ray Train needs the state API a local Ray's dashboard serves, and the first stage starts the Ray that
+    the training stages use: the pipeline starts it, with the dashboard, when a training stage will run."""
+    from conf_profile import runner
+    from conf_profile.core.settings import Config
+
+    calls: list[bool] = []
+    monkeypatch.setattr(runner, "init_ray", lambda cfg=None, dashboard=False: calls.append(dashboard))  # test double
+    monkeypatch.setattr(runner, "READS", {})
+    stages = tuple((name, lambda cfg, rd: {}) for name in ("ingest", "label", "train_sft", "train_rl", "infer"))
+
+    runner.run_pipeline(Config(), tmp_path / "a", stages, last="label")  # no training: the stages start their Ray
+    assert calls == []
+    runner.run_pipeline(Config(), tmp_path / "a", stages)  # train_sft and train_rl are to run
+    assert calls == [True]
+    runner.run_pipeline(Config(), tmp_path / "a", stages)  # all done: no Ray at all
+    runner.run_pipeline(Config(), tmp_path / "a", stages, first="infer")  # the training stages stay done
+    assert calls == [True]
+    runner.run_pipeline(Config(), tmp_path / "a", stages, first="train_rl", last="train_rl")
+    assert calls == [True, True]
+
+
 def test_a_lease_is_exclusive_released_on_exit_and_taken_over_from_a_dead_holder(tmp_path) -> None:
     import socket
     import subprocess
