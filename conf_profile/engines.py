@@ -171,13 +171,14 @@ def _import_engine_modules() -> None:
 
 
 def import_stage_modules_without_vllm() -> None:
-    """Import ray.data.llm's engine stage in this process without vLLM, where vLLM is not imported yet.
+    """Import, without vLLM, the module through which ray.data.llm's engine stage imports vLLM, where this
+    process has not imported vLLM yet.
 
-    The stage module imports vLLM (about 5 s and some 400 MB of a driver on 2 cores) only for a module of
-    ray.llm that names vLLM's fatal engine errors, and tolerates its absence (the tuple is then empty).
-    Only the engine's actor catches those errors, and the actor imports the stage module afresh, with
-    vLLM. So the driver, which builds the processor and never runs an engine, imports it with vLLM
-    blocked: a failed import there instead of a slow one, and the actor starts that much sooner."""
+    The engine stage imports vLLM (some 5 s of CPU and 110 MB of a driver on 2 cores) only through a module
+    of ray.llm that names vLLM's fatal engine errors and tolerates vLLM's absence (its tuple is then empty).
+    Only the engine's actor catches those errors, and the actor imports the stage afresh, with vLLM. So the
+    driver, which builds the processor and never runs an engine, imports that module with vLLM blocked: a
+    failed import instead of a slow one, and the engine's actor starts that much sooner."""
     if "vllm" in sys.modules or "ray.llm._internal.common.errors" in sys.modules:
         return  # imported already, one way or the other
     sys.modules["vllm"] = None  # type: ignore[assignment]  (`import vllm...` raises ImportError)
