@@ -30,10 +30,10 @@ def init_ray(cfg: RayConfig | None = None, dashboard: bool = False) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**common)
         return
+    # address="local": a new Ray of this job's own, never another one running on this machine (ray start)
+    common.update(address="local", num_cpus=cfg.local_num_cpus, object_store_memory=cfg.local_object_store_mb * 2**20)
     if not dashboard:
-        # address="local": a new Ray of this job's own, never another one running on this machine (ray start)
-        ray.init(address="local", num_cpus=cfg.local_num_cpus, object_store_memory=cfg.local_object_store_mb * 2**20,
-                 include_dashboard=False, **common)  # fmt: skip
+        ray.init(include_dashboard=False, **common)
         return
     # Ray Train's controller learns that the workers are done (or dead) by polling them, every 2 s by default;
     # on a one-machine Ray a poll is cheap, and each training stage ends sooner (about 3 s of a tiny fit).
@@ -52,9 +52,7 @@ def init_ray(cfg: RayConfig | None = None, dashboard: bool = False) -> None:
     os.environ[API_SERVER_ADDRESS] = f"http://127.0.0.1:{port}"
     common.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
     try:
-        # address="local": a new Ray of this job's own, never another one running on this machine (ray start)
-        ray.init(address="local", num_cpus=cfg.local_num_cpus, object_store_memory=cfg.local_object_store_mb * 2**20,
-                 **common)  # fmt: skip
+        ray.init(**common)
     finally:
         if saved is None:
             os.environ.pop(API_SERVER_ADDRESS, None)
